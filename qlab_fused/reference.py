@@ -1,0 +1,220 @@
+r"""The readable specification in code: one QLAB step on plain tensors, float64-capable.
+
+Every backend is tested against this module. It favours clarity over speed: per-parameter tensors,
+Python floats for the rule, no fused anything.
+
+The step (SPEC §1). With L the mini-batch loss, G = ∇L(θ) and V the base optimizer's direction:
+
+.. math::
+    d = \langle V, G\rangle,\qquad L_\beta = L(\theta - \beta X),\qquad
+    a_2 = \frac{L_\beta - L_0 + \beta\, d_X}{\beta^2},\qquad
+    \alpha^* = \frac{d_X}{2 a_2},\qquad \theta \leftarrow \theta - \alpha V
+
+where X is the probe direction (V, or the fresh preconditioned gradient P) and d_X = ⟨X, G⟩. The
+parabola g(a) = a₂a² − d_X·a + L₀ passes through g(0) = L₀, g'(0) = −d_X and g(β) = L_β.
+The rules (how β and α are chosen, and which X is probed) are the functions ``rule_*`` below.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
+
+RULES = ("safeguarded", "paper", "fresh", "stale", "alternate")
+
+
+# ----------------------------------------------------------------------------------------------
+# Directions (per parameter tensor)
+# ----------------------------------------------------------------------------------------------
+def directions(theta, g, state: dict, t: int, h: Hyper):
+    """Advance the base state by one step and return (V, P, S, new_state).
+
+    V: the update direction (θ ← θ − αV), PyTorch conventions for every coefficient.
+    P: the fresh preconditioned gradient: G + λθ for SGD; (1−δ)(G + λθ)/(1−μ) for momentum (the
+       steady-state size of the buffer); (G + λθ)/(√v̂+ε) for Adam; G/(√v̂+ε) + λθ for AdamW.
+    S: the direction built from the previous state only (no self-term of this batch's noise):
+       buf_{t−1} for momentum, m̂_{t−1}/(√v̂_t+ε) (+ λθ for AdamW) for Adam, 0 for SGD.
+    Elements whose gradient is not finite keep their state and use G = 0 (their NaN still reaches
+    ⟨V, G⟩ through the caller's reductions, which makes the rule skip the step).
+    All directions are multiplied by ``h.lr_scale`` (the group's alpha0 relative to the optimizer's).
+    """
+    finite = torch.isfinite(g)
+    gf = torch.where(finite, g, torch.zeros_like(g))
+    wd, s = h.weight_decay, h.lr_scale
+    new = dict(state)
+    if h.kind == KIND_SGD:
+        V = gf + wd * theta
+        P, S = V, torch.zeros_like(theta)
+    elif h.kind == KIND_MOMENTUM:
+        gp = gf + wd * theta
+        buf_old = state["momentum_buffer"]
+        buf = gp.clone() if t == 1 else h.momentum * buf_old + (1 - h.dampening) * gp
+        buf = torch.where(finite, buf, buf_old)
+        new["momentum_buffer"] = buf
+        V = gp + h.momentum * buf if h.nesterov else buf
+        P = (1 - h.dampening) * gp / (1 - h.momentum)
+        S = buf_old
+    elif h.kind == KIND_ADAM:
+        gp = gf if h.decoupled else gf + wd * theta
+        m_old, v_old = state["exp_avg"], state["exp_avg_sq"]
+        m = torch.where(finite, h.beta1 * m_old + (1 - h.beta1) * gp, m_old)
+        v = torch.where(finite, h.beta2 * v_old + (1 - h.beta2) * gp * gp, v_old)
+        new["exp_avg"], new["exp_avg_sq"] = m, v
+        denom = v.sqrt() / math.sqrt(1 - h.beta2 ** t) + h.eps
+        V = m / (1 - h.beta1 ** t) / denom
+        P = gp / denom
+        S = m_old / (1 - h.beta1 ** (t - 1)) / denom if t > 1 else torch.zeros_like(theta)
+        if h.decoupled:
+            V, P, S = V + wd * theta, P + wd * theta, S + wd * theta
+    else:
+        raise ValueError(f"unknown kind {h.kind}")
+    return s * V, s * P, s * S, new
+
+
+def init_state(theta, h: Hyper) -> dict:
+    return {name: torch.zeros_like(theta) for name in h.state_names()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules (scalars, Python floats)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class RuleState:
+    alpha: float = 0.0      # α of the last step
+    beta: float = 1e-3      # probe distance of the next step (set to α0 at construction)
+    kappa_v: float = 0.0    # "alternate": curvature per unit length along V (0: unknown)
+    kappa_p: float = 0.0    # "alternate": same along P
+    skips: int = 0          # steps whose θ update was skipped for non-finite values
+
+
+def probe_direction(rule: str, kind: int, k: int) -> int:
+    """Which direction step number k (0-based, counting every call) probes."""
+    if kind == KIND_SGD:
+        return DIR_V  # P = V
+    if rule == "fresh":
+        return DIR_P
+    if rule == "alternate":
+        return DIR_P if k % 2 == 0 else DIR_V
+    return DIR_V
+
+
+def probe_distance(st: RuleState) -> float:
+    """β of this step: the previous step's α (α0 at first and after α = 0; β/10 after non-finite)."""
+    return st.beta
+
+
+def _fit(L0, Lb, slope, beta):
+    """(α*, a₂) of the parabola through g(0)=L0, g'(0)=−slope, g(β)=Lb (IEEE semantics at a₂ = 0)."""
+    a2 = (Lb - L0 + beta * slope) / beta ** 2
+    if a2 == 0:
+        return (math.copysign(math.inf, slope) if slope != 0 else math.nan), a2
+    return slope / (2 * a2), a2
+
+
+def _good(x) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleState,
+              alpha0: float, probe_dir: int) -> tuple[float, RuleState]:
+    """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg."""
+    new = RuleState(**vars(st))
+    if not math.isfinite(L0):  # the whole step is skipped; nothing else changes
+        new.skips += 1
+        return 0.0, new
+    d = red["vg"]
+    if not (math.isfinite(Lb) and all(math.isfinite(x) for x in red.values())):
+        new.skips += 1
+        new.alpha, new.beta = 0.0, beta / 10
+        return 0.0, new
+    dX = red["pg"] if probe_dir == DIR_P else d
+    a_star, a2 = _fit(L0, Lb, dX, beta)
+
+    if rule == "paper":
+        alpha = a_star if _good(a_star) else beta
+    elif rule in ("safeguarded", "fresh"):
+        alpha = min(a_star if _good(a_star) else beta, 2 * beta)
+    elif rule == "stale":  # slope from the previous state, curvature from the probe along V
+        alpha = (max(red["sg"], 0.0) / (2 * a2)) if a2 > 0 else beta
+    elif rule == "alternate":
+        xx = red["pp"] if probe_dir == DIR_P else red["vv"]
+        kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
+        if probe_dir == DIR_P:
+            new.kappa_p = kappa
+        else:
+            new.kappa_v = kappa
+        cands = []
+        if new.kappa_v > 0 and red["vv"] > 0:
+            cands.append(d / (2 * new.kappa_v * red["vv"]))
+        if new.kappa_p > 0 and red["pp"] > 0:
+            cands.append(red["pg"] / (2 * new.kappa_p * red["pp"]))
+        cands = [c for c in cands if _good(c)]
+        alpha = min(min(cands) if cands else beta, 2 * beta)
+    else:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+
+    if not d > 0:  # V is not a descent direction for this batch
+        alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
+    if red["gg"] == 0:
+        alpha = 0.0
+    new.alpha = alpha
+    if rule == "paper":
+        new.beta = max(alpha0, alpha)
+    else:
+        new.beta = alpha if alpha > 0 else alpha0
+    return alpha, new
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole step
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ReferenceQLAB:
+    """QLAB on a list of tensors. ``loss_fn(params) -> float`` and ``grad_fn(params) -> list``.
+
+    ``hypers[i]`` is the Hyper of ``params[i]``; ``alpha0`` the optimizer's reference alpha0.
+    """
+
+    params: list
+    hypers: list
+    alpha0: float
+    rule: str = "safeguarded"
+    t: int = 0
+    k: int = 0
+    rs: RuleState = None
+    states: list = None
+
+    def __post_init__(self):
+        if self.rs is None:
+            self.rs = RuleState(beta=self.alpha0)
+        if self.states is None:
+            self.states = [init_state(p, h) for p, h in zip(self.params, self.hypers)]
+
+    def step(self, loss_fn, grad_fn) -> float:
+        L0 = float(loss_fn(self.params))
+        grads = grad_fn(self.params)
+        kind = self.hypers[0].kind
+        pdir = probe_direction(self.rule, kind, self.k)
+        self.k += 1
+        if not math.isfinite(L0):
+            _, self.rs = rule_step(self.rule, L0, 0.0, {}, 0.0, self.rs, self.alpha0, pdir)
+            return L0
+        self.t += 1
+        V, P, new_states = [], [], []
+        red = dict(vg=0.0, pg=0.0, vv=0.0, pp=0.0, sg=0.0, gg=0.0)
+        for p, g, st, h in zip(self.params, grads, self.states, self.hypers):
+            v, pp, s, nst = directions(p, g, st, self.t, h)
+            V.append(v), P.append(pp), new_states.append(nst)
+            red["vg"] += float((v * g).sum()); red["pg"] += float((pp * g).sum())
+            red["vv"] += float((v * v).sum()); red["pp"] += float((pp * pp).sum())
+            red["sg"] += float((s * g).sum()); red["gg"] += float((g * g).sum())
+        self.states = new_states
+        beta = probe_distance(self.rs)
+        X = P if pdir == DIR_P else V
+        Lb = float(loss_fn([p - beta * x for p, x in zip(self.params, X)]))
+        alpha, self.rs = rule_step(self.rule, L0, Lb, red, beta, self.rs, self.alpha0, pdir)
+        self.params = [p - alpha * v for p, v in zip(self.params, V)]
+        return L0

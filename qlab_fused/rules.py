@@ -1,0 +1,90 @@
+"""The step-size rules on device: α from (L0, Lβ, reductions, β) as 0-d fp32 tensor ops.
+
+Same semantics as ``qlab_fused.reference.rule_step`` (plain Python, the readable version), written
+with ``torch.where`` so that nothing is read back to the host. The rule is tiny and shared by every
+backend; only the two passes over memory are fused.
+"""
+from __future__ import annotations
+
+import torch
+
+from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_VG, RED_VV
+from .reference import RULES, probe_direction  # noqa: F401  (re-exported: host-side, no tensors)
+
+STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
+
+
+def init_state(alpha0: float, device) -> dict:
+    z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+    return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "skips": z(),
+            "step": z()}
+
+
+def _good(x):
+    return torch.isfinite(x) & (x > 0)
+
+
+def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
+    """Return (α, new rule state). All tensors stay on device; no branch reads a tensor."""
+    L0 = L0.detach().float().reshape(())
+    Lb = Lb.detach().float().reshape(()).to(L0.device)
+    red = red.to(L0.device)
+    beta = st["beta"]
+    zero = torch.zeros((), dtype=torch.float32, device=L0.device)
+    l0_ok = torch.isfinite(L0)
+    fin = torch.isfinite(Lb) & torch.isfinite(red).all()
+    d = red[RED_VG]
+    dX = red[RED_PG] if probe_dir == DIR_P else d
+    a2 = (Lb - L0 + beta * dX) / (beta * beta)
+    a_star = dX / (2 * a2)
+    fallback = torch.where(_good(a_star), a_star, beta)
+    kappa_v, kappa_p = st["kappa_v"], st["kappa_p"]
+
+    if rule == "paper":
+        alpha = fallback
+    elif rule in ("safeguarded", "fresh"):
+        alpha = torch.minimum(fallback, 2 * beta)
+    elif rule == "stale":
+        alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
+    elif rule == "alternate":
+        vv, pp = red[RED_VV], red[RED_PP]
+        xx = pp if probe_dir == DIR_P else vv
+        kappa = torch.where((a2 > 0) & (xx > 0), a2 / xx, zero)
+        if probe_dir == DIR_P:
+            kappa_p = kappa
+        else:
+            kappa_v = kappa
+        inf = torch.full_like(zero, float("inf"))
+        cv = d / (2 * kappa_v * vv)
+        cp = red[RED_PG] / (2 * kappa_p * pp)
+        cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
+        cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
+        best = torch.minimum(cv, cp)
+        alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), 2 * beta)
+    else:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+
+    if probe_dir == DIR_V:
+        not_descent = torch.where(Lb < L0, beta, zero)
+    else:
+        not_descent = zero
+    alpha = torch.where(d > 0, alpha, not_descent)
+    alpha = torch.where(red[RED_GG] == 0, zero, alpha)
+    alpha = torch.where(fin & l0_ok, alpha, zero)
+
+    if rule == "paper":
+        beta_next = torch.clamp_min(alpha, alpha0)
+    else:
+        beta_next = torch.where(alpha > 0, alpha, torch.full_like(zero, alpha0))
+    beta_next = torch.where(fin, beta_next, beta / 10)
+    stepped = l0_ok & fin
+    new = {
+        "alpha": torch.where(l0_ok, alpha, st["alpha"]),
+        "beta": torch.where(l0_ok, beta_next, beta),
+        "kappa_v": torch.where(stepped, kappa_v, st["kappa_v"]),
+        "kappa_p": torch.where(stepped, kappa_p, st["kappa_p"]),
+        "skips": st["skips"] + (~stepped).float(),
+        "step": st["step"],
+    }
+    return alpha, new
+
