@@ -25,12 +25,18 @@ def _good(x):
 
 
 def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
-    """Return (α, new rule state). All tensors stay on device; no branch reads a tensor."""
-    L0 = L0.detach().float().reshape(())
-    Lb = Lb.detach().float().reshape(()).to(L0.device)
-    red = red.to(L0.device)
-    beta = st["beta"]
-    zero = torch.zeros((), dtype=torch.float32, device=L0.device)
+    """Return (α, new rule state). All tensors stay on device; no branch reads a tensor.
+
+    Computed in float64 (0-d tensors, so it costs nothing): a₂ comes from Lβ − L0 + β·d, a
+    difference of nearly equal numbers, and fp32 would throw away digits the losses still carry.
+    """
+    f64 = torch.float64
+    L0 = L0.detach().reshape(()).to(f64)
+    Lb = Lb.detach().reshape(()).to(device=L0.device, dtype=f64)
+    red = red.to(device=L0.device, dtype=f64)
+    st64 = {k: v.to(f64) for k, v in st.items()}
+    beta = st64["beta"]
+    zero = torch.zeros((), dtype=f64, device=L0.device)
     l0_ok = torch.isfinite(L0)
     fin = torch.isfinite(Lb) & torch.isfinite(red).all()
     d = red[RED_VG]
@@ -38,7 +44,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     a2 = (Lb - L0 + beta * dX) / (beta * beta)
     a_star = dX / (2 * a2)
     fallback = torch.where(_good(a_star), a_star, beta)
-    kappa_v, kappa_p = st["kappa_v"], st["kappa_p"]
+    kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 
     if rule == "paper":
         alpha = fallback
@@ -79,12 +85,12 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
     new = {
-        "alpha": torch.where(l0_ok, alpha, st["alpha"]),
+        "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),
-        "kappa_v": torch.where(stepped, kappa_v, st["kappa_v"]),
-        "kappa_p": torch.where(stepped, kappa_p, st["kappa_p"]),
-        "skips": st["skips"] + (~stepped).float(),
-        "step": st["step"],
+        "kappa_v": torch.where(stepped, kappa_v, st64["kappa_v"]),
+        "kappa_p": torch.where(stepped, kappa_p, st64["kappa_p"]),
+        "skips": st64["skips"] + (~stepped).to(f64),
+        "step": st64["step"],
     }
-    return alpha, new
+    return alpha.float(), {k: v.float() for k, v in new.items()}
 

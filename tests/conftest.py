@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from qlab_fused import backends as _backends
+from qlab_fused.backends import NAMES, why_not
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -13,10 +13,10 @@ def available_backends():
     """(backend, device) pairs that can run here. Triton runs on CPU only through its interpreter."""
     out = []
     for dev in DEVICES:
-        for name in _backends.NAMES:
+        for name in NAMES:
             if name == "triton" and dev == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
                 continue
-            if _backends.why_not(name, torch.device(dev)) is None:
+            if why_not(name, torch.device(dev)) is None:
                 out.append((name, dev))
     return out
 

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from qlab_fused import backends, reference
+from qlab_fused import reference
+from qlab_fused.backends import backends, get
 from qlab_fused.contract import (DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, RED_LEN,
                                  SC_ALPHA, SC_OK, Hyper, scalars)
 
@@ -94,7 +95,7 @@ CASES = [(name, dtype, inplace, pdir)
                               for c in CASES])
 @pytest.mark.parametrize("n", SIZES)
 def test_passes_match_reference(backend, device, name, dtype, inplace, pdir, n):
-    _, module = backends.get(backend, device)
+    _, module = get(backend, device)
     run_case(module, device, HYPERS[name], n, dtype, inplace, pdir, seed=n)
 
 
@@ -103,7 +104,7 @@ def test_passes_match_reference(backend, device, name, dtype, inplace, pdir, n):
 @pytest.mark.parametrize("inplace", [True, False])
 def test_not_ok_writes_nothing(backend, device, name, inplace):
     """sc[OK] = 0 (non-finite L0): every buffer keeps its bits through both passes."""
-    _, module = backends.get(backend, device)
+    _, module = get(backend, device)
     h, n = HYPERS[name], 999
     master = torch.randn(n, device=device)
     work = master if inplace else master.clone()
@@ -125,7 +126,7 @@ def test_not_ok_writes_nothing(backend, device, name, inplace):
 def test_nonfinite_grad_keeps_state_and_theta(backend, device, name, inplace, pdir):
     """Elements with a non-finite gradient keep their state; the reductions turn non-finite (so
     the rule picks α = 0), and an update with α = 0 restores θ (exactly in copy mode)."""
-    _, module = backends.get(backend, device)
+    _, module = get(backend, device)
     h, n = HYPERS[name], 513
     master = torch.randn(n, device=device)
     theta0 = master.clone()
@@ -154,7 +155,7 @@ def test_nonfinite_grad_keeps_state_and_theta(backend, device, name, inplace, pd
 
 
 def test_every_backend_reports_a_reason():
-    info = backends.backends("cpu")
+    info = backends("cpu")
     assert info["torch"] is None
     for name, reason in info.items():
         assert reason is None or isinstance(reason, str) and reason
