@@ -1,0 +1,52 @@
+// Interface between the dispatcher glue (ops_cpu.cpp) and the per-ISA kernel translation units.
+// No torch headers: only raw pointers and the shared coefficient structs.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/qlab_math.h"
+
+namespace qlab::cpu {
+
+enum DType : int { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+
+// Fixed, thread-count independent unit of work and of the reduction order: every chunk yields one
+// partial per reduction, and the partials are summed in chunk order.
+constexpr int64_t CHUNK = 4096;
+// Lanes of the per-chunk accumulators, the same for every ISA (16 = one AVX-512 vector, two AVX2 or
+// default ones), so the reduction bits do not depend on which ISA ran.
+constexpr int LANES = 16;
+// Accumulate this many elements per lane in fp32 before folding into the fp64 chunk accumulator.
+constexpr int FLUSH_GROUPS = 16;
+
+struct Args {
+  float* master;
+  void* work;         // == master when inplace
+  const void* grad;
+  float* s0;          // momentum_buffer / exp_avg (or null)
+  float* s1;          // exp_avg_sq (or null)
+  int64_t n;
+  int work_dt, grad_dt, kind, dir;
+  bool inplace, load_grad;
+  Coef c;
+  Step st;
+};
+
+// Process chunks [cb, ce); probe writes RED_LEN doubles per chunk at part + chunk * RED_LEN.
+using ProbeFn = void (*)(const Args&, int64_t cb, int64_t ce, double* part);
+using UpdateFn = void (*)(const Args&, int64_t cb, int64_t ce);
+
+struct Kernels {
+  ProbeFn probe;
+  UpdateFn update;
+  const char* isa;
+};
+
+namespace DEFAULT { Kernels kernels(); }
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QLAB_HAVE_X86_KERNELS 1
+namespace AVX2 { Kernels kernels(); }
+namespace AVX512 { Kernels kernels(); }
+#endif
+
+}  // namespace qlab::cpu
