@@ -24,9 +24,10 @@ SUPPORTED = (torch.float32,) + LOW_PRECISION
 
 
 class Segment:
-    def __init__(self, params: list, hyper: Hyper, inplace: bool):
+    def __init__(self, params: list, hyper: Hyper, inplace: bool, labels: list | None = None):
         p0 = params[0]
         self.params = params
+        self.labels = labels or [f"parameter {i}" for i in range(len(params))]
         self.hyper = hyper
         self.device, self.dtype = p0.device, p0.dtype
         self.inplace = inplace and self.dtype == torch.float32
@@ -54,16 +55,17 @@ class Segment:
         Host-side metadata checks only (no synchronisation): a gradient that is not our view is
         copied into the slot; a missing gradient (parameter unused in this loss) zeroes its slot.
         """
-        for p, view in zip(self.params, self.views(self.grad)):
+        for p, view, label in zip(self.params, self.views(self.grad), self.labels):
             g = p.grad
+            if g is not None and g.layout != torch.strided:
+                raise RuntimeError(f"QLAB does not support sparse gradients ({label}, shape "
+                                   f"{tuple(p.shape)}); leave p.grad to the optimizer (it "
+                                   "accumulates densely) or use nn.Embedding(sparse=False)")
             if g is not None and g.data_ptr() == view.data_ptr() and g.shape == view.shape:
                 continue
             if g is None:
                 view.zero_()
             else:
-                if g.is_sparse:
-                    raise RuntimeError("QLAB does not support sparse gradients "
-                                       f"(parameter of shape {tuple(p.shape)})")
                 view.copy_(g)
             p.grad = view
 

@@ -59,6 +59,7 @@ class QLABOptimizer(torch.optim.Optimizer):
         self._segments: list[Segment] = []
         self._forward_state = None  # recorded by zero_grad() / mark_forward() for loss= steps
         self._k = 0                 # step calls, host side (picks the probe direction)
+        self._in_probe = False
         super().__init__(params, defaults)
         dev = self._segments[0].device if self._segments else torch.device("cpu")
         self._rs = rules.init_state(self._alpha0_ref(), dev)
@@ -81,20 +82,25 @@ class QLABOptimizer(torch.optim.Optimizer):
         if len(devices) > 1:
             raise ValueError("all parameters of one param group must be on one device, got "
                              f"{sorted(map(str, devices))}; put each device in its own group")
+        gi = len(self.param_groups) - 1
+        labels = {id(p): f"param_groups[{gi}]['params'][{i}]" for i, p in enumerate(params)}
         for p in params:
+            where = f"{labels[id(p)]}, shape {tuple(p.shape)}"
             if p.is_complex():
-                raise TypeError(f"QLAB does not support complex parameters (shape {tuple(p.shape)})")
-            if p.dtype not in SUPPORTED:
-                raise TypeError(f"parameter dtype {p.dtype} is not supported; use one of "
-                                f"{SUPPORTED} (float64: see qlab_fused.reference)")
+                raise TypeError(f"QLAB does not support complex parameters ({where}); split them "
+                                "into real and imaginary parts (torch.view_as_real)")
             if p.is_sparse:
-                raise TypeError("QLAB does not support sparse parameters")
+                raise TypeError(f"QLAB does not support sparse parameters ({where})")
+            if p.dtype not in SUPPORTED:
+                raise TypeError(f"parameter dtype {p.dtype} is not supported ({where}); use one of "
+                                f"{SUPPORTED} (float64: see qlab_fused.reference)")
         by_dtype: dict = {}
         for p in params:
             by_dtype.setdefault(p.dtype, []).append(p)
         for plist in by_dtype.values():
-            seg = Segment(plist, self._hyper(group), inplace=self.probe == "inplace")
-            seg.group_index = len(self.param_groups) - 1
+            seg = Segment(plist, self._hyper(group), inplace=self.probe == "inplace",
+                          labels=[labels[id(p)] for p in plist])
+            seg.group_index = gi
             seg.backend_name, seg.backend = get_backend(self.backend_request, seg.device)
             self._segments.append(seg)
             for name, views in seg.state_views().items():
@@ -116,7 +122,12 @@ class QLABOptimizer(torch.optim.Optimizer):
     # -- user-facing helpers ------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the flat gradient buffers (``p.grad`` stays a view; ``set_to_none`` is ignored) and
-        record the RNG/autocast state for the next ``step(closure, loss=loss)``."""
+        record the RNG/autocast state for the next ``step(closure, loss=loss)``.
+
+        Inside the probe call of a closure it does nothing: the update pass still needs G.
+        """
+        if self._in_probe:
+            return
         for seg in self._segments:
             seg.grad.zero_()
             seg.attach_grads()
@@ -140,15 +151,15 @@ class QLABOptimizer(torch.optim.Optimizer):
     def step(self, closure=None, loss=None):
         """One QLAB step. ``closure()`` returns the loss and does not call backward().
 
-        ``step(closure)``: runs the closure with grad, backward, then once more under no_grad at
-        the probe point. ``step(closure, loss=loss)``: you already ran backward on ``loss``; the
+        ``step(closure)``: zeroes the gradients, runs the closure with grad and backward, then runs
+        it once more under no_grad at the probe point. ``step(closure, loss=loss)``: you already ran backward on ``loss``; the
         closure is only called for the probe. Returns the loss L0.
         """
         if closure is None:
             raise ValueError("QLAB needs a closure that returns the loss: the probe evaluates it at "
                              "θ − βV. Use opt.step(closure) or opt.step(closure, loss=loss)")
         if loss is None:
-            self.mark_forward()
+            self.zero_grad()  # the step owns forward and backward; also records the RNG state
             before = self._forward_state
             with torch.enable_grad():
                 L0 = _check_loss(closure(), "training forward", need_grad=True)
@@ -184,14 +195,17 @@ class QLABOptimizer(torch.optim.Optimizer):
         if red is None:  # no parameters
             return L0
         try:
+            self._in_probe = True
             with hygiene.probe_context(before):
                 Lb = closure()
             Lb = _check_loss(Lb, "probe forward", need_grad=False)
         except BaseException as exc:
+            self._in_probe = False
             self._update(scs, pdir, torch.zeros((), device=dev))  # α = 0: put θ back
             if isinstance(exc, RuntimeError) and "does not require grad" in str(exc):
                 raise RuntimeError(_BACKWARD_IN_CLOSURE) from exc
             raise
+        self._in_probe = False
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
                                     pdir)
         rs["step"] = step

@@ -146,10 +146,10 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             new.kappa_p = kappa
         else:
             new.kappa_v = kappa
-        cands = []
-        if new.kappa_v > 0 and red["vv"] > 0:
+        cands = []  # the step each curvature estimate allows, in units of V
+        if new.kappa_v * red["vv"] > 0:
             cands.append(d / (2 * new.kappa_v * red["vv"]))
-        if new.kappa_p > 0 and red["pp"] > 0:
+        if new.kappa_p * red["pp"] > 0:
             cands.append(red["pg"] / (2 * new.kappa_p * red["pp"]))
         cands = [c for c in cands if _good(c)]
         alpha = min(min(cands) if cands else beta, 2 * beta)

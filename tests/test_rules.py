@@ -1,0 +1,91 @@
+"""The step-size rules: device version (torch.where) against the readable reference, and their
+invariants for any finite input (hypothesis)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qlab_fused import reference, rules
+from qlab_fused.contract import DIR_P, DIR_V
+
+# Magnitudes an fp32 training run produces (the rule state is stored in fp32): 0 or 1e-10..1e6.
+nonneg = st.one_of(st.just(0.0), st.floats(min_value=1e-10, max_value=1e6))
+finite = st.one_of(nonneg, nonneg.map(lambda x: -x))
+positive = st.floats(min_value=1e-6, max_value=1e3)
+kappa = st.one_of(st.just(0.0), st.floats(min_value=1e-8, max_value=1e8))
+rule_names = st.sampled_from(reference.RULES)
+
+
+def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
+    st_dev = rules.init_state(alpha0, "cpu")
+    st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
+                  kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p))
+    vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"]],
+                       dtype=torch.float64)
+    return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
+                           torch.tensor(Lb, dtype=torch.float64), vec, st_dev, alpha0, pdir)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=rule_names, L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg,
+       sg=finite, gg=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, beta,
+                                                     alpha0, kv, kp, pdir):
+    Lb = L0 + dL
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp)
+    alpha, new = reference.rule_step(rule, L0, Lb, red, beta, rs, alpha0, pdir)
+    assert math.isfinite(alpha) and alpha >= 0
+    if rule in ("safeguarded", "fresh", "alternate"):
+        assert alpha <= 2 * beta * (1 + 1e-12)
+    if gg == 0:
+        assert alpha == 0
+    assert math.isfinite(new.beta) and new.beta > 0
+    a_dev, new_dev = run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir)
+    assert float(a_dev) == pytest.approx(alpha, rel=1e-5, abs=1e-30)
+    assert float(new_dev["beta"]) == pytest.approx(new.beta, rel=1e-5)
+    assert float(new_dev["kappa_v"]) == pytest.approx(new.kappa_v, rel=1e-5, abs=1e-30)
+    assert float(new_dev["kappa_p"]) == pytest.approx(new.kappa_p, rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.RULES)
+@pytest.mark.parametrize("bad", ["Lb", "red", "L0"])
+def test_nonfinite_inputs_skip(rule, bad):
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=1.0, gg=1.0)
+    L0, Lb = 1.0, 0.9
+    if bad == "Lb":
+        Lb = math.inf
+    elif bad == "red":
+        red["vg"] = math.nan
+    else:
+        L0 = math.nan
+    rs = reference.RuleState(alpha=0.1, beta=0.1)
+    alpha, new = reference.rule_step(rule, L0, Lb, red, 0.1, rs, 1e-3, DIR_V)
+    assert alpha == 0 and new.skips == 1
+    assert new.beta == pytest.approx(0.1 if bad == "L0" else 0.01)
+    a_dev, new_dev = run_device(rule, L0, Lb, red, 0.1, rs, 1e-3, DIR_V)
+    assert float(a_dev) == 0 and float(new_dev["skips"]) == 1
+    assert float(new_dev["beta"]) == pytest.approx(new.beta)
+
+
+def test_exact_parabola_gives_its_minimum():
+    """On g(a) = a2·a² − d·a + L0 every rule's fit returns d/(2·a2) (inside the cap)."""
+    a2, d, L0, beta = 3.0, 1.2, 5.0, 0.15
+    Lb = a2 * beta ** 2 - d * beta + L0
+    red = dict(vg=d, pg=d, vv=1.0, pp=1.0, sg=d, gg=1.0)
+    for rule in ("paper", "safeguarded"):
+        alpha, _ = reference.rule_step(rule, L0, Lb, red, beta, reference.RuleState(beta=beta),
+                                       1e-3, DIR_V)
+        assert alpha == pytest.approx(d / (2 * a2))
+
+
+def test_descent_failure_rules():
+    """d ≤ 0: step β only if the probe (along V) lowered the loss, else no step."""
+    red = dict(vg=-1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0)
+    rs = reference.RuleState(beta=0.1)
+    assert reference.rule_step("safeguarded", 1.0, 0.9, red, 0.1, rs, 1e-3, DIR_V)[0] == 0.1
+    assert reference.rule_step("safeguarded", 1.0, 1.1, red, 0.1, rs, 1e-3, DIR_V)[0] == 0.0
+    assert reference.rule_step("alternate", 1.0, 0.9, red, 0.1, rs, 1e-3, DIR_P)[0] == 0.0
