@@ -47,7 +47,7 @@ def _extensions():
     # -ffp-contract=off: the same fp32 operations (no fused multiply-add) in the vector body, the
     # scalar tail and every ISA build, so results do not depend on where an element falls.
     # OpenMP: at::parallel_for is an inline OpenMP region, compiled into this extension.
-    cxx = ["-O3", "-std=c++17", "-ffp-contract=off"]
+    cxx = ["-O3", "-std=c++17", "-ffp-contract=off", "-Wno-psabi"]
     link = []
     if sys.platform != "darwin":
         cxx.append("-fopenmp")

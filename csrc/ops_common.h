@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "common/qlab_math.h"
+#include "common/qlab_types.h"
 
 namespace qlab {
 

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "../common/qlab_math.h"
+#include "../common/qlab_types.h"
 
 namespace qlab::cpu {
 
@@ -16,8 +16,9 @@ constexpr int64_t CHUNK = 4096;
 // Lanes of the per-chunk accumulators, the same for every ISA (16 = one AVX-512 vector, two AVX2 or
 // default ones), so the reduction bits do not depend on which ISA ran.
 constexpr int LANES = 16;
-// Accumulate this many elements per lane in fp32 before folding into the fp64 chunk accumulator.
-constexpr int FLUSH_GROUPS = 16;
+// Accumulate this many elements per lane in fp32 before folding into the fp64 chunk accumulator:
+// at most 63 fp32 roundings per lane, well inside the 1e-5 relative error the contract allows.
+constexpr int FLUSH_GROUPS = 64;
 
 struct Args {
   float* master;

@@ -15,12 +15,16 @@
 #include <algorithm>
 #include <type_traits>
 
+// Vector overloads of the helpers qlab_math.h uses; declared before it is included, in the same
+// (per-ISA) namespace as its scalar ones so that neither hides the other.
+#define QLAB_MATH_NS CPU_CAPABILITY
 namespace qlab {
-// Vector overloads of the helpers qlab_math.h uses; declared before it is included.
+inline namespace QLAB_MATH_NS {
 using Vec = at::vec::Vectorized<float>;
 inline Vec sel(const Vec& m, const Vec& a, const Vec& b) { return Vec::blendv(b, a, m); }
 inline Vec is_fin(const Vec& x) { return (x - x) == Vec(0.0f); }
 inline Vec vsqrt(const Vec& x) { return x.sqrt(); }
+}  // namespace QLAB_MATH_NS
 }  // namespace qlab
 
 #include "../common/qlab_math.h"

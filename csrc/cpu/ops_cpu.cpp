@@ -58,6 +58,7 @@ Args make_args(const at::Tensor& master, const std::optional<at::Tensor>& work,
   a.c = make_coef(lr_scale, weight_decay, momentum, dampening, nesterov, beta1, beta2, eps,
                   decoupled);
   a.st = make_step(sc);
+  set_undo(a.st, a.c, a.kind, a.dir);
   a.load_grad = update_needs_grad(a.kind, nesterov, a.inplace, a.dir);
   return a;
 }
