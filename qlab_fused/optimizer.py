@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from . import hygiene, rules
+from . import distributed, hygiene, rules
 from .backends import NAMES as BACKEND_NAMES
 from .backends import get as get_backend
 from .contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD, SC_ALPHA, Hyper, scalars
@@ -48,7 +48,8 @@ class QLABOptimizer(torch.optim.Optimizer):
 
     _kind = KIND_SGD
 
-    def __init__(self, params, defaults: dict, rule: str, probe: str, backend: str):
+    def __init__(self, params, defaults: dict, rule: str, probe: str, backend: str,
+                 process_group=None):
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         if probe not in PROBES:
@@ -56,6 +57,7 @@ class QLABOptimizer(torch.optim.Optimizer):
         if backend != "auto" and backend not in BACKEND_NAMES:
             raise ValueError(f"backend must be 'auto' or one of {BACKEND_NAMES}, got {backend!r}")
         self.rule, self.probe, self.backend_request = rule, probe, backend
+        self.process_group = process_group  # None: average losses over the default group if any
         self._segments: list[Segment] = []
         self._forward_state = None  # recorded by zero_grad() / mark_forward() for loss= steps
         self._k = 0                 # step calls, host side (picks the probe direction)
@@ -206,6 +208,9 @@ class QLABOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(_BACKWARD_IN_CLOSURE) from exc
             raise
         self._in_probe = False
+        group = distributed.resolve(self.process_group)
+        if group is not None:
+            L0, Lb = distributed.average_losses(L0, Lb, group)
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
                                     pdir)
         rs["step"] = step
@@ -268,7 +273,7 @@ class QLABSGD(QLABOptimizer):
 
     def __init__(self, params, alpha0: float = 0.1, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, rule: str = "safeguarded",
-                 probe: str = "inplace", backend: str = "auto"):
+                 probe: str = "inplace", backend: str = "auto", process_group=None):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -276,7 +281,7 @@ class QLABSGD(QLABOptimizer):
         self._kind = KIND_MOMENTUM if momentum > 0 else KIND_SGD
         super().__init__(params, dict(alpha0=alpha0, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay),
-                         rule, probe, backend)
+                         rule, probe, backend, process_group)
 
     def _hyper(self, group):
         kind = KIND_MOMENTUM if group["momentum"] > 0 else KIND_SGD
@@ -296,13 +301,14 @@ class QLABAdam(QLABOptimizer):
 
     def __init__(self, params, alpha0: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, rule: str = "safeguarded", probe: str = "inplace",
-                 backend: str = "auto"):
+                 backend: str = "auto", process_group=None):
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
         if not eps >= 0.0:
             raise ValueError(f"eps must be >= 0, got {eps!r}")
         super().__init__(params, dict(alpha0=alpha0, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay), rule, probe, backend)
+                                      weight_decay=weight_decay), rule, probe, backend,
+                         process_group)
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
