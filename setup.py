@@ -47,14 +47,14 @@ def _extensions():
     # -ffp-contract=off: the same fp32 operations (no fused multiply-add) in the vector body, the
     # scalar tail and every ISA build, so results do not depend on where an element falls.
     # OpenMP: at::parallel_for is an inline OpenMP region, compiled into this extension.
-    cxx = ["-O3", "-std=c++17", "-ffp-contract=off", "-Wno-psabi"]
+    cxx = ["-O3", "-ffp-contract=off", "-Wno-psabi"]
     link = []
     if sys.platform != "darwin":
         cxx.append("-fopenmp")
         link.append("-fopenmp")
     kwargs = dict(extra_link_args=link, include_dirs=[os.path.join(HERE, "csrc")])
     if with_cuda:
-        nvcc = ["-O3", "-std=c++17", "--fmad=false", "-lineinfo"]
+        nvcc = ["-O3", "--fmad=false", "-lineinfo"]
         ext = cpp_extension.CUDAExtension(
             "qlab_fused._C", sources + cuda_sources,
             extra_compile_args={"cxx": cxx + ["-DQLAB_WITH_CUDA"], "nvcc": nvcc}, **kwargs)
