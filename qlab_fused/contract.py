@@ -74,24 +74,23 @@ class Hyper:
 
 def scalars(step, ok, beta, h: Hyper, device=None):
     """The ``sc`` vector for one segment, from device tensors: ``step`` (t, already counting this
-    step), ``ok`` (bool) and ``beta``. α is filled in by the caller before the update pass."""
+    step), ``ok`` (bool) and ``beta``. α is filled in by the caller before the update pass.
+
+    Only device ops with Python-scalar operands: no host-to-device copies, no synchronisation.
+    """
     import torch
 
     # float64 on device: 1 − 0.999^t in fp32 would already be off by 1e-5 at t = 1.
     f64 = torch.float64
     step = torch.as_tensor(step, device=device).to(f64)
-    one = torch.ones((), dtype=f64, device=step.device)
-    zero = torch.zeros((), dtype=f64, device=step.device)
-    b1 = torch.tensor(h.beta1, dtype=f64, device=step.device)
-    b2 = torch.tensor(h.beta2, dtype=f64, device=step.device)
-    bc1_prev = one - b1.pow(step - 1)
+    bc1_prev = 1.0 - torch.pow(h.beta1, step - 1)
     return torch.stack([
         torch.as_tensor(ok, device=step.device).to(f64),
         torch.as_tensor(beta, device=step.device).to(f64),
-        zero,
-        one - b1.pow(step),
-        (one - b2.pow(step)).sqrt(),
-        torch.where(step > 1, one / bc1_prev, zero),
+        torch.zeros_like(step),
+        1.0 - torch.pow(h.beta1, step),
+        torch.sqrt(1.0 - torch.pow(h.beta2, step)),
+        torch.where(step > 1, 1.0 / bc1_prev, torch.zeros_like(step)),
         (step == 1).to(f64),
-        zero,
+        torch.zeros_like(step),
     ]).float()
