@@ -23,7 +23,17 @@ import torch
 
 from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
-RULES = ("safeguarded", "paper", "fresh", "stale", "alternate")
+RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
+         "nocap", "keep", "alternate_nocap", "signal", "signal_nocap")
+
+# Growth cap (α ≤ cap·β; inf: none) and probe-distance policy of each rule (see ``rule_step``):
+#   "paper": β_next = max(α0, α);  "last": β_next = α, or α0 after α = 0;  "keep": β_next = α, or
+#   the same β after α = 0 (a zeroed step says nothing about the scale).
+RULE_CAP = {"safeguarded": 2.0, "paper": math.inf, "fresh": 2.0, "stale": math.inf,
+            "alternate": 2.0, "nocap": math.inf, "keep": 2.0, "alternate_nocap": math.inf,
+            "signal": 2.0, "signal_nocap": math.inf}
+RULE_BETA = {"paper": "paper", "keep": "keep", "signal": "keep", "signal_nocap": "keep"}  # every other rule: "last"
+SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,8 +95,9 @@ def init_state(theta, h: Hyper) -> dict:
 class RuleState:
     alpha: float = 0.0      # α of the last step
     beta: float = 1e-3      # probe distance of the next step (set to α0 at construction)
-    kappa_v: float = 0.0    # "alternate": curvature per unit length along V (0: unknown)
-    kappa_p: float = 0.0    # "alternate": same along P
+    kappa_v: float = 0.0    # "alternate*": curvature per unit length along V (0: unknown)
+    kappa_p: float = 0.0    # "alternate": same along P; "signal*": EMA of the noise fraction η
+    #                         (kappa_v and kappa_p are the two scalar memory slots of a rule)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 
@@ -96,7 +107,7 @@ def probe_direction(rule: str, kind: int, k: int) -> int:
         return DIR_V  # P = V
     if rule == "fresh":
         return DIR_P
-    if rule == "alternate":
+    if rule.startswith("alternate"):
         return DIR_P if k % 2 == 0 else DIR_V
     return DIR_V
 
@@ -133,13 +144,26 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     dX = red["pg"] if probe_dir == DIR_P else d
     a_star, a2 = _fit(L0, Lb, dX, beta)
 
-    if rule == "paper":
-        alpha = a_star if _good(a_star) else beta
-    elif rule in ("safeguarded", "fresh"):
-        alpha = min(a_star if _good(a_star) else beta, 2 * beta)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+    fallback = a_star if _good(a_star) else beta
+    cap = RULE_CAP[rule] * beta
+    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep"):
+        alpha = min(fallback, cap)
     elif rule == "stale":  # slope from the previous state, curvature from the probe along V
         alpha = (max(red["sg"], 0.0) / (2 * a2)) if a2 > 0 else beta
-    elif rule == "alternate":
+    elif rule in ("signal", "signal_nocap"):
+        # The slope d = ⟨V,G⟩ contains the batch noise's correlation with itself; ⟨S,G⟩ (S from
+        # the previous state) does not, and d̃ = ⟨S,G⟩ is the unbiased slope for momentum and Adam
+        # (SPEC §1b). Its ratio to d, ρ = ⟨S,G⟩/d, is the signal fraction of the slope: shrink the
+        # fitted step by an EMA of it instead of trusting one noisy d̃ (S = 0 exactly, as for SGD
+        # and on the first step: no information, ρ = 1).
+        rho = 1.0 if red["sg"] == 0 else (min(max(red["sg"] / d, 0.0), 1.0) if d > 0 else 0.0)
+        eta = SIGNAL_EMA * st.kappa_p + (1 - SIGNAL_EMA) * (1 - rho)
+        eta = min(max(eta, 0.0), 1.0)
+        new.kappa_p = eta
+        alpha = min((1 - eta) * fallback, cap)
+    else:  # "alternate", "alternate_nocap"
         xx = red["pp"] if probe_dir == DIR_P else red["vv"]
         kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
         if probe_dir == DIR_P:
@@ -152,17 +176,18 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if new.kappa_p * red["pp"] > 0:
             cands.append(red["pg"] / (2 * new.kappa_p * red["pp"]))
         cands = [c for c in cands if _good(c)]
-        alpha = min(min(cands) if cands else beta, 2 * beta)
-    else:
-        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+        alpha = min(min(cands) if cands else beta, cap)
 
     if not d > 0:  # V is not a descent direction for this batch
         alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
     if red["gg"] == 0:
         alpha = 0.0
     new.alpha = alpha
-    if rule == "paper":
+    policy = RULE_BETA.get(rule, "last")
+    if policy == "paper":
         new.beta = max(alpha0, alpha)
+    elif policy == "keep":
+        new.beta = alpha if alpha > 0 else beta
     else:
         new.beta = alpha if alpha > 0 else alpha0
     return alpha, new

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_VG, RED_VV
-from .reference import RULES, probe_direction  # noqa: F401  (re-exported: host-side, no tensors)
+from .reference import RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, probe_direction  # noqa: F401
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
 
@@ -46,13 +46,21 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     fallback = torch.where(_good(a_star), a_star, beta)
     kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 
-    if rule == "paper":
-        alpha = fallback
-    elif rule in ("safeguarded", "fresh"):
-        alpha = torch.minimum(fallback, 2 * beta)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+    cap = RULE_CAP[rule] * beta
+    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep"):
+        alpha = torch.minimum(fallback, cap)
     elif rule == "stale":
         alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
-    elif rule == "alternate":
+    elif rule in ("signal", "signal_nocap"):
+        sg = red[RED_SG]
+        rho = torch.where(d > 0, (sg / d).clamp(0.0, 1.0), zero)
+        rho = torch.where(sg == 0, torch.ones_like(zero), rho)
+        eta = (SIGNAL_EMA * kappa_p + (1 - SIGNAL_EMA) * (1 - rho)).clamp(0.0, 1.0)
+        kappa_p = eta
+        alpha = torch.minimum((1 - eta) * fallback, cap)
+    else:  # "alternate", "alternate_nocap"
         vv, pp = red[RED_VV], red[RED_PP]
         xx = pp if probe_dir == DIR_P else vv
         kappa = torch.where((a2 > 0) & (xx > 0), a2 / xx, zero)
@@ -66,9 +74,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
         best = torch.minimum(cv, cp)
-        alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), 2 * beta)
-    else:
-        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+        alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), cap)
 
     if probe_dir == DIR_V:
         not_descent = torch.where(Lb < L0, beta, zero)
@@ -78,8 +84,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     alpha = torch.where(red[RED_GG] == 0, zero, alpha)
     alpha = torch.where(fin & l0_ok, alpha, zero)
 
-    if rule == "paper":
+    policy = RULE_BETA.get(rule, "last")
+    if policy == "paper":
         beta_next = torch.clamp_min(alpha, alpha0)
+    elif policy == "keep":
+        beta_next = torch.where(alpha > 0, alpha, beta)
     else:
         beta_next = torch.where(alpha > 0, alpha, torch.full_like(zero, alpha0))
     beta_next = torch.where(fin, beta_next, beta / 10)

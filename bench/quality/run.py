@@ -1,0 +1,179 @@
+"""Run the quality protocol (SPEC §8) on one or more tasks and write JSON under bench/quality/results/.
+
+    python -m bench.quality.run --task digits_mlp --quick          # 1 seed, α₀ ∈ {1e-4, 1e-2, 1}
+    python -m bench.quality.run --task all --suite main           # the full protocol
+    python -m bench.quality.run --task all --suite ablation --rules paper,stale
+
+Suites: ``main`` = plain SGD/Momentum/Adam over the lr grid, QLAB-X with the default rule over the
+α₀ grid, and the learning-rate-free peers; ``ablation`` = QLAB-X with each rule of ``--rules``.
+Workers run single-threaded (torch.set_num_threads(1)); at most 2 in parallel on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+SEEDS = (0, 1, 2)
+BASES = ("sgd", "momentum", "adam")
+PEERS = ("dadapt_adam", "dadapt_sgd", "prodigy", "sf_adamw", "sf_sgd")
+RESULTS = Path(__file__).resolve().parent / "results"
+N_CURVE = 60  # points kept of each curve (α, batch loss)
+
+
+def make_optimizer(method: str, params, lr: float, rule: str | None):
+    import torch
+    import qlab_fused as qf
+    if method == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if method == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if method == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    kw = dict(backend="torch") if rule is None else dict(backend="torch", rule=rule)
+    if method == "qlab_sgd":
+        return qf.QLABSGD(params, alpha0=lr, **kw)
+    if method == "qlab_momentum":
+        return qf.QLABSGD(params, alpha0=lr, momentum=0.9, **kw)
+    if method == "qlab_adam":
+        return qf.QLABAdam(params, alpha0=lr, **kw)
+    if method == "dadapt_adam":
+        import dadaptation
+        return dadaptation.DAdaptAdam(params, lr=1.0)
+    if method == "dadapt_sgd":
+        import dadaptation
+        return dadaptation.DAdaptSGD(params, lr=1.0, momentum=0.9)
+    if method == "prodigy":
+        import prodigyopt
+        return prodigyopt.Prodigy(params, lr=1.0)
+    if method == "sf_adamw":
+        import schedulefree
+        return schedulefree.AdamWScheduleFree(params)  # its default lr 0.0025
+    if method == "sf_sgd":
+        import schedulefree
+        return schedulefree.SGDScheduleFree(params)    # its default lr 1.0, momentum 0.9
+    raise ValueError(method)
+
+
+def _sub(xs, n=N_CURVE):
+    if len(xs) <= n:
+        return xs
+    idx = [round(i * (len(xs) - 1) / (n - 1)) for i in range(n)]
+    return [xs[i] for i in idx]
+
+
+def run_one(job: dict) -> dict:
+    """One training run; returns the final metrics and subsampled curves."""
+    import torch
+    torch.set_num_threads(1)
+    from bench.quality.tasks import TASKS
+    task = TASKS[job["task"]](job["seed"])
+    model = task.model
+    params = [p for p in model.parameters()]
+    method, lr, rule = job["method"], job["lr"], job.get("rule")
+    opt = make_optimizer(method, params, lr, rule)
+    qlab = method.startswith("qlab_")
+    sf = method.startswith("sf_")
+    if sf:
+        opt.train()
+    alphas, losses, full = [], [], []
+    t0 = time.perf_counter()
+    for x, y in task.batches():
+        if qlab:
+            L = opt.step(lambda: task.loss(model, x, y))
+            alphas.append(float(opt.alpha))
+        else:
+            opt.zero_grad()
+            L = task.loss(model, x, y)
+            L.backward()
+            opt.step()
+        losses.append(float(L.detach()))
+        if task.full_batch:  # the full-batch loss after the step, float64
+            with torch.no_grad():
+                full.append(float(task.loss(model, x, y)))
+    wall = time.perf_counter() - t0
+    if sf:
+        opt.eval()
+    train = task.train_loss(model)
+    metric, value = task.test_metric(model)
+    out = dict(job, final_train_loss=train if math.isfinite(train) else None, test_metric=metric,
+               test_value=value if math.isfinite(value) else None, wall_s=wall, steps=len(losses),
+               loss_curve=_sub([v if math.isfinite(v) else None for v in losses]))
+    if qlab:
+        out["alpha_curve"] = _sub(alphas)
+        out["alpha_median"] = sorted(alphas)[len(alphas) // 2]
+        out["zero_steps"] = sum(a == 0 for a in alphas)
+    if task.full_batch:
+        start = losses[0]
+        seq = [start] + full
+        rises = [(b - a) / abs(a) for a, b in zip(seq, seq[1:])]
+        out["max_rel_increase"] = max(rises) if rises else 0.0
+    return out
+
+
+def jobs_for(task: str, suite: str, rules: list[str], seeds, grid) -> list[dict]:
+    jobs = []
+    for seed in seeds:
+        if suite == "main":
+            for base in BASES:
+                for lr in grid:
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr))
+                    jobs.append(dict(task=task, seed=seed, method="qlab_" + base, lr=lr, rule=None))
+            for peer in PEERS:
+                jobs.append(dict(task=task, seed=seed, method=peer, lr=1.0))
+        elif suite == "baselines":
+            for base in BASES:
+                for lr in grid:
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr))
+        else:
+            for rule in rules:
+                for base in BASES:
+                    for lr in grid:
+                        jobs.append(dict(task=task, seed=seed, method="qlab_" + base, lr=lr,
+                                         rule=rule))
+    return jobs
+
+
+def main(argv=None):
+    from bench.quality.tasks import TASKS
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--task", default="all", help="task name, comma list, or 'all': " + ", ".join(TASKS))
+    ap.add_argument("--suite", default="main", choices=["main", "ablation", "baselines"])
+    ap.add_argument("--rules", default="safeguarded,paper,fresh,stale,alternate")
+    ap.add_argument("--bases", default=",".join(BASES))
+    ap.add_argument("--quick", action="store_true", help="1 seed, α₀ ∈ {1e-4, 1e-2, 1}")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tag", default=None, help="results file suffix (default: the suite)")
+    args = ap.parse_args(argv)
+    tasks = list(TASKS) if args.task == "all" else args.task.split(",")
+    seeds, grid = ((0,), (1e-4, 1e-2, 1.0)) if args.quick else (SEEDS, GRID)
+    rules = args.rules.split(",")
+    bases = args.bases.split(",")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        jobs = [j for j in jobs_for(task, args.suite, rules, seeds, grid)
+                if j["method"].replace("qlab_", "") in bases or j["method"] in PEERS]
+        t0 = time.perf_counter()
+        ctx = get_context("fork")
+        with ctx.Pool(args.workers) as pool:
+            res = []
+            for i, r in enumerate(pool.imap_unordered(run_one, jobs)):
+                res.append(r)
+                if (i + 1) % 20 == 0:
+                    print(f"  {task}: {i + 1}/{len(jobs)}", file=sys.stderr, flush=True)
+        wall = time.perf_counter() - t0
+        tag = args.tag or args.suite + ("_quick" if args.quick else "")
+        path = RESULTS / f"{task}__{tag}.json"
+        path.write_text(json.dumps(dict(task=task, suite=args.suite, wall_s=wall,
+                                        workers=args.workers, runs=res), separators=(",", ":")))
+        print(f"{task}: {len(jobs)} runs in {wall:.0f}s -> {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

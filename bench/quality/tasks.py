@@ -1,0 +1,231 @@
+"""Four CPU-sized tasks. Nothing is downloaded: digits ships with scikit-learn, the text corpus is
+generated from a seeded stochastic grammar.
+
+Each task: ``make(seed)`` returns a Task with
+  model (nn.Module, initialised from the seed), batches() (the training batches of the whole run,
+  in order, from the seed), train_loss() (the loss on the whole training set, float64),
+  test_metric() (name, value), full_batch (bool).
+Budgets are chosen so that no method drives the training loss near 0 (see docs/quality.md).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class Task:
+    name: str
+    model: nn.Module
+    batches: Callable          # () -> iterator of (x, y)
+    loss: Callable             # (model, x, y) -> scalar loss tensor (what the optimizer sees)
+    train_loss: Callable       # (model) -> float, whole training set
+    test_metric: Callable      # (model) -> (name, value)
+    steps: int
+    full_batch: bool = False
+
+
+@functools.lru_cache(maxsize=1)
+def _digits():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X / 16.0, dtype=torch.float32)
+    y = torch.tensor(y, dtype=torch.long)
+    g = torch.Generator().manual_seed(1234)  # one fixed split for every seed
+    perm = torch.randperm(len(y), generator=g)
+    tr, te = perm[:1200], perm[1200:]
+    return X[tr], y[tr], X[te], y[te]
+
+
+def _minibatches(n, batch, epochs, seed):
+    g = torch.Generator().manual_seed(10_000 + seed)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - batch + 1, batch):  # drop the ragged last batch
+            yield perm[i:i + batch]
+
+
+def _ce(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def _eval_ce(model, X, y):
+    return float(F.cross_entropy(model(X).double(), y))
+
+
+@torch.no_grad()
+def _acc(model, X, y):
+    return float((model(X).argmax(-1) == y).float().mean())
+
+
+def _digits_task(name, model, seed, batch, epochs, reshape=None):
+    Xtr, ytr, Xte, yte = _digits()
+    if reshape is not None:
+        Xtr, Xte = reshape(Xtr), reshape(Xte)
+
+    def batches():
+        for idx in _minibatches(len(ytr), batch, epochs, seed):
+            yield Xtr[idx], ytr[idx]
+
+    steps = epochs * (len(ytr) // batch)
+    return Task(name, model, batches, _ce, lambda m: _eval_ce(m, Xtr, ytr),
+                lambda m: ("test_acc", _acc(m, Xte, yte)), steps)
+
+
+def digits_mlp(seed: int) -> Task:
+    """64-16-10 ReLU MLP on sklearn digits, batch 32, 6 epochs (222 steps)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    return _digits_task("digits_mlp", model, seed, batch=32, epochs=6)
+
+
+def digits_cnn(seed: int) -> Task:
+    """Two 3×3 convolutions (4, 8 channels, the second stride 2) and a linear head, batch 32,
+    3 epochs (111 steps)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    return _digits_task("digits_cnn", model, seed, batch=32, epochs=3,
+                        reshape=lambda X: X.reshape(-1, 1, 8, 8))
+
+
+class _Softmax(nn.Module):
+    def __init__(self, lam):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+        self.lam = lam
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def convex_softmax(seed: int) -> Task:
+    """Full-batch multinomial logistic regression on digits with L2 1e-2 (strongly convex; the
+    optimum's loss is ≈ 0.3), 100 steps. The loss is evaluated in float64."""
+    torch.manual_seed(seed)
+    model = _Softmax(lam=1e-2)
+    Xtr, ytr, Xte, yte = _digits()
+    Xd = Xtr.double()
+
+    def loss(m, x, y):  # float64 objective at the fp32 parameters
+        W, b = m.lin.weight.double(), m.lin.bias.double()
+        return F.cross_entropy(x.double() @ W.T + b, y) + 0.5 * m.lam * (W * W).sum()
+
+    def batches():
+        for _ in range(100):
+            yield Xd, ytr
+
+    @torch.no_grad()
+    def train_loss(m):
+        return float(loss(m, Xd, ytr))
+
+    return Task("convex_softmax", model, batches, loss, train_loss,
+                lambda m: ("test_acc", _acc(m, Xte, yte)), 100, full_batch=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Character-level language model on a generated corpus
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _corpus():
+    """~60k characters from a seeded stochastic grammar: 120 made-up words with Zipf frequencies,
+    each word followed by one of 4 preferred successors (p = 0.7) or any word; sentences of 3–9
+    words. The word transitions carry irreducible entropy, so no model reaches a loss near 0."""
+    rng = np.random.default_rng(7)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    words = set()
+    while len(words) < 120:
+        words.add("".join(rng.choice(letters, size=rng.integers(2, 8))))
+    words = sorted(words)
+    zipf = 1.0 / np.arange(1, len(words) + 1)
+    zipf /= zipf.sum()
+    succ = rng.integers(0, len(words), size=(len(words), 4))
+    out, w = [], int(rng.choice(len(words), p=zipf))
+    while sum(map(len, out)) < 60_000:
+        n = int(rng.integers(3, 10))
+        sent = []
+        for _ in range(n):
+            sent.append(words[w])
+            w = int(succ[w, rng.integers(4)]) if rng.random() < 0.7 else int(rng.choice(len(words), p=zipf))
+        out.append(" ".join(sent).capitalize() + ". ")
+    text = "".join(out)
+    chars = sorted(set(text))
+    ids = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
+    cut = int(0.9 * len(ids))
+    return ids[:cut], ids[cut:], len(chars)
+
+
+class _Block(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.heads = heads
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+        sh = lambda t: t.view(B, T, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
+        a = F.scaled_dot_product_attention(sh(q), sh(k), sh(v), is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
+        return x + self.mlp(self.ln2(x))
+
+
+class _CharLM(nn.Module):
+    def __init__(self, vocab, d=32, heads=2, ctx=32):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Parameter(torch.zeros(ctx, d))
+        self.block, self.ln, self.head = _Block(d, heads), nn.LayerNorm(d), nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        x = self.tok(idx) + self.pos[: idx.shape[1]]
+        return self.head(self.ln(self.block(x)))
+
+
+def char_transformer(seed: int) -> Task:
+    """1-block causal transformer (d 32, 2 heads, context 32) on the generated corpus, batch 16,
+    300 steps. Train loss: mean over 16 fixed training windows ×16; test: bits per character."""
+    torch.manual_seed(seed)
+    tr, te, vocab = _corpus()
+    ctx, batch, steps = 32, 16, 300
+    model = _CharLM(vocab, ctx=ctx)
+
+    def windows(data, starts):
+        x = torch.stack([data[s:s + ctx] for s in starts.tolist()])
+        y = torch.stack([data[s + 1:s + ctx + 1] for s in starts.tolist()])
+        return x, y
+
+    def lm_loss(m, x, y):
+        return F.cross_entropy(m(x).reshape(-1, vocab), y.reshape(-1))
+
+    def batches():
+        g = torch.Generator().manual_seed(20_000 + seed)
+        for _ in range(steps):
+            yield windows(tr, torch.randint(0, len(tr) - ctx - 1, (batch,), generator=g))
+
+    g = torch.Generator().manual_seed(99)
+    eval_tr = windows(tr, torch.randint(0, len(tr) - ctx - 1, (256,), generator=g))
+    eval_te = windows(te, torch.randint(0, len(te) - ctx - 1, (256,), generator=g))
+
+    @torch.no_grad()
+    def train_loss(m):
+        return float(lm_loss(m, *eval_tr).double())
+
+    @torch.no_grad()
+    def test_metric(m):
+        return "test_bpc", float(lm_loss(m, *eval_te)) / math.log(2)
+
+    return Task("char_transformer", model, batches, lm_loss, train_loss, test_metric, steps)
+
+
+TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer)}
