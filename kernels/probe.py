@@ -25,7 +25,8 @@ def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_p
     offs = pid.to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < n
     ok = tl.load(sc_ptr + K.SC_OK) > 0
-    wmask = K.flag(mask, tl.load(sc_ptr + K.SC_OK))  # ok == 0 (non-finite L0): write nothing at all
+    # mask & ok as a block: the interpreter mishandles `&` between a block and a scalar bool.
+    wmask = tl.where(mask, tl.load(sc_ptr + K.SC_OK), 0.0) > 0
     beta = tl.load(sc_ptr + K.SC_BETA)
     bc1 = tl.load(sc_ptr + K.SC_BC1)
     bc2s = tl.load(sc_ptr + K.SC_BC2_SQRT)
@@ -41,7 +42,7 @@ def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_p
     if KIND == K.KIND_MOMENTUM:
         buf = tl.load(s0_ptr + offs, mask=mask, other=0.0)
         gp = gf + weight_decay * theta
-        first = K.flag(mask, tl.load(sc_ptr + K.SC_FIRST))
+        first = tl.where(mask, tl.load(sc_ptr + K.SC_FIRST), 0.0) > 0
         s0 = tl.where(first, gp, momentum * buf + (1.0 - dampening) * gp)
         s0 = tl.where(finite, s0, buf)
         tl.store(s0_ptr + offs, s0, mask=wmask)

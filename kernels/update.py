@@ -23,8 +23,8 @@ def _update_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, n,
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < n
-    ok = tl.load(sc_ptr + K.SC_OK) > 0
-    wmask = K.flag(mask, tl.load(sc_ptr + K.SC_OK))
+    # mask & ok as a block: the interpreter mishandles `&` between a block and a scalar bool.
+    wmask = tl.where(mask, tl.load(sc_ptr + K.SC_OK), 0.0) > 0
     alpha = tl.load(sc_ptr + K.SC_ALPHA)
     bc1 = tl.load(sc_ptr + K.SC_BC1)
     bc2s = tl.load(sc_ptr + K.SC_BC2_SQRT)
