@@ -38,8 +38,10 @@ def interpreting() -> bool:
 def hyper_args(h) -> tuple[float, ...]:
     """The runtime scalars of a segment, always as Python floats: an int would change the kernel's
     signature (i32 instead of fp32) and compile a second variant."""
+    # P's scale for momentum, (1−δ)/(1−μ)·lr_scale, in float64 here rather than per program.
+    p_scale = h.lr_scale * (1.0 - h.dampening) / (1.0 - h.momentum) if h.momentum != 1 else 0.0
     return tuple(float(x) for x in (h.lr_scale, h.weight_decay, h.momentum, h.dampening, h.beta1,
-                                    h.beta2, h.eps))
+                                    h.beta2, h.eps, p_scale))
 
 
 def structural(h, probe_dir) -> dict:
@@ -51,13 +53,24 @@ def structural(h, probe_dir) -> dict:
 @triton.jit
 def cast_for(x, ptr):
     """fp32 x rounded to nearest even in the element type of ``ptr`` (work may be bf16/fp16)."""
-    if INTERPRET and ptr.dtype.element_ty == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)  # round half to even on the kept 16 bits
-        bits = tl.where(x != x, 0x7FC00000, bits)   # keep NaN a NaN
-        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return x.to(ptr.dtype.element_ty)
+    # Nested constexpr ifs and one return: `and` of constexprs and early returns differ across
+    # Triton versions.
+    y = x.to(ptr.dtype.element_ty)
+    if INTERPRET:
+        if ptr.dtype.element_ty == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits = bits + 0x7FFF + ((bits >> 16) & 1)  # round half to even on the kept 16 bits
+            bits = tl.where(x != x, 0x7FC00000, bits)   # keep NaN a NaN
+            y = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return y
+
+
+@triton.jit
+def div(a, b):
+    """IEEE-rounded a / b: Triton's `/` on fp32 is the approximate div.full.f32 on NVIDIA.
+    a and b are tensors (a block and a scalar are broadcast)."""
+    a, b = tl.broadcast(a, b)
+    return tl.math.div_rn(a, b)
 
 
 @triton.jit
@@ -70,14 +83,13 @@ def finite_grad(grad_ptr, offs, mask):
 
 
 @triton.jit
-def affine(gf, s0, s1, bc1, bc2s, lr_scale, weight_decay, momentum, dampening, eps,
+def affine(gf, s0, s1, bc1, bc2s, lr_scale, weight_decay, momentum, p_scale, eps,
            KIND: tl.constexpr, NESTEROV: tl.constexpr, DECOUPLED: tl.constexpr):
     """(uV, cV, uP, cP) with V = uV + cV·θ and P = uP + cP·θ, from the updated state (s0, s1):
     momentum buffer, or Adam's (m, v). Coefficients c are scalars except Adam's coupled cP."""
     if KIND == KIND_MOMENTUM:
-        k = lr_scale * (1.0 - dampening) / (1.0 - momentum)
-        uP = k * gf
-        cP = k * weight_decay
+        uP = p_scale * gf
+        cP = p_scale * weight_decay
         if NESTEROV:
             uV = lr_scale * (gf + momentum * s0)
             cV = lr_scale * weight_decay
@@ -85,15 +97,15 @@ def affine(gf, s0, s1, bc1, bc2s, lr_scale, weight_decay, momentum, dampening, e
             uV = lr_scale * s0
             cV = lr_scale * 0.0
     elif KIND == KIND_ADAM:
-        denom = tl.sqrt_rn(s1) / bc2s + eps  # IEEE sqrt: no approximate math in optimizer state
-        uV = lr_scale * (s0 / bc1) / denom
-        uP = lr_scale * gf / denom
+        denom = div(tl.sqrt_rn(s1), bc2s) + eps  # IEEE sqrt and division, as torch
+        uV = div(lr_scale * div(s0, bc1), denom)
+        uP = div(lr_scale * gf, denom)
         if DECOUPLED:
             cV = lr_scale * weight_decay
             cP = lr_scale * weight_decay
         else:
             cV = lr_scale * 0.0
-            cP = lr_scale * weight_decay / denom
+            cP = div(tl.zeros_like(denom) + lr_scale * weight_decay, denom)
     else:
         uV = lr_scale * gf
         cV = lr_scale * weight_decay

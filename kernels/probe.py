@@ -17,7 +17,7 @@ from .reduce import sum_partials
 
 @triton.jit
 def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_ptr, n,
-                  lr_scale, weight_decay, momentum, dampening, beta1, beta2, eps,
+                  lr_scale, weight_decay, momentum, dampening, beta1, beta2, eps, p_scale,
                   KIND: tl.constexpr, NESTEROV: tl.constexpr, DECOUPLED: tl.constexpr,
                   PROBE_DIR: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     pid = tl.program_id(0)
@@ -58,14 +58,14 @@ def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_p
         s1 = tl.where(finite, beta2 * v + (1.0 - beta2) * gp * gp, v)
         tl.store(s0_ptr + offs, s0, mask=wmask)
         tl.store(s1_ptr + offs, s1, mask=wmask)
-        denom = tl.sqrt_rn(s1) / bc2s + eps
-        S = m * tl.load(sc_ptr + K.SC_INV_BC1_PREV) / denom
+        denom = K.div(tl.sqrt_rn(s1), bc2s) + eps
+        S = K.div(m * tl.load(sc_ptr + K.SC_INV_BC1_PREV), denom)
         if DECOUPLED:
             S = S + weight_decay * theta
         S = lr_scale * S
 
     uV, cV, uP, cP = K.affine(gf, s0, s1, bc1, bc2s, lr_scale, weight_decay, momentum,
-                              dampening, eps, KIND, NESTEROV, DECOUPLED)
+                              p_scale, eps, KIND, NESTEROV, DECOUPLED)
     V = uV + cV * theta
     P = uP + cP * theta
     if PROBE_DIR == K.DIR_P:

@@ -16,7 +16,7 @@ from . import _common as K
 
 @triton.jit
 def _update_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, n,
-                   lr_scale, weight_decay, momentum, dampening, beta1, beta2, eps,
+                   lr_scale, weight_decay, momentum, dampening, beta1, beta2, eps, p_scale,
                    KIND: tl.constexpr, NESTEROV: tl.constexpr, DECOUPLED: tl.constexpr,
                    PROBE_DIR: tl.constexpr, INPLACE: tl.constexpr, NEEDS_G: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr):
@@ -42,14 +42,14 @@ def _update_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, n,
         s0 = tl.load(s0_ptr + offs, mask=mask, other=0.0)
         s1 = tl.load(s1_ptr + offs, mask=mask, other=0.0)
     uV, cV, uP, cP = K.affine(gf, s0, s1, bc1, bc2s, lr_scale, weight_decay, momentum,
-                              dampening, eps, KIND, NESTEROV, DECOUPLED)
+                              p_scale, eps, KIND, NESTEROV, DECOUPLED)
     if INPLACE:
         # x is the probe θ − β·X with X = uX + cX·θ: solve for θ.
         beta = tl.load(sc_ptr + K.SC_BETA)
         if PROBE_DIR == K.DIR_P:
-            theta = (x + beta * uP) / (1.0 - beta * cP)
+            theta = K.div(x + beta * uP, 1.0 - beta * cP)
         else:
-            theta = (x + beta * uV) / (1.0 - beta * cV)
+            theta = K.div(x + beta * uV, 1.0 - beta * cV)
     else:
         theta = x
     new = theta - alpha * (uV + cV * theta)
