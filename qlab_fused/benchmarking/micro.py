@@ -215,19 +215,24 @@ def run_group(specs: list, device, budget_s: float = 1.5, min_rounds: int = 5,
     if interleave is None:
         interleave = device.type == "cpu"
     results = [None] * len(specs)
+
+    def prepare(i, spec):
+        """Build and warm up one case; None (and its result marked failed) if either raises."""
+        case, err = _try_build(spec, device)
+        if case is not None:
+            try:
+                for _ in range(warmup):
+                    case.run()
+                sync(device)
+            except Exception as exc:  # noqa: BLE001 - a backend failing at run time: reported
+                case, err = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        if err:
+            results[i] = _failed(spec, err)
+        return case
+
     if interleave:
-        cases = []
-        for i, spec in enumerate(specs):
-            case, err = _try_build(spec, device)
-            if err:
-                results[i] = _failed(spec, err)
-            else:
-                cases.append((i, case))
+        cases = [(i, c) for i, c in ((i, prepare(i, s)) for i, s in enumerate(specs)) if c]
         times = {i: [] for i, _ in cases}
-        for i, case in cases:
-            for _ in range(warmup):
-                case.run()
-        sync(device)
         t0, r = time.perf_counter(), 0
         while cases and r < max_rounds and (r < min_rounds or time.perf_counter() - t0 < budget_s):
             k = r % len(cases)
@@ -239,13 +244,9 @@ def run_group(specs: list, device, budget_s: float = 1.5, min_rounds: int = 5,
         del cases
     else:
         for i, spec in enumerate(specs):
-            case, err = _try_build(spec, device)
-            if err:
-                results[i] = _failed(spec, err)
+            case = prepare(i, spec)
+            if case is None:
                 continue
-            for _ in range(warmup):
-                case.run()
-            sync(device)
             ts, t0 = [], time.perf_counter()
             while len(ts) < max_rounds and (len(ts) < min_rounds
                                             or time.perf_counter() - t0 < budget_s / len(specs)):
