@@ -29,9 +29,13 @@ struct Args {
   int64_t n;
   int work_dt, grad_dt, kind, dir;
   bool inplace, load_grad;
+  bool stream;        // non-temporal fp32 stores (large segment, 64-byte aligned outputs)
   Coef c;
   Step st;
 };
+
+// Smallest segment streamed when QLAB_FUSED_CPU_STREAM=1: buffers far larger than the caches.
+constexpr int64_t STREAM_MIN = int64_t(1) << 21;
 
 // Process chunks [cb, ce); probe writes RED_LEN doubles per chunk at part + chunk * RED_LEN.
 using ProbeFn = void (*)(const Args&, int64_t cb, int64_t ce, double* part);

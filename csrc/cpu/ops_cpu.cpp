@@ -60,6 +60,12 @@ Args make_args(const at::Tensor& master, const std::optional<at::Tensor>& work,
   a.st = make_step(sc);
   set_undo(a.st, a.c, a.kind, a.dir);
   a.load_grad = update_needs_grad(a.kind, nesterov, a.inplace, a.dir);
+  auto al64 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; };
+  // QLAB_FUSED_CPU_STREAM=1 turns on streaming stores for segments of at least STREAM_MIN
+  // elements. Off by default: on the 2-core EPYC VM they measured slower (see docs/kernels.md).
+  const char* env = std::getenv("QLAB_FUSED_CPU_STREAM");
+  const bool want = env && env[0] == '1' && a.n >= STREAM_MIN;
+  a.stream = want && al64(a.master) && al64(a.work) && al64(a.s0) && al64(a.s1);
   return a;
 }
 
