@@ -20,7 +20,7 @@ from .backends import NAMES as BACKEND_NAMES
 from .backends import get as get_backend
 from .contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD, SC_ALPHA, Hyper, scalars
 from .flat import SUPPORTED, Segment
-from .reference import RULES, probe_direction
+from .reference import RULES, probe_direction, resolve_rule
 
 PROBES = ("inplace", "copy")
 _BACKWARD_IN_CLOSURE = (
@@ -50,8 +50,9 @@ class QLABOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults: dict, rule: str, probe: str, backend: str,
                  process_group=None):
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if rule != "auto" and rule not in RULES:
+            raise ValueError(f"rule must be 'auto' or one of {RULES}, got {rule!r}")
+        rule = resolve_rule(rule, self._kind)  # "auto": per direction family (docs/quality.md)
         if probe not in PROBES:
             raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
         if backend != "auto" and backend not in BACKEND_NAMES:
@@ -272,7 +273,7 @@ class QLABSGD(QLABOptimizer):
     """
 
     def __init__(self, params, alpha0: float = 0.1, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, *, rule: str = "safeguarded",
+                 nesterov: bool = False, weight_decay: float = 0.0, *, rule: str = "auto",
                  probe: str = "inplace", backend: str = "auto", process_group=None):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
@@ -300,7 +301,7 @@ class QLABAdam(QLABOptimizer):
     _decoupled = False
 
     def __init__(self, params, alpha0: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, rule: str = "safeguarded", probe: str = "inplace",
+                 weight_decay: float = 0.0, *, rule: str = "auto", probe: str = "inplace",
                  backend: str = "auto", process_group=None):
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")

@@ -24,15 +24,34 @@ import torch
 from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
-         "nocap", "keep", "alternate_nocap", "signal", "signal_nocap")
+         "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
+         "alternate_trust", "alternate_geo_trust")
+
+# rule="auto" (the optimizers' default): the rule per direction family, chosen from the measurements
+# in docs/quality.md.
+DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate_geo", KIND_ADAM: "alternate_trust"}
+
+
+def resolve_rule(rule: str, kind: int) -> str:
+    """``"auto"`` → the default rule of this direction family; any other name is returned as is."""
+    return DEFAULT_RULES[kind] if rule == "auto" else rule
+
 
 # Growth cap (α ≤ cap·β; inf: none) and probe-distance policy of each rule (see ``rule_step``):
 #   "paper": β_next = max(α0, α);  "last": β_next = α, or α0 after α = 0;  "keep": β_next = α, or
 #   the same β after α = 0 (a zeroed step says nothing about the scale).
 RULE_CAP = {"safeguarded": 2.0, "paper": math.inf, "fresh": 2.0, "stale": math.inf,
             "alternate": 2.0, "nocap": math.inf, "keep": 2.0, "alternate_nocap": math.inf,
-            "signal": 2.0, "signal_nocap": math.inf}
+            "signal": 2.0, "signal_nocap": math.inf, "alternate_geo": 2.0, "alternate_trust": 2.0,
+            "alternate_geo_trust": 2.0}
 RULE_BETA = {"paper": "paper", "keep": "keep", "signal": "keep", "signal_nocap": "keep"}  # every other rule: "last"
+# "*geo": combine the two alternate estimates by their geometric mean instead of the min.
+GEO_RULES = ("alternate_geo", "alternate_geo_trust")
+# "*trust": a fit whose minimum lies below β/TRUST_FAR along the probed direction was measured too
+# far away (cross-entropy grows sub-quadratically there, so a₂ is underestimated and α* too long):
+# take no step and probe next at that minimum.
+TRUST_RULES = ("alternate_trust", "alternate_geo_trust")
+TRUST_FAR = 4.0
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -163,7 +182,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         eta = min(max(eta, 0.0), 1.0)
         new.kappa_p = eta
         alpha = min((1 - eta) * fallback, cap)
-    else:  # "alternate", "alternate_nocap"
+    else:  # "alternate*"
         xx = red["pp"] if probe_dir == DIR_P else red["vv"]
         kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
         if probe_dir == DIR_P:
@@ -176,13 +195,24 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if new.kappa_p * red["pp"] > 0:
             cands.append(red["pg"] / (2 * new.kappa_p * red["pp"]))
         cands = [c for c in cands if _good(c)]
-        alpha = min(min(cands) if cands else beta, cap)
+        if not cands:
+            alpha = min(beta, cap)
+        elif rule in GEO_RULES:
+            alpha = min(math.exp(sum(math.log(c) for c in cands) / len(cands)), cap)
+        else:
+            alpha = min(min(cands), cap)
+    far = rule in TRUST_RULES and _good(a_star) and a_star < beta / TRUST_FAR
+    if far:
+        alpha = 0.0
 
     if not d > 0:  # V is not a descent direction for this batch
         alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
     if red["gg"] == 0:
         alpha = 0.0
     new.alpha = alpha
+    if far and alpha == 0 and red["gg"] != 0:
+        new.beta = max(a_star, beta / 1000)
+        return alpha, new
     policy = RULE_BETA.get(rule, "last")
     if policy == "paper":
         new.beta = max(alpha0, alpha)
@@ -206,13 +236,14 @@ class ReferenceQLAB:
     params: list
     hypers: list
     alpha0: float
-    rule: str = "safeguarded"
+    rule: str = "auto"
     t: int = 0
     k: int = 0
     rs: RuleState = None
     states: list = None
 
     def __post_init__(self):
+        self.rule = resolve_rule(self.rule, self.hypers[0].kind)
         if self.rs is None:
             self.rs = RuleState(beta=self.alpha0)
         if self.states is None:

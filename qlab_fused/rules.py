@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_VG, RED_VV
-from .reference import RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, probe_direction  # noqa: F401
+from .reference import (GEO_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,  # noqa: F401
+                        TRUST_FAR, TRUST_RULES, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
 
@@ -60,7 +61,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         eta = (SIGNAL_EMA * kappa_p + (1 - SIGNAL_EMA) * (1 - rho)).clamp(0.0, 1.0)
         kappa_p = eta
         alpha = torch.minimum((1 - eta) * fallback, cap)
-    else:  # "alternate", "alternate_nocap"
+    else:  # "alternate*"
         vv, pp = red[RED_VV], red[RED_PP]
         xx = pp if probe_dir == DIR_P else vv
         kappa = torch.where((a2 > 0) & (xx > 0), a2 / xx, zero)
@@ -73,8 +74,18 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
-        best = torch.minimum(cv, cp)
+        if rule in GEO_RULES:
+            nv, np_ = torch.isfinite(cv), torch.isfinite(cp)
+            lv = torch.where(nv, cv, torch.ones_like(zero)).log()
+            lp = torch.where(np_, cp, torch.ones_like(zero)).log()
+            n = nv.to(f64) + np_.to(f64)
+            best = torch.where(n > 0, ((lv + lp) / n.clamp_min(1)).exp(), inf)
+        else:
+            best = torch.minimum(cv, cp)
         alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), cap)
+    far = (_good(a_star) & (a_star < beta / TRUST_FAR)) if rule in TRUST_RULES else \
+        torch.zeros((), dtype=torch.bool, device=L0.device)
+    alpha = torch.where(far, zero, alpha)
 
     if probe_dir == DIR_V:
         not_descent = torch.where(Lb < L0, beta, zero)
@@ -91,6 +102,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         beta_next = torch.where(alpha > 0, alpha, beta)
     else:
         beta_next = torch.where(alpha > 0, alpha, torch.full_like(zero, alpha0))
+    beta_next = torch.where(far & (alpha == 0) & (red[RED_GG] != 0),
+                            torch.maximum(a_star, beta / 1000), beta_next)
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
     new = {

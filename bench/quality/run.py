@@ -36,7 +36,7 @@ def make_optimizer(method: str, params, lr: float, rule: str | None):
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     if method == "adam":
         return torch.optim.Adam(params, lr=lr)
-    kw = dict(backend="torch") if rule is None else dict(backend="torch", rule=rule)
+    kw = dict(backend="torch") if rule is None else dict(backend="torch", rule=rule)  # None: "auto"
     if method == "qlab_sgd":
         return qf.QLABSGD(params, alpha0=lr, **kw)
     if method == "qlab_momentum":
