@@ -21,8 +21,21 @@
 namespace qlab {
 inline namespace QLAB_MATH_NS {
 using Vec = at::vec::Vectorized<float>;
-inline Vec sel(const Vec& m, const Vec& a, const Vec& b) { return Vec::blendv(b, a, m); }
+#if defined(CPU_CAPABILITY_AVX512)
+// A native k-mask: Vectorized's compare + blendv round-trip through a vector mask (3 extra ops).
+struct Mask16 {
+  __mmask16 k;
+};
+inline Mask16 is_fin(const Vec& x) {
+  return {_mm512_cmp_ps_mask(__m512(x - x), _mm512_setzero_ps(), _CMP_EQ_OQ)};
+}
+inline Vec sel(Mask16 m, const Vec& a, const Vec& b) {
+  return Vec(_mm512_mask_blend_ps(m.k, __m512(b), __m512(a)));
+}
+#else
 inline Vec is_fin(const Vec& x) { return (x - x) == Vec(0.0f); }
+#endif
+inline Vec sel(const Vec& m, const Vec& a, const Vec& b) { return Vec::blendv(b, a, m); }
 inline Vec vsqrt(const Vec& x) { return x.sqrt(); }
 }  // namespace QLAB_MATH_NS
 }  // namespace qlab
