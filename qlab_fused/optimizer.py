@@ -180,7 +180,8 @@ class QLABOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def _qlab_step(self, closure, L0, before):
         dev = self._rs["step"].device
-        L0 = L0.reshape(()).float().to(dev)
+        # Keep a float64 loss in float64: the rule subtracts Lβ − L0 and needs every digit.
+        L0 = L0.reshape(()).to(device=dev, dtype=torch.promote_types(L0.dtype, torch.float32))
         ok = torch.isfinite(L0)
         step = self._rs["step"] + ok.float()
         pdir = probe_direction(self.rule, self._kind, self._k)
