@@ -2,6 +2,7 @@
 per-element direction math, and launch-configuration helpers."""
 from __future__ import annotations
 
+import math
 import os
 
 import triton
@@ -32,14 +33,16 @@ INTERPRET_BLOCK = 16384
 
 
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether this module's kernels were defined for the interpreter (fixed at import, as in
+    triton.jit)."""
+    return bool(INTERPRET.value)
 
 
 def hyper_args(h) -> tuple[float, ...]:
     """The runtime scalars of a segment, always as Python floats: an int would change the kernel's
     signature (i32 instead of fp32) and compile a second variant."""
     # P's scale for momentum, (1−δ)/(1−μ)·lr_scale, in float64 here rather than per program.
-    p_scale = h.lr_scale * (1.0 - h.dampening) / (1.0 - h.momentum) if h.momentum != 1 else 0.0
+    p_scale = h.lr_scale * (1.0 - h.dampening) / (1.0 - h.momentum) if h.momentum != 1 else math.inf
     return tuple(float(x) for x in (h.lr_scale, h.weight_decay, h.momentum, h.dampening, h.beta1,
                                     h.beta2, h.eps, p_scale))
 
