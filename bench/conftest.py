@@ -2,10 +2,12 @@
 default test run, whose testpaths is ``tests``).
 
 - torch uses 2 threads on CPU (the project machines have 2 cores; more would oversubscribe).
-- JSON is saved by default (as ``--benchmark-save=qlab_fused``: ``.benchmarks/<machine>/NNNN_qlab_fused.json``)
-  unless ``--benchmark-json``, ``--benchmark-save`` or ``--benchmark-autosave`` is given; derived numbers (GB/s, % of copy bandwidth measured in this
-  session, ratio to torch's foreach/fused step of the same group, byte-model floor, training-step
-  ratio and its floor 1 + F/(F+B)) are added to each benchmark's ``extra_info`` and printed at the end.
+- JSON is saved by default (as ``--benchmark-save=qlab_fused``:
+  ``.benchmarks/<machine>/NNNN_qlab_fused.json``) unless ``--benchmark-json``, ``--benchmark-save``
+  or ``--benchmark-autosave`` is given. Derived numbers (GB/s, % of the copy bandwidth measured in
+  this session, ratio to torch's foreach/fused step of the same group, byte-model floor,
+  training-step ratio and its floor 1 + F/(F+B)) go into each benchmark's ``extra_info`` and are
+  printed at the end.
 - Environment: ``QLAB_BENCH_DEVICE`` (cpu | cuda; default cuda when available), ``QLAB_BENCH_SIZES``
   (comma-separated element counts), ``QLAB_BENCH_BUDGET`` (seconds of timing per benchmark).
 """

@@ -115,7 +115,8 @@ def run(args) -> dict:
     bar.update(1)
     bar.close()
     copy_gbps = max(c["gbps"] for c in copy.values())
-    micro.add_ratios(results, copy_gbps)
+    copy_best = max(c["gbps_best"] for c in copy.values())
+    micro.add_ratios(results, copy_gbps, copy_best)
     models.add_ratios(steps_res)
     for r in results:
         if r.get("error"):
@@ -133,13 +134,15 @@ def run(args) -> dict:
          + ("'peak MB' is torch.cuda.max_memory_allocated over two steps of that configuration "
             "alone." if device.type == "cuda" else
             "'peak MB' is not measured on CPU (no allocator statistics), hence –.")),
+        "'best' columns use the fastest round of each case (and of the copy): on a shared machine "
+        "the medians include other processes' load, the fastest rounds less so.",
         "quick run: tiny sizes and models; the numbers show the pipeline works, not the speed."
         if quick else "default run.",
     ]
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "device": str(device), "machine": report.machine(device),
             "command": "python -m qlab_fused bench " + " ".join(map(shlex.quote, args.argv)),
-            "copy": copy, "copy_gbps": copy_gbps, "micro": results, "steps": steps_res,
+            "copy": copy, "copy_gbps": copy_gbps, "copy_gbps_best": copy_best, "micro": results, "steps": steps_res,
             "notes": notes}
 
 

@@ -1,0 +1,97 @@
+"""Compose ``bench/RESULTS.md`` from one or more ``python -m qlab_fused bench`` output folders.
+
+    python bench/make_results.py bench_out [more_runs ...] > bench/RESULTS.md
+    cp bench_out/*.png bench_out/results.json bench/results/
+
+The first folder is the reported run; the others (re-runs of the same command) only add a
+"re-runs" line per issue-4 goal, so the spread between runs on a shared machine is visible.
+"""
+import json
+import os
+import sys
+
+GOALS = [  # (label, kind, impl, probe, baseline key, target ratio)
+    ("QLAB-Adam probe+update / torch Adam(fused=True).step()", "adam", "inplace", "ratio_fused",
+     1.65),
+    ("QLAB-SGD probe+update / torch SGD(fused=True).step()", "sgd", "inplace", "ratio_fused", 2.1),
+    ("QLAB-SGD probe+update / torch SGD(foreach=True).step()", "sgd", "inplace", "ratio_foreach",
+     2.1),
+]
+
+
+def _load(d):
+    with open(os.path.join(d, "results.json")) as f:
+        return json.load(f)
+
+
+def _find(rec, kind, impl, probe, numel):
+    for r in rec["micro"]:
+        if (r["kind"], r["impl"], r["probe"], r["dtype"], r["numel"], r["ntensors"]) == (
+                kind, impl, probe, "fp32", numel, 1) and r.get("median_s"):
+            return r
+    return None
+
+
+def goals(recs) -> str:
+    rec = recs[0]
+    n = max(r["numel"] for r in rec["micro"] if r["ntensors"] == 1)
+    lines = [f"At N = {n:.3g} fp32 elements (one tensor), copy bandwidth "
+             f"{rec['copy_gbps']:.1f} GB/s measured in the same run:", "",
+             "| quantity | backend | measured | target (issue 4) | byte floor | re-runs |",
+             "|---|---|---|---|---|---|"]
+    for label, kind, probe, key, target in GOALS:
+        for impl in ("qlab:cpu", "qlab:torch"):
+            r = _find(rec, kind, impl, probe, n)
+            if r is None or key not in r:
+                continue
+            again = [_find(x, kind, impl, probe, n) for x in recs[1:]]
+            again = ", ".join(f"{a[key]:.2f}" for a in again if a and key in a) or "–"
+            lines.append(f"| {label} | {impl.split(':')[1]} | {r[key]:.2f}× | "
+                         f"≤ {target}× | {r['floor_ratio']:.2f}× | {again} |")
+    for impl in ("qlab:cpu", "qlab:torch"):
+        r = _find(rec, "adam", impl, "inplace", n)
+        if r:
+            again = [_find(x, "adam", impl, "inplace", n) for x in recs[1:]]
+            again = ", ".join(f"{a['pct_copy']:.0f}%" for a in again if a) or "–"
+            lines.append(f"| QLAB-Adam GB/s (11N·4 B model) as % of copy bandwidth | "
+                         f"{impl.split(':')[1]} | {r['gbps']:.1f} GB/s = {r['pct_copy']:.0f}% | "
+                         f"≥ 75% | – | {again} |")
+    return "\n".join(lines)
+
+
+def main(dirs) -> int:
+    recs = [_load(d) for d in dirs]
+    with open(os.path.join(dirs[0], "report.md")) as f:
+        body = f.read()
+    body = body.split("\n", 1)[1]  # drop the report's title
+    body = body.replace("## ", "### ")
+    for img in ("gbps.png", "step_breakdown.png"):  # copied next to RESULTS.md by the caller
+        body = body.replace(f"]({img})", f"](results/{img})")
+    m = recs[0]["machine"]
+    print("# Benchmark results\n")
+    print(f"Latest run: {recs[0]['date']}. Machine: {m['cpu']}, {m['cores']} cores "
+          f"(torch threads {m['threads']}), shared with other builds and tests while measured, so "
+          f"single numbers are noisy; ratios come from interleaved rounds of the same run. "
+          f"Versions: python {m['python']}, torch {m['torch']}, triton {m['triton']}.\n")
+    print("Reproduce: `python -m qlab_fused bench --out DIR` (under 10 minutes here) or "
+          "`pytest bench/ --benchmark-only` (pytest-benchmark JSON in `.benchmarks/`); "
+          "`python bench/make_results.py DIR > bench/RESULTS.md` (plots and JSON of this run: "
+          "`bench/results/`).\n")
+    print("## Issue-4 goals for the C++ `cpu` backend\n")
+    print(goals(recs) + "\n")
+    print("## GPU: not lent to this task; run bench/gpu_check.sh\n")
+    print("No GPU was available to this task, so there are no GPU numbers (the `cuda` and `triton` "
+          "backends are not timed; Triton on CPU runs only in its interpreter). On the H200 "
+          "machine, from the repository root: `bash bench/gpu_check.sh` (with the device tool: "
+          "`run(command='bash bench/gpu_check.sh', timeout_s=600)`). It installs the package "
+          "without network, runs `pytest -q tests/`, checks that steps are free of host sync "
+          "and that the optimizer step can be captured in a CUDA graph, measures the card's copy "
+          "bandwidth and runs `python -m qlab_fused bench --device cuda` (sizes 1e5 … 1e9), "
+          "writing 8 files under `$OUT`.\n")
+    print("## Full report of the latest CPU run\n")
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
