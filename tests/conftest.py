@@ -8,6 +8,11 @@ from qlab_fused.backends import NAMES, why_not
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# On a 2-core machine shared with other work, torch's intra-op threads fight over the cores and make
+# the many small tensors of this suite 5-10x slower (measured). Tests that need threads set them.
+if (os.cpu_count() or 1) <= 2:
+    torch.set_num_threads(1)
+
 
 def available_backends():
     """(backend, device) pairs that can run here. Triton runs on CPU only through its interpreter."""
