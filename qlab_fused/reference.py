@@ -29,7 +29,7 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 
 # rule="auto" (the optimizers' default): the rule per direction family, chosen from the measurements
 # in docs/quality.md.
-DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate_geo", KIND_ADAM: "alternate_trust"}
+DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate", KIND_ADAM: "alternate_trust"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
