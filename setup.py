@@ -68,7 +68,7 @@ def _extensions():
 ext_modules, cmdclass = _extensions()
 
 setup(
-    packages=["qlab_fused", "qlab_fused.backends", "qlab_fused.kernels"],
+    packages=["qlab_fused", "qlab_fused.backends", "qlab_fused.benchmarking", "qlab_fused.kernels"],
     package_dir={"qlab_fused.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
