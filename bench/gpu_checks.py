@@ -189,17 +189,21 @@ def main(path):
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     names = [b for b in ("cuda", "triton", "torch") if qf.backends("cuda")[b] is None]
-    for b in names:
-        for kind in OPTS:
-            for probe in ("inplace", "copy"):
-                key = f"{b}/{kind}/{probe}"
-                for section, fn in (("sync_free", sync_free), ("graph_passes", graph_passes),
-                                    ("graph_step", graph_step)):
+    # all sync checks first, graph captures last: a failed capture cannot spoil the other checks
+    for section, fn in (("sync_free", sync_free), ("graph_passes", graph_passes),
+                        ("graph_step", graph_step)):
+        for b in names:
+            for kind in OPTS:
+                for probe in ("inplace", "copy"):
+                    key = f"{b}/{kind}/{probe}"
                     try:
                         res[section][key] = fn(b, kind, probe)
                     except Exception as exc:  # noqa: BLE001 - recorded, next check runs
                         res[section][key] = {"error": _err(exc)}
-                    torch.cuda.synchronize()
+                    try:
+                        torch.cuda.synchronize()
+                    except Exception as exc:  # noqa: BLE001 - a broken context: say so, go on
+                        res[section][key]["sync_after"] = _err(exc)
                     print(section, key, json.dumps(res[section][key]), flush=True)
                     with open(path, "w") as f:  # after every check: a timeout keeps the rest
                         json.dump(res, f, indent=1)
