@@ -22,20 +22,25 @@ DEFAULT_SIZES = {"cpu": "1e5,1e6,4e6,1.6e7", "cuda": "1e5,1e6,1e7,1e8,1e9"}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qlab_fused bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m qlab_fused bench",
+        description="Optimizer-step microbenchmarks and whole training-step profiles: tables on "
+                    "stdout, report.md + results.json + PNG plots in --out.")
     p.add_argument("--out", default="qlab_bench", help="folder for report.md, results.json, *.png")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available)")
     p.add_argument("--sizes", help="comma-separated element counts, e.g. 1e5,1.6e7 (default: "
                    + "; ".join(f"{k}: {v}" for k, v in DEFAULT_SIZES.items()) + ")")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, tiny models, few rounds: checks the pipeline in seconds")
-    p.add_argument("--kinds", default=",".join(micro.KINDS))
+    p.add_argument("--kinds", default=",".join(micro.KINDS), help="sgd,momentum,adam")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (bf16 work, fp32 master)")
     p.add_argument("--probes", default="inplace,copy", help="fp32 probe modes (bf16 is always copy)")
     p.add_argument("--backends", default="all", help="QLAB backends to time (default: all usable)")
     p.add_argument("--many", type=int, default=200, help="tensors in the many-small-tensors case "
                    "(0: skip)")
-    p.add_argument("--many-numel", type=float, default=1e6)
+    p.add_argument("--many-numel", type=float, default=1e6,
+                   help="elements in all, many-small-tensors case")
     p.add_argument("--models", default=",".join(models.MODELS), help="'' to skip the step profiles")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per config")
     p.add_argument("--budget", type=float, default=None, help="seconds of timing per size group")
