@@ -46,10 +46,10 @@ def test_quadratic_cond100_monotone_and_converged(alpha0, rule):
     x = torch.nn.Parameter(torch.zeros(A.shape[0], dtype=torch.float32))
     opt = qf.QLABSGD([x], alpha0=alpha0, rule=rule)
     closure = lambda: 0.5 * x.double() @ A @ x.double() - b @ x.double()  # noqa: E731
-    losses = [float(closure())]
+    losses = [float(closure().detach())]
     for _ in range(600):
         opt.step(closure)
-        losses.append(float(closure()))
+        losses.append(float(closure().detach()))
     for a, c in zip(losses, losses[1:]):
         # The paper rule has no growth cap: once the gap is below fp32's resolution of the probe
         # its α* is noise and may overshoot (measured: +8e-6 at a gap of 2e-6). Not so above it.
@@ -69,10 +69,10 @@ def test_logistic_regression_monotone_and_converged(alpha0):
                 + 0.5 * lam * (w.double() ** 2).sum())
 
     opt = qf.QLABSGD([w], alpha0=alpha0)
-    losses = [float(closure())]
+    losses = [float(closure().detach())]
     for _ in range(300):
         opt.step(closure)
-        losses.append(float(closure()))
+        losses.append(float(closure().detach()))
     for a, c in zip(losses, losses[1:]):
         assert c <= a + 1e-6 * abs(a), "loss increased"
     assert losses[-1] - f_star < 1e-4
