@@ -8,6 +8,7 @@ a deterministic two-stage reduction (per-block partials, then a fixed-order sum)
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import torch
 
@@ -43,7 +44,7 @@ def probe_pass(master, work, grad, states, sc, h: Hyper, probe_dir: int):
     from qlab_fused.kernels.probe import probe
 
     _check(master, work, grad, states, sc)
-    with torch.cuda.device(master.device) if master.is_cuda else _null():
+    with torch.cuda.device(master.device) if master.is_cuda else nullcontext():
         return probe(master, work, grad, list(states), sc, h, probe_dir)
 
 
@@ -51,13 +52,6 @@ def update_pass(master, work, grad, states, sc, h: Hyper, probe_dir: int, inplac
     from qlab_fused.kernels.update import update
 
     _check(master, work, grad, states, sc)
-    with torch.cuda.device(master.device) if master.is_cuda else _null():
+    with torch.cuda.device(master.device) if master.is_cuda else nullcontext():
         update(master, work, grad, list(states), sc, h, probe_dir, inplace)
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
