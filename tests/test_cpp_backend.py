@@ -16,7 +16,7 @@ import torch
 from qlab_fused.backends import get, why_not
 from qlab_fused.contract import (DIR_P, DIR_V, KIND_ADAM, KIND_SGD, SC_ALPHA, Hyper, scalars)
 
-from test_passes import HYPERS, run_case
+from test_passes import CASE_IDS, CASES, HYPERS, run_case
 
 CPU_REASON = why_not("cpu", torch.device("cpu"))
 DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(
@@ -121,9 +121,7 @@ def test_same_bits_on_every_isa():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", [278_011, 2**20 + 3])
-@pytest.mark.parametrize("name,dtype,inplace,pdir", [
-    ("adam_wd", torch.float32, True, DIR_P), ("adamw", torch.bfloat16, False, DIR_V),
-    ("nesterov_wd", torch.float32, True, DIR_V), ("sgd_wd", torch.float16, False, DIR_P)])
+@pytest.mark.parametrize("name,dtype,inplace,pdir", CASES, ids=CASE_IDS)
 def test_large_sizes_match_reference(device, n, name, dtype, inplace, pdir):
     run_case(_module(device), device, HYPERS[name], n, dtype, inplace, pdir, steps=2, seed=n)
 

@@ -29,6 +29,7 @@ HYPERS = {
 # (rtol, atol relative to the largest reference magnitude) of the written buffers per work dtype.
 TOL = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (1.6e-2, 1e-2), torch.float16: (2e-3, 1e-3)}
 SIZES = (1, 7, 4097, 65537)
+EPS32 = torch.finfo(torch.float32).eps
 PAIRS = available_backends()
 
 
@@ -75,8 +76,14 @@ def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0):
         assert (err <= 1e-5 * scale + 1e-30).all(), f"reductions t={t}: {red} vs {red_ref}"
         sc[SC_ALPHA] = alpha
         module.update_pass(master, work, grad, states, sc, h, probe_dir, inplace)
+        probe_size = (beta * X).abs()
         theta_ref = theta_ref - alpha * V
-        _close(master, theta_ref, 1e-5, 1e-6, f"theta t={t}")
+        if inplace:  # θ is recovered from θ − βX: a few roundings of |βX|, which may dwarf |θ|
+            err = (master.double().cpu() - theta_ref).abs()
+            bound = 1e-5 * theta_ref.abs() + 1e-6 * theta_ref.abs().max() + 4 * EPS32 * probe_size
+            assert (err <= bound).all(), f"theta t={t}: worst excess {(err - bound).max()}"
+        else:
+            _close(master, theta_ref, 1e-5, 1e-6, f"theta t={t}")
         if not inplace:
             assert torch.equal(work, master.to(dtype)), "work must be the rounded master"
         theta_ref = master.double().cpu()  # teacher-force: next step starts from the backend's θ
@@ -87,12 +94,11 @@ CASES = [(name, dtype, inplace, pdir)
          for dtype, inplace in ((torch.float32, True), (torch.float32, False),
                                 (torch.bfloat16, False), (torch.float16, False))
          for pdir in (DIR_V, DIR_P)]
+CASE_IDS = [f"{c[0]}-{str(c[1])[6:]}-{'inplace' if c[2] else 'copy'}-{'VP'[c[3]]}" for c in CASES]
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
-@pytest.mark.parametrize("name,dtype,inplace,pdir", CASES,
-                         ids=[f"{c[0]}-{str(c[1])[6:]}-{'inplace' if c[2] else 'copy'}-{'VP'[c[3]]}"
-                              for c in CASES])
+@pytest.mark.parametrize("name,dtype,inplace,pdir", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("n", SIZES)
 def test_passes_match_reference(backend, device, name, dtype, inplace, pdir, n):
     _, module = get(backend, device)
