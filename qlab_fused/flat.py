@@ -69,6 +69,10 @@ class Segment:
                 view.copy_(g)
             p.grad = view
 
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+        self.attach_grads()
+
     def state_views(self) -> dict:
         """name -> list of per-parameter views of each state buffer (what state_dict() exposes)."""
         out = {name: self.views(buf) for name, buf in zip(self.hyper.state_names(), self.states)}

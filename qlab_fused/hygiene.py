@@ -6,6 +6,9 @@
 - Running statistics (BatchNorm and every other ``_NormBase``): snapshotted before each such module's
   probe forward and put back after it, so only the training forward updates them.
 - Autocast: the probe runs under the autocast state recorded with the RNG.
+- FSDP2: modules that ran in the probe are resharded afterwards. The root keeps its parameters
+  gathered after a forward (a backward normally follows and reshards); after the probe the update
+  pass writes the shards, and a gathered copy left behind would make the next forward read the probe.
 """
 from __future__ import annotations
 
@@ -72,6 +75,28 @@ def _frozen_running_stats():
 
 
 @contextlib.contextmanager
+def _reshard_fsdp_after():
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without distributed
+        yield
+        return
+    seen = []
+
+    def post(module, args, out):
+        if isinstance(module, FSDPModule):
+            seen.append(module)
+
+    handle = register_module_forward_hook(post)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for module in seen:
+            module.reshard()
+
+
+@contextlib.contextmanager
 def probe_context(before: ForwardState | None):
     """Run the probe forward as the training forward ran: same RNG draws, same autocast, running
     statistics untouched, no autograd. ``before=None``: no RNG replay (nothing was recorded)."""
@@ -79,6 +104,7 @@ def probe_context(before: ForwardState | None):
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         stack.enter_context(_frozen_running_stats())
+        stack.enter_context(_reshard_fsdp_after())
         if before is not None:
             _set_rng(before.cpu_rng, before.cuda_rng)
             for dev, (enabled, dtype) in before.autocast.items():

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from . import distributed, hygiene, rules
+from . import distributed, hygiene, rules, sharded
 from .backends import NAMES as BACKEND_NAMES
 from .backends import get as get_backend
 from .contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD, SC_ALPHA, Hyper, scalars
@@ -63,6 +63,7 @@ class QLABOptimizer(torch.optim.Optimizer):
         self._forward_state = None  # recorded by zero_grad() / mark_forward() for loss= steps
         self._k = 0                 # step calls, host side (picks the probe direction)
         self._in_probe = False
+        self._shard_group = None    # FSDP2: the process group whose ranks hold the shards
         super().__init__(params, defaults)
         dev = self._segments[0].device if self._segments else torch.device("cpu")
         self._rs = rules.init_state(self._alpha0_ref(), dev)
@@ -97,12 +98,18 @@ class QLABOptimizer(torch.optim.Optimizer):
             if p.dtype not in SUPPORTED:
                 raise TypeError(f"parameter dtype {p.dtype} is not supported ({where}); use one of "
                                 f"{SUPPORTED} (float64: see qlab_fused.reference)")
+        shards = [p for p in params if sharded.is_sharded(p)]
+        if shards:
+            self._check_shards(shards, params)
         by_dtype: dict = {}
         for p in params:
-            by_dtype.setdefault(p.dtype, []).append(p)
-        for plist in by_dtype.values():
-            seg = Segment(plist, self._hyper(group), inplace=self.probe == "inplace",
-                          labels=[labels[id(p)] for p in plist])
+            if not sharded.is_sharded(p):
+                by_dtype.setdefault(p.dtype, []).append(p)
+        segs = [sharded.ShardSegment(p, self._hyper(group), labels[id(p)]) for p in shards]
+        segs += [Segment(plist, self._hyper(group), inplace=self.probe == "inplace",
+                         labels=[labels[id(p)] for p in plist]) for plist in by_dtype.values()]
+        for seg in segs:
+            plist = seg.params
             seg.group_index = gi
             seg.backend_name, seg.backend = get_backend(self.backend_request, seg.device)
             self._segments.append(seg)
@@ -110,6 +117,20 @@ class QLABOptimizer(torch.optim.Optimizer):
                 for p, v in zip(plist, views):
                     self.state[p][name] = v
         self._refresh_hypers()
+
+    def _check_shards(self, shards, params) -> None:
+        """FSDP2: every parameter sharded over one 1-D mesh; its group sums the reductions."""
+        if len(shards) != len(params):
+            raise ValueError("a param group mixes FSDP2-sharded (DTensor) and plain parameters; "
+                             "shard the whole model with fully_shard")
+        meshes = {id(p.device_mesh) for p in shards}
+        mesh = shards[0].device_mesh
+        if len(meshes) > 1 or mesh.ndim != 1:
+            raise NotImplementedError("sharded parameters must share one 1-D device mesh "
+                                      "(HSDP / 2-D meshes are not supported yet)")
+        if self.probe != "inplace":
+            raise NotImplementedError("sharded parameters support probe='inplace' only")
+        self._shard_group = mesh.get_group()
 
     def _refresh_hypers(self) -> None:
         """Per-segment constants from the param groups (users may edit groups between steps)."""
@@ -132,8 +153,7 @@ class QLABOptimizer(torch.optim.Optimizer):
         if self._in_probe:
             return
         for seg in self._segments:
-            seg.grad.zero_()
-            seg.attach_grads()
+            seg.zero_grad()
         self.mark_forward()
 
     def mark_forward(self) -> None:
@@ -210,8 +230,9 @@ class QLABOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(_BACKWARD_IN_CLOSURE) from exc
             raise
         self._in_probe = False
-        group = distributed.resolve(self.process_group)
-        if group is not None:
+        if self._shard_group is not None:  # FSDP2: average the losses, sum the reductions
+            L0, Lb, red = distributed.all_reduce_step(L0, Lb, red, self._shard_group)
+        elif (group := distributed.resolve(self.process_group)) is not None:
             L0, Lb = distributed.average_losses(L0, Lb, group)
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
                                     pdir)

@@ -1,4 +1,5 @@
-"""DDP with the gloo backend on CPU: 2 ranks on half batches each follow 1 process on the full batch."""
+"""DDP and FSDP2 with the gloo backend on CPU: 2 ranks on half batches each follow 1 process on the
+full batch."""
 import os
 import socket
 
@@ -30,15 +31,23 @@ def train(model, opt, data, rank=0, world=1):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def _worker(rank, world, port, cls_name, out):
+def _worker(rank, world, port, cls_name, mode, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
         model = make_model()
-        opt = getattr(qf, cls_name)(model.parameters(), backend="torch")
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        params = train(ddp, opt, batches(), rank, world)
+        if mode == "ddp":
+            opt = getattr(qf, cls_name)(model.parameters(), backend="torch")
+            wrapped = torch.nn.parallel.DistributedDataParallel(model)
+            params = train(wrapped, opt, batches(), rank, world)
+        else:  # FSDP2: each rank holds a shard of every parameter
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+            fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+            opt = getattr(qf, cls_name)(model.parameters())
+            train(model, opt, batches(), rank, world)
+            params = [p.full_tensor().detach().clone() for p in model.parameters()]
         torch.save({"params": params, "alpha": opt.alpha.clone()}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -50,9 +59,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("cls_name", ["QLABSGD", "QLABAdam"])
-def test_ddp_two_ranks_match_one_process(tmp_path, cls_name):
-    mp.spawn(_worker, args=(2, free_port(), cls_name, str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("mode,cls_name", [("ddp", "QLABSGD"), ("ddp", "QLABAdam"),
+                                           ("fsdp2", "QLABAdam")])
+def test_two_ranks_match_one_process(tmp_path, mode, cls_name):
+    mp.spawn(_worker, args=(2, free_port(), cls_name, mode, str(tmp_path)), nprocs=2, join=True)
     single_model = make_model()
     single = train(single_model, getattr(qf, cls_name)(single_model.parameters(), backend="torch"),
                    batches())
