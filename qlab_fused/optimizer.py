@@ -175,8 +175,8 @@ class QLABOptimizer(torch.optim.Optimizer):
         """One QLAB step. ``closure()`` returns the loss and does not call backward().
 
         ``step(closure)``: zeroes the gradients, runs the closure with grad and backward, then runs
-        it once more under no_grad at the probe point. ``step(closure, loss=loss)``: you already ran backward on ``loss``; the
-        closure is only called for the probe. Returns the loss L0.
+        it once more under no_grad at the probe point. ``step(closure, loss=loss)``: you already
+        ran backward on ``loss``; the closure is only called for the probe. Returns the loss L0.
         """
         if closure is None:
             raise ValueError("QLAB needs a closure that returns the loss: the probe evaluates it at "
@@ -218,18 +218,17 @@ class QLABOptimizer(torch.optim.Optimizer):
             scs.append(sc)
         if red is None:  # no parameters
             return L0
+        self._in_probe = True
         try:
-            self._in_probe = True
             with hygiene.probe_context(before):
-                Lb = closure()
-            Lb = _check_loss(Lb, "probe forward", need_grad=False)
+                Lb = _check_loss(closure(), "probe forward", need_grad=False)
         except BaseException as exc:
-            self._in_probe = False
             self._update(scs, pdir, torch.zeros((), device=dev))  # α = 0: put θ back
             if isinstance(exc, RuntimeError) and "does not require grad" in str(exc):
                 raise RuntimeError(_BACKWARD_IN_CLOSURE) from exc
             raise
-        self._in_probe = False
+        finally:
+            self._in_probe = False
         if self._shard_group is not None:  # FSDP2: average the losses, sum the reductions
             L0, Lb, red = distributed.all_reduce_step(L0, Lb, red, self._shard_group)
         elif (group := distributed.resolve(self.process_group)) is not None:
