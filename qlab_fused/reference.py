@@ -25,11 +25,13 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
-         "alternate_trust", "alternate_geo_trust")
+         "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
+         "alternate_geo_v", "alternate_geo_v_trust")
 
 # rule="auto" (the optimizers' default): the rule per direction family, chosen from the measurements
 # in docs/quality.md.
-DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate", KIND_ADAM: "alternate_trust"}
+DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate_geo_v",
+                 KIND_ADAM: "alternate_geo_v_trust"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
@@ -43,14 +45,20 @@ def resolve_rule(rule: str, kind: int) -> str:
 RULE_CAP = {"safeguarded": 2.0, "paper": math.inf, "fresh": 2.0, "stale": math.inf,
             "alternate": 2.0, "nocap": math.inf, "keep": 2.0, "alternate_nocap": math.inf,
             "signal": 2.0, "signal_nocap": math.inf, "alternate_geo": 2.0, "alternate_trust": 2.0,
-            "alternate_geo_trust": 2.0}
+            "alternate_geo_trust": 2.0, "alternate_noise": 2.0, "safeguarded_trust": 2.0,
+            "alternate_geo_v": 2.0, "alternate_geo_v_trust": 2.0}
 RULE_BETA = {"paper": "paper", "keep": "keep", "signal": "keep", "signal_nocap": "keep"}  # every other rule: "last"
 # "*geo": combine the two alternate estimates by their geometric mean instead of the min.
-GEO_RULES = ("alternate_geo", "alternate_geo_trust")
+GEO_RULES = ("alternate_geo", "alternate_geo_trust", "alternate_geo_v", "alternate_geo_v_trust")
+# "alternate_geo_v*": the geometric mean, but never longer than the V estimate (min(geo, c_V)).
+GEO_V_RULES = ("alternate_geo_v", "alternate_geo_v_trust")
 # "*trust": a fit whose minimum lies below β/TRUST_FAR along the probed direction was measured too
 # far away (cross-entropy grows sub-quadratically there, so a₂ is underestimated and α* too long):
 # take no step and probe next at that minimum.
-TRUST_RULES = ("alternate_trust", "alternate_geo_trust")
+TRUST_RULES = ("alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
+               "alternate_geo_v_trust")
+# "alternate_noise": interpolate between the two alternate estimates by this step's noise fraction
+# w = 1 − ⟨S,G⟩/⟨V,G⟩ (clamped to [0, 1]; S = 0 means no information, w = 0): α = c_V^(1−w)·c_P^w.
 TRUST_FAR = 4.0
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
@@ -167,7 +175,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     fallback = a_star if _good(a_star) else beta
     cap = RULE_CAP[rule] * beta
-    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep"):
+    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust"):
         alpha = min(fallback, cap)
     elif rule == "stale":  # slope from the previous state, curvature from the probe along V
         alpha = (max(red["sg"], 0.0) / (2 * a2)) if a2 > 0 else beta
@@ -195,10 +203,19 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if new.kappa_p * red["pp"] > 0:
             cands.append(red["pg"] / (2 * new.kappa_p * red["pp"]))
         cands = [c for c in cands if _good(c)]
+        cv = d / (2 * new.kappa_v * red["vv"]) if new.kappa_v * red["vv"] > 0 else math.nan
+        cp = red["pg"] / (2 * new.kappa_p * red["pp"]) if new.kappa_p * red["pp"] > 0 else math.nan
         if not cands:
             alpha = min(beta, cap)
+        elif rule == "alternate_noise" and len(cands) == 2:
+            rho = 1.0 if red["sg"] == 0 else (min(max(red["sg"] / d, 0.0), 1.0) if d > 0 else 0.0)
+            w = 1.0 - rho
+            alpha = min(math.exp((1 - w) * math.log(cv) + w * math.log(cp)), cap)
         elif rule in GEO_RULES:
-            alpha = min(math.exp(sum(math.log(c) for c in cands) / len(cands)), cap)
+            geo = math.exp(sum(math.log(c) for c in cands) / len(cands))
+            if rule in GEO_V_RULES and _good(cv):
+                geo = min(geo, cv)
+            alpha = min(geo, cap)
         else:
             alpha = min(min(cands), cap)
     far = rule in TRUST_RULES and _good(a_star) and a_star < beta / TRUST_FAR

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_VG, RED_VV
-from .reference import (GEO_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,  # noqa: F401
+from .reference import (GEO_RULES, GEO_V_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,  # noqa: F401
                         TRUST_FAR, TRUST_RULES, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
@@ -50,7 +50,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     cap = RULE_CAP[rule] * beta
-    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep"):
+    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust"):
         alpha = torch.minimum(fallback, cap)
     elif rule == "stale":
         alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
@@ -80,6 +80,17 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
             lp = torch.where(np_, cp, torch.ones_like(zero)).log()
             n = nv.to(f64) + np_.to(f64)
             best = torch.where(n > 0, ((lv + lp) / n.clamp_min(1)).exp(), inf)
+            if rule in GEO_V_RULES:
+                best = torch.minimum(best, cv)
+        elif rule == "alternate_noise":
+            sg = red[RED_SG]
+            rho = torch.where(d > 0, (sg / d).clamp(0.0, 1.0), zero)
+            rho = torch.where(sg == 0, torch.ones_like(zero), rho)
+            w = 1 - rho
+            both = torch.isfinite(cv) & torch.isfinite(cp)
+            one = torch.ones_like(zero)
+            mix = ((1 - w) * torch.where(both, cv, one).log() + w * torch.where(both, cp, one).log()).exp()
+            best = torch.where(both, mix, torch.minimum(cv, cp))
         else:
             best = torch.minimum(cv, cp)
         alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), cap)

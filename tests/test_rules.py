@@ -89,3 +89,21 @@ def test_descent_failure_rules():
     assert reference.rule_step("safeguarded", 1.0, 0.9, red, 0.1, rs, 1e-3, DIR_V)[0] == 0.1
     assert reference.rule_step("safeguarded", 1.0, 1.1, red, 0.1, rs, 1e-3, DIR_V)[0] == 0.0
     assert reference.rule_step("alternate", 1.0, 0.9, red, 0.1, rs, 1e-3, DIR_P)[0] == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(L0=finite, dL=finite, vg=nonneg, pg=nonneg, vv=nonneg, pp=nonneg, sg=finite, gg=nonneg,
+       beta=positive, kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_geo_v_lies_between_alternate_and_the_v_estimate(L0, dL, vg, pg, vv, pp, sg, gg, beta, kv,
+                                                         kp, pdir):
+    """`alternate_geo_v`: at least `alternate`'s step (the min of the two estimates), never more than
+    the V estimate alone when there is one, and never more than `alternate_geo`."""
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp)
+    step = {r: reference.rule_step(r, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+            for r in ("alternate", "alternate_geo", "alternate_geo_v")}
+    a, geo, gv = step["alternate"][0], step["alternate_geo"][0], step["alternate_geo_v"][0]
+    assert a * (1 - 1e-12) <= gv <= geo * (1 + 1e-12)
+    new = step["alternate_geo_v"][1]
+    if new.kappa_v * vv > 0 and vg > 0 and gg > 0:
+        assert gv <= max(vg / (2 * new.kappa_v * vv), beta) * (1 + 1e-12)
