@@ -28,10 +28,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
          "alternate_geo_v", "alternate_geo_v_trust")
 
-# rule="auto" (the optimizers' default): the rule per direction family, chosen from the measurements
-# in docs/quality.md.
-DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate_geo_v",
-                 KIND_ADAM: "alternate_geo_v_trust"}
+# rule="auto" (the optimizers' default): the rule per direction family with the smallest worst case over
+# α₀, seeds and tasks in docs/quality.md, among those that never raise a full-batch convex loss.
+DEFAULT_RULES = {KIND_SGD: "safeguarded", KIND_MOMENTUM: "alternate", KIND_ADAM: "alternate_trust"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
