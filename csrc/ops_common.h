@@ -9,11 +9,11 @@
 
 namespace qlab {
 
-inline int dtype_code(at::ScalarType t) {
+inline DType dtype_code(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return 0;
-    case at::kBFloat16: return 1;
-    case at::kHalf: return 2;
+    case at::kFloat: return DT_F32;
+    case at::kBFloat16: return DT_BF16;
+    case at::kHalf: return DT_F16;
     default: TORCH_CHECK(false, "qlab_fused: unsupported dtype ", t, " (float32, bfloat16, float16)");
   }
 }
@@ -63,6 +63,29 @@ inline int64_t check_segment(const char* op, const at::Tensor& master,
   TORCH_CHECK(sc.device() == master.device(), op, ": sc is on ", sc.device(), ", master on ",
               master.device());
   return n;
+}
+
+// The device-independent arguments of both passes (pointers, sizes, dtypes, coefficients).
+inline void fill_segment_args(SegmentArgs& a, const at::Tensor& master,
+                              const std::optional<at::Tensor>& work, const at::Tensor& grad,
+                              at::TensorList states, int64_t kind, double lr_scale,
+                              double weight_decay, double momentum, double dampening,
+                              bool nesterov, double beta1, double beta2, double eps,
+                              bool decoupled, int64_t probe_dir) {
+  a.master = master.data_ptr<float>();
+  a.inplace = !work.has_value();
+  a.work = a.inplace ? static_cast<void*>(a.master) : work->data_ptr();
+  a.work_dt = a.inplace ? DT_F32 : dtype_code(work->scalar_type());
+  a.grad = grad.data_ptr();
+  a.grad_dt = dtype_code(grad.scalar_type());
+  a.s0 = states.size() > 0 ? states[0].data_ptr<float>() : nullptr;
+  a.s1 = states.size() > 1 ? states[1].data_ptr<float>() : nullptr;
+  a.n = master.numel();
+  a.kind = int(kind);
+  a.dir = int(probe_dir);
+  a.c = make_coef(lr_scale, weight_decay, momentum, dampening, nesterov, beta1, beta2, eps,
+                  decoupled);
+  a.load_grad = update_needs_grad(a.kind, nesterov, a.inplace, a.dir);
 }
 
 }  // namespace qlab

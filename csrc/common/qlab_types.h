@@ -87,4 +87,21 @@ QLAB_HD bool update_needs_grad(int kind, bool nesterov, bool inplace, int dir) {
   return kind == KIND_SGD || (kind == KIND_MOMENTUM && nesterov) || (inplace && dir == DIR_P);
 }
 
+// Element types of the work and grad buffers (master and state are always fp32).
+enum DType : int { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+
+// One segment's buffers and constants as both passes see them on every device; the CPU (`Args`) and
+// CUDA (`Launch`) argument structs add what only they need.
+struct SegmentArgs {
+  float* master;
+  void* work;          // == master when inplace
+  const void* grad;
+  float* s0;           // momentum_buffer / exp_avg (or null)
+  float* s1;           // exp_avg_sq (or null)
+  int64_t n;
+  int work_dt, grad_dt, kind, dir;
+  bool inplace, load_grad;
+  Coef c;
+};
+
 }  // namespace qlab

@@ -8,8 +8,6 @@
 
 namespace qlab::cpu {
 
-enum DType : int { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
-
 // Fixed, thread-count independent unit of work and of the reduction order: every chunk yields one
 // partial per reduction, and the partials are summed in chunk order.
 constexpr int64_t CHUNK = 4096;
@@ -20,18 +18,9 @@ constexpr int LANES = 16;
 // at most 63 fp32 roundings per lane, well inside the 1e-5 relative error the contract allows.
 constexpr int FLUSH_GROUPS = 64;
 
-struct Args {
-  float* master;
-  void* work;         // == master when inplace
-  const void* grad;
-  float* s0;          // momentum_buffer / exp_avg (or null)
-  float* s1;          // exp_avg_sq (or null)
-  int64_t n;
-  int work_dt, grad_dt, kind, dir;
-  bool inplace, load_grad;
+struct Args : SegmentArgs {
   bool stream;        // non-temporal fp32 stores (large segment, 64-byte aligned outputs)
-  Coef c;
-  Step st;
+  Step st;            // the `sc` scalars, read once on the host
 };
 
 // Smallest segment streamed when QLAB_FUSED_CPU_STREAM=1: buffers far larger than the caches.

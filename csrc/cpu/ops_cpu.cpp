@@ -44,22 +44,10 @@ Args make_args(const at::Tensor& master, const std::optional<at::Tensor>& work,
                bool nesterov, double beta1, double beta2, double eps, bool decoupled,
                int64_t probe_dir) {
   Args a{};
-  a.master = master.data_ptr<float>();
-  a.inplace = !work.has_value();
-  a.work = a.inplace ? static_cast<void*>(a.master) : work->data_ptr();
-  a.work_dt = a.inplace ? DT_F32 : dtype_code(work->scalar_type());
-  a.grad = grad.data_ptr();
-  a.grad_dt = dtype_code(grad.scalar_type());
-  a.s0 = states.size() > 0 ? states[0].data_ptr<float>() : nullptr;
-  a.s1 = states.size() > 1 ? states[1].data_ptr<float>() : nullptr;
-  a.n = master.numel();
-  a.kind = int(kind);
-  a.dir = int(probe_dir);
-  a.c = make_coef(lr_scale, weight_decay, momentum, dampening, nesterov, beta1, beta2, eps,
-                  decoupled);
+  fill_segment_args(a, master, work, grad, states, kind, lr_scale, weight_decay, momentum,
+                    dampening, nesterov, beta1, beta2, eps, decoupled, probe_dir);
   a.st = make_step(sc);
   set_undo(a.st, a.c, a.kind, a.dir);
-  a.load_grad = update_needs_grad(a.kind, nesterov, a.inplace, a.dir);
   auto al64 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; };
   // QLAB_FUSED_CPU_STREAM=1 turns on streaming stores for segments of at least STREAM_MIN
   // elements. Off by default: on the 2-core EPYC VM they measured slower (see docs/kernels.md).

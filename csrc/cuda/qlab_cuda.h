@@ -10,18 +10,7 @@
 
 namespace qlab::cuda {
 
-enum DType : int { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
-
-struct Launch {
-  float* master;
-  void* work;          // == master when inplace
-  const void* grad;
-  float* s0;           // momentum_buffer / exp_avg (or null)
-  float* s1;           // exp_avg_sq (or null)
-  int64_t n;
-  int work_dt, grad_dt, kind, dir;
-  bool inplace, load_grad;
-  Coef c;
+struct Launch : SegmentArgs {
   const float* sc;     // device pointer to the SC_LEN step scalars: β, α, flags are read there
 };
 
