@@ -49,8 +49,14 @@ def _worker(rank, world, port, cls_name, mode, out):
             train(model, opt, batches(), rank, world)
             params = [p.full_tensor().detach().clone() for p in model.parameters()]
         torch.save({"params": params, "alpha": opt.alpha.clone()}, f"{out}/rank{rank}.pt")
+        del model, opt
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Gloo's worker threads can still hold FSDP2's async work at interpreter finalization, which
+    # aborts the process now and then (pytorch/pytorch#179291); our results are saved and the group
+    # is destroyed, so leave without running the finalizers.
+    os._exit(0)
 
 
 def free_port():
