@@ -45,7 +45,8 @@ RED_VV = 2  # |V|²
 RED_PP = 3  # |P|²
 RED_SG = 4  # ⟨S, G⟩   slope along the direction built from the previous state only
 RED_GG = 5  # |G|²     (all-zero gradient detection)
-RED_LEN = 6
+RED_TT = 6  # |θ|²     (the "*rel" rules bound the step relative to the parameters)
+RED_LEN = 7
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from qlab_fused.backends import get, why_not
-from qlab_fused.contract import (DIR_P, DIR_V, KIND_ADAM, KIND_SGD, SC_ALPHA, Hyper, scalars)
+from qlab_fused.contract import (DIR_P, DIR_V, KIND_ADAM, KIND_SGD, RED_LEN, SC_ALPHA, Hyper,
+                                 scalars)
 
 from test_passes import CASE_IDS, CASES, HYPERS, run_case
 
@@ -150,5 +151,5 @@ def test_empty_segment(device):
     h = Hyper(KIND_SGD)
     master, work, grad, states, sc = _segment(h, 0, device)
     red = module.probe_pass(master, work, grad, states, sc, h, DIR_V)
-    assert red.shape == (6,) and not red.any()
+    assert red.shape == (RED_LEN,) and not red.any()
     module.update_pass(master, work, grad, states, sc, h, DIR_V, True)

@@ -69,9 +69,10 @@ def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0):
         for name, buf in zip(h.state_names(), states):
             _close(buf, st_ref[name], 1e-5, 1e-6, f"state {name} t={t}")
         red_ref = torch.stack([(V * g64).sum(), (P * g64).sum(), (V * V).sum(), (P * P).sum(),
-                               (S * g64).sum(), (g64 * g64).sum()])
+                               (S * g64).sum(), (g64 * g64).sum(), (theta_ref * theta_ref).sum()])
         scale = torch.stack([(V * g64).abs().sum(), (P * g64).abs().sum(), (V * V).sum(),
-                             (P * P).sum(), (S * g64).abs().sum(), (g64 * g64).sum()])
+                             (P * P).sum(), (S * g64).abs().sum(), (g64 * g64).sum(),
+                             (theta_ref * theta_ref).sum()])
         err = (red.double().cpu() - red_ref).abs()
         assert (err <= 1e-5 * scale + 1e-30).all(), f"reductions t={t}: {red} vs {red_ref}"
         sc[SC_ALPHA] = alpha

@@ -63,7 +63,7 @@ QLAB_HD void affine(const Coef& c, const Step& st, T gf, T s0, T rd, T& uV, T& c
   }
 }
 
-// The probe pass for one element: updates (s0, s1) in place, returns the probe θ − β·X and the six
+// The probe pass for one element: updates (s0, s1) in place, returns the probe θ − β·X and the seven
 // reduction terms (raw g, so a non-finite gradient reaches the sums).
 template <int KIND, class T>
 QLAB_HD T probe_elem(const Coef& c, const Step& st, int dir, T th, T g, T& s0, T& s1, T* r) {
@@ -94,6 +94,7 @@ QLAB_HD T probe_elem(const Coef& c, const Step& st, int dir, T th, T g, T& s0, T
   r[RED_PP] = P * P;
   r[RED_SG] = KIND == KIND_SGD ? T(0.0f) : S * g;  // SGD has no stale direction: exactly 0
   r[RED_GG] = g * g;
+  r[RED_TT] = th * th;
   return th - T(st.beta) * (dir == DIR_P ? P : V);
 }
 
