@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_VG, RED_VV
-from .reference import (GEO_RULES, GEO_V_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,  # noqa: F401
-                        TRUST_FAR, TRUST_RULES, probe_direction)
+from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
+from .reference import (FIT_RULES, FLOOR_RULES, GEO_RULES, GEO_V_RULES, REL_CAP,  # noqa: F401
+                        REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES,
+                        probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
 
@@ -50,7 +51,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     cap = RULE_CAP[rule] * beta
-    if rule in ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust"):
+    if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
     elif rule == "stale":
         alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
@@ -94,6 +95,12 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         else:
             best = torch.minimum(cv, cp)
         alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), cap)
+    if rule in FLOOR_RULES:
+        alpha = torch.maximum(alpha, beta / 2)
+    if rule in REL_RULES:
+        tt, vv = red[RED_TT], red[RED_VV]
+        bound = REL_CAP * (tt / vv).sqrt()
+        alpha = torch.where((tt > 0) & (vv > 0), torch.minimum(alpha, bound), alpha)
     far = (_good(a_star) & (a_star < beta / TRUST_FAR)) if rule in TRUST_RULES else \
         torch.zeros((), dtype=torch.bool, device=L0.device)
     alpha = torch.where(far, zero, alpha)

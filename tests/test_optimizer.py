@@ -45,20 +45,29 @@ def fp32_grads(obj, params):
 
 
 def cancellation(opt):
-    """How much Lβ − L0 + β·d cancels: the factor by which the fp32 slope's ~1e-7 relative error
-    is amplified in a₂ (and so in α). Large only for uncapped rules taking α ≫ β."""
+    """How much Lβ − L0 + β·d cancels: the factor by which the ~1e-7 relative errors of the fp32
+    losses and slope are amplified in a₂ (and so in α). Large for uncapped rules taking α ≫ β, and
+    where the probe barely changes the loss (|Lβ − L0| ≪ |L0|)."""
     last = opt._last
     L0, Lb, beta = float(last["L0"]), float(last["Lbeta"]), float(last["beta"])
     d = float(last["red"][1 if last["probe_dir"] else 0])
-    return (abs(Lb - L0) + beta * abs(d)) / max(abs(Lb - L0 + beta * d), 1e-30)
+    return (abs(Lb) + abs(L0) + beta * abs(d)) / max(abs(Lb - L0 + beta * d), 1e-30)
 
 
 PAIRS = available_backends()
 
 
-@pytest.mark.parametrize("backend,device", PAIRS)
+# The rule is one shared piece of device code (qlab_fused/rules.py); the backends differ only in the
+# passes, which tests/test_passes.py covers exhaustively. So every rule runs on the fast backends, and
+# the Triton interpreter (slow) runs the defaults plus one rule of each probe pattern.
+_INTERPRETED_RULES = sorted(set(reference.DEFAULT_RULES.values()) | {"paper", "safeguarded", "fresh",
+                                                                     "alternate"})
+BACKEND_RULES = [(b, d, r) for b, d in PAIRS for r in qf.RULES
+                 if b != "triton" or d != "cpu" or r in _INTERPRETED_RULES]
+
+
+@pytest.mark.parametrize("backend,device,rule", BACKEND_RULES)
 @pytest.mark.parametrize("probe", ["inplace", "copy"])
-@pytest.mark.parametrize("rule", qf.RULES)
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_matches_reference(config, rule, probe, backend, device):
     """20 steps; before each, the float64 reference is synced to the optimizer's state and fed the

@@ -22,20 +22,20 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
     st_dev = rules.init_state(alpha0, "cpu")
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p))
-    vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"]],
-                       dtype=torch.float64)
+    vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
+                        red.get("tt", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
                            torch.tensor(Lb, dtype=torch.float64), vec, st_dev, alpha0, pdir)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(rule=rule_names, L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg,
-       sg=finite, gg=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
+       sg=finite, gg=nonneg, tt=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]))
-def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, beta,
+def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt, beta,
                                                      alpha0, kv, kp, pdir):
     Lb = L0 + dL
-    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp)
     alpha, new = reference.rule_step(rule, L0, Lb, red, beta, rs, alpha0, pdir)
     assert math.isfinite(alpha) and alpha >= 0
@@ -43,6 +43,8 @@ def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, p
         assert alpha <= 2 * beta * (1 + 1e-12)
     if gg == 0:
         assert alpha == 0
+    if rule in reference.REL_RULES and tt > 0 and vv > 0 and not (vg <= 0 and Lb < L0):
+        assert alpha * math.sqrt(vv) <= reference.REL_CAP * math.sqrt(tt) * (1 + 1e-12)
     assert math.isfinite(new.beta) and new.beta > 0
     a_dev, new_dev = run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir)
     assert float(a_dev) == pytest.approx(alpha, rel=1e-5, abs=1e-30)
@@ -107,3 +109,23 @@ def test_geo_v_lies_between_alternate_and_the_v_estimate(L0, dL, vg, pg, vv, pp,
     new = step["alternate_geo_v"][1]
     if new.kappa_v * vv > 0 and vg > 0 and gg > 0:
         assert gv <= max(vg / (2 * new.kappa_v * vv), beta) * (1 + 1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(L0=finite, dL=finite, vg=nonneg, pg=nonneg, vv=nonneg, pp=nonneg, sg=finite, gg=nonneg,
+       tt=nonneg, beta=positive, kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_rel_rules_are_their_base_rule_bounded_by_the_parameter_norm(L0, dL, vg, pg, vv, pp, sg, gg,
+                                                                      tt, beta, kv, kp, pdir):
+    """`X_rel` takes X's step, shortened to |αV| ≤ REL_CAP·|θ|; with θ = 0 it is X exactly."""
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp)
+    for rel in (r for r in reference.REL_RULES if r.endswith("_rel")):
+        base = rel[:-len("_rel")]
+        assert base in reference.RULES
+        a_base, _ = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+        a_rel, _ = reference.rule_step(rel, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+        if tt > 0 and vv > 0 and vg > 0:
+            bound = reference.REL_CAP * math.sqrt(tt / vv)
+            assert a_rel == pytest.approx(min(a_base, bound), rel=1e-12, abs=1e-300)
+        elif tt == 0:
+            assert a_rel == a_base
