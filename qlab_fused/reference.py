@@ -32,13 +32,13 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "safeguarded_rel", "alternate_rel", "alternate_trust_rel", "alternate_geo_rel",
          "alternate_geo_v_rel", "alternate_geo_v_trust_rel", "alternate_geo_v_rel_floor",
          "alternate_geo_v_trust_rel_floor", "alternate_geo_v_rel_nocap",
-         "alternate_geo_v_trust_rel_nocap")
+         "alternate_geo_v_trust_rel_nocap", "alternate_geo_v2_rel", "alternate_geo_v2_trust_rel")
 
-# rule="auto" (the optimizers' default): per direction family, the rule with the most runs within the
-# quality bar over α₀, seeds and tasks in docs/quality.md, among those that never raise a full-batch
-# convex loss and have no tail worse than 2.5×.
+# rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
+# over α₀ × seeds × the six tasks of docs/quality.md, among those that never raise a full-batch convex
+# loss (ties: the most runs within the quality bar).
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_geo_v_rel",
-                 KIND_ADAM: "alternate_geo_v_trust_rel"}
+                 KIND_ADAM: "alternate_trust_rel"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
@@ -57,6 +57,9 @@ RULE_BETA = {"paper": "paper", "keep": "keep", "signal": "keep", "signal_nocap":
 # "*geo_v*": the geometric mean, but never longer than the V estimate (min(geo, c_V)).
 GEO_RULES = tuple(r for r in RULES if r.startswith("alternate_geo"))
 GEO_V_RULES = tuple(r for r in RULES if r.startswith("alternate_geo_v"))
+# "*geo_v2*": `geo_v`, and never more than GEO2_SPREAD × the shorter of the two estimates.
+GEO2_RULES = tuple(r for r in RULES if r.startswith("alternate_geo_v2"))
+GEO2_SPREAD = 2.0
 # "*trust*": a fit whose minimum lies below β/TRUST_FAR along the probed direction was measured too
 # far away (cross-entropy grows sub-quadratically there, so a₂ is underestimated and α* too long):
 # take no step and probe next at that minimum.
@@ -227,6 +230,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             geo = math.exp(sum(math.log(c) for c in cands) / len(cands))
             if rule in GEO_V_RULES and _good(cv):
                 geo = min(geo, cv)
+            if rule in GEO2_RULES:
+                geo = min(geo, GEO2_SPREAD * min(cands))
             alpha = min(geo, cap)
         else:
             alpha = min(min(cands), cap)

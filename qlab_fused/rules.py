@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
-from .reference import (FIT_RULES, FLOOR_RULES, GEO_RULES, GEO_V_RULES, REL_CAP,  # noqa: F401
-                        REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES,
-                        probe_direction)
+from .reference import (FIT_RULES, FLOOR_RULES, GEO2_RULES, GEO2_SPREAD, GEO_RULES,  # noqa: F401
+                        GEO_V_RULES, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,
+                        TRUST_FAR, TRUST_RULES, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
 
@@ -83,6 +83,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
             best = torch.where(n > 0, ((lv + lp) / n.clamp_min(1)).exp(), inf)
             if rule in GEO_V_RULES:
                 best = torch.minimum(best, cv)
+            if rule in GEO2_RULES:
+                best = torch.minimum(best, GEO2_SPREAD * torch.minimum(cv, cp))
         elif rule == "alternate_noise":
             sg = red[RED_SG]
             rho = torch.where(d > 0, (sg / d).clamp(0.0, 1.0), zero)

@@ -109,6 +109,14 @@ def test_geo_v_lies_between_alternate_and_the_v_estimate(L0, dL, vg, pg, vv, pp,
     new = step["alternate_geo_v"][1]
     if new.kappa_v * vv > 0 and vg > 0 and gg > 0:
         assert gv <= max(vg / (2 * new.kappa_v * vv), beta) * (1 + 1e-12)
+    # `alternate_geo_v2_rel`: between `alternate_rel` and `alternate_geo_v_rel`, and at most
+    # GEO2_SPREAD × `alternate_rel` (the shorter estimate).
+    red_t = dict(red, tt=1.0)
+    rel = {r: reference.rule_step(r, L0, L0 + dL, red_t, beta, rs, 1e-3, pdir)[0]
+           for r in ("alternate_rel", "alternate_geo_v_rel", "alternate_geo_v2_rel")}
+    lo, hi, g2 = rel["alternate_rel"], rel["alternate_geo_v_rel"], rel["alternate_geo_v2_rel"]
+    assert lo * (1 - 1e-12) <= g2 <= hi * (1 + 1e-12)
+    assert g2 <= reference.GEO2_SPREAD * lo * (1 + 1e-12)
 
 
 @settings(max_examples=300, deadline=None)
@@ -119,9 +127,10 @@ def test_rel_rules_are_their_base_rule_bounded_by_the_parameter_norm(L0, dL, vg,
     """`X_rel` takes X's step, shortened to |αV| ≤ REL_CAP·|θ|; with θ = 0 it is X exactly."""
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp)
-    for rel in (r for r in reference.REL_RULES if r.endswith("_rel")):
-        base = rel[:-len("_rel")]
-        assert base in reference.RULES
+    pairs = [(r, r[:-len("_rel")]) for r in reference.REL_RULES
+             if r.endswith("_rel") and r[:-len("_rel")] in reference.RULES]
+    assert len(pairs) >= 4
+    for rel, base in pairs:
         a_base, _ = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
         a_rel, _ = reference.rule_step(rel, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
         if tt > 0 and vv > 0 and vg > 0:
