@@ -192,13 +192,12 @@ class _CharLM(nn.Module):
         return self.head(self.ln(self.block(x)))
 
 
-def char_transformer(seed: int) -> Task:
-    """1-block causal transformer (d 32, 2 heads, context 32) on the generated corpus, batch 16,
-    300 steps. Train loss: mean over 16 fixed training windows ×16; test: bits per character."""
+def _char_task(name, make_model, seed, ctx=32, batch=16, steps=300) -> Task:
+    """A next-character model on the generated corpus. Train loss: 256 fixed training windows;
+    test: bits per character on 256 test windows."""
     torch.manual_seed(seed)
     tr, te, vocab = _corpus()
-    ctx, batch, steps = 32, 16, 300
-    model = _CharLM(vocab, ctx=ctx)
+    model = make_model(vocab, ctx)
 
     def windows(data, starts):
         x = torch.stack([data[s:s + ctx] for s in starts.tolist()])
@@ -225,7 +224,13 @@ def char_transformer(seed: int) -> Task:
     def test_metric(m):
         return "test_bpc", float(lm_loss(m, *eval_te)) / math.log(2)
 
-    return Task("char_transformer", model, batches, lm_loss, train_loss, test_metric, steps)
+    return Task(name, model, batches, lm_loss, train_loss, test_metric, steps)
+
+
+def char_transformer(seed: int) -> Task:
+    """1-block causal transformer (d 32, 2 heads, context 32) on the generated corpus, batch 16,
+    300 steps."""
+    return _char_task("char_transformer", lambda vocab, ctx: _CharLM(vocab, ctx=ctx), seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,5 +272,46 @@ def friedman_mlp(seed: int) -> Task:
     return Task("friedman_mlp", model, batches, mse, train_loss, test_metric, 20 * (1000 // 32))
 
 
+@functools.lru_cache(maxsize=1)
+def _synthetic_classes():
+    from sklearn.datasets import make_classification
+    X, y = make_classification(n_samples=2000, n_features=20, n_informative=10, n_redundant=5,
+                               n_classes=4, n_clusters_per_class=2, flip_y=0.1, random_state=3)
+    X = (X - X[:1500].mean(0)) / X[:1500].std(0)
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+    return X[:1500], y[:1500], X[1500:], y[1500:]
+
+
+def synth_mlp(seed: int) -> Task:
+    """Held-out task: 4-class classification on sklearn's make_classification (20 features, 10 %
+    flipped labels), 20-64-64-4 ReLU MLP, batch 32, 8 epochs (368 steps). Test metric: accuracy."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 4))
+    Xtr, ytr, Xte, yte = _synthetic_classes()
+
+    def batches():
+        for idx in _minibatches(len(ytr), 32, 8, seed):
+            yield Xtr[idx], ytr[idx]
+
+    return Task("synth_mlp", model, batches, _ce, lambda m: _eval_ce(m, Xtr, ytr),
+                lambda m: ("test_acc", _acc(m, Xte, yte)), 8 * (1500 // 32))
+
+
+class _CharGRU(nn.Module):
+    def __init__(self, vocab, d=48):
+        super().__init__()
+        self.tok, self.rnn, self.head = nn.Embedding(vocab, d), nn.GRU(d, d, batch_first=True), nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        return self.head(self.rnn(self.tok(idx))[0])
+
+
+def char_gru(seed: int) -> Task:
+    """Held-out task (added after the final choice of defaults, run once): a 1-layer GRU (d 48) on
+    the generated corpus, batch 16, context 32, 300 steps."""
+    return _char_task("char_gru", lambda vocab, ctx: _CharGRU(vocab), seed)
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
-                                 friedman_mlp)}
+                                 friedman_mlp, synth_mlp, char_gru)}
