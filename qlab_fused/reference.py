@@ -24,7 +24,7 @@ import torch
 from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
-# signal, ...) and modifiers (_geo, _geo_v, _trust, _rel, _floor, _nocap), defined below.
+# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -173,7 +173,7 @@ def _good(x) -> bool:
 
 def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleState,
               alpha0: float, probe_dir: int) -> tuple[float, RuleState]:
-    """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg."""
+    """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg, tt."""
     new = RuleState(**vars(st))
     if not math.isfinite(L0):  # the whole step is skipped; nothing else changes
         new.skips += 1
