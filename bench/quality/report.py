@@ -165,6 +165,7 @@ def plots(runs):
     fig.savefig(DOCS / "quality_loss_vs_lr.png", dpi=80)
     plt.close(fig)
 
+    best_lr = best_plain(runs)
     fig, axes = plt.subplots(len(TASKS), 3, figsize=(13, 3.0 * len(TASKS)), squeeze=False)
     for i, task in enumerate(TASKS):
         for j, base in enumerate(BASES):
@@ -175,8 +176,7 @@ def plots(runs):
                 if rs:
                     ac = [max(x, 1e-6) for x in rs[0]["alpha_curve"]]
                     ax.plot([t * rs[0]["steps"] / len(ac) for t in range(len(ac))], ac, label=f"α₀={a:g}")
-            b = [r["lr"] for r in runs if r["task"] == task and r["method"] == base and r["seed"] == 0]
-            best = best_plain(runs).get((task, base, 0))
+            best = best_lr.get((task, base, 0))
             if best:
                 ax.axhline(best[1], color="k", ls="--", label=f"best {NAMES[base]} lr")
             ax.set_yscale("log")
