@@ -3,19 +3,7 @@
 #include "isa_prelude.h"
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
-// g++ does not define the ISA macros for a target pragma; sleef.h and at::vec test them.
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
+#include "isa_avx2_macros.h"
 #define CPU_CAPABILITY AVX2
 #define CPU_CAPABILITY_AVX2
 #include "kernel_impl.h"

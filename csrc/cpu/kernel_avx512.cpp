@@ -3,19 +3,8 @@
 #include "isa_prelude.h"
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
-// g++ does not define the ISA macros for a target pragma; sleef.h and at::vec test them.
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
+#include "isa_avx2_macros.h"
+// ... and the AVX-512 ones, for the same reason.
 #ifndef __AVX512F__
 #define __AVX512F__ 1
 #endif
