@@ -108,7 +108,8 @@ def test_matches_reference(config, rule, probe, backend, device):
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_free_running_trajectory_close_to_reference(config):
-    """Without teacher forcing, 20 safeguarded steps stay within 1e-4 of the float64 trajectory."""
+    """Without teacher forcing, 20 steps of the default rule stay within 1e-4 of the float64
+    trajectory."""
     cls, kw = CONFIGS[config]
     obj = Quartic(SHAPES, seed=3)
     params = obj.torch_params()
