@@ -279,8 +279,10 @@ class QLABOptimizer(torch.optim.Optimizer):
                 seg.master.copy_(seg.work)  # fp32 copy mode: master equals the parameters
         qlab = state_dict["qlab"]
         dev = self._rs["step"].device
-        self._rs = {k: v.detach().to(device=dev, dtype=torch.float32).clone()
-                    for k, v in qlab["rule_state"].items()}
+        loaded = {k: v.detach().to(device=dev, dtype=torch.float32).clone()
+                  for k, v in qlab["rule_state"].items()}
+        # a checkpoint from before a rule-state slot existed (e.g. "ema") starts that slot empty
+        self._rs = {**rules.init_state(self._alpha0_ref(), dev), **loaded}
         self._k = int(qlab["k"])
         self.alpha = self._rs["alpha"]
 

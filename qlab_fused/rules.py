@@ -9,16 +9,17 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
-from .reference import (FIT_RULES, FLOOR_RULES, GEO2_RULES, GEO2_SPREAD, GEO_RULES,  # noqa: F401
-                        GEO_V_RULES, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,
-                        TRUST_FAR, TRUST_RULES, probe_direction)
+from .reference import (EMA_DECAY, EMA_RULES, FIT_RULES, FLOOR_RULES, GEO2_RULES,  # noqa: F401
+                        GEO2_SPREAD, GEO_RULES, GEO_V_RULES, REL_CAP, REL_RULES, RULE_BETA,
+                        RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V,
+                        probe_direction)
 
-STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "skips", "step")
+STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "skips": z(),
+    return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "skips": z(),
             "step": z()}
 
 
@@ -75,7 +76,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
-        if rule in GEO_RULES:
+        if rule in WGEO_RULES:
+            both = torch.isfinite(cv) & torch.isfinite(cp)
+            one = torch.ones_like(zero)
+            mix = (WGEO_V * torch.where(both, cv, one).log()
+                   + (1 - WGEO_V) * torch.where(both, cp, one).log()).exp()
+            best = torch.minimum(torch.where(both, mix, torch.minimum(cv, cp)), cv)  # one: that one
+        elif rule in GEO_RULES:
             nv, np_ = torch.isfinite(cv), torch.isfinite(cp)
             lv = torch.where(nv, cv, torch.ones_like(zero)).log()
             lp = torch.where(np_, cp, torch.ones_like(zero)).log()
@@ -96,7 +103,17 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
             best = torch.where(both, mix, torch.minimum(cv, cp))
         else:
             best = torch.minimum(cv, cp)
-        alpha = torch.minimum(torch.where(torch.isfinite(best), best, beta), cap)
+        alpha = torch.where(torch.isfinite(best), best, beta)
+        alpha = alpha if rule in EMA_RULES else torch.minimum(alpha, cap)
+        if rule in EMA_RULES:
+            alpha = torch.where(torch.isfinite(best), alpha, torch.minimum(alpha, cap))
+            prev = st64["ema"]
+            prev_ok = _good(prev)
+            lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
+            smooth = (EMA_DECAY * lp + (1 - EMA_DECAY) * alpha.log()).exp()
+            alpha = torch.where(prev_ok, smooth, alpha)
+            ema = alpha
+            alpha = torch.minimum(alpha, cv)  # cv is inf when there is no V estimate
     if rule in FLOOR_RULES:
         alpha = torch.maximum(alpha, beta / 2)
     if rule in REL_RULES:
@@ -116,7 +133,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     alpha = torch.where(fin & l0_ok, alpha, zero)
 
     policy = RULE_BETA.get(rule, "last")
-    if policy == "paper":
+    if rule in EMA_RULES:
+        fallback_beta = torch.where(_good(ema), ema, torch.full_like(zero, alpha0))
+        beta_next = torch.where(alpha > 0, alpha, fallback_beta)
+    elif policy == "paper":
         beta_next = torch.clamp_min(alpha, alpha0)
     elif policy == "keep":
         beta_next = torch.where(alpha > 0, alpha, beta)
@@ -131,6 +151,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         "beta": torch.where(l0_ok, beta_next, beta),
         "kappa_v": torch.where(stepped, kappa_v, st64["kappa_v"]),
         "kappa_p": torch.where(stepped, kappa_p, st64["kappa_p"]),
+        "ema": torch.where(stepped, ema, st64["ema"]) if rule in EMA_RULES else st64["ema"],
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

@@ -186,7 +186,35 @@ def test_state_dict_is_fp32_and_lists_every_entry():
     for entry in sd["state"].values():
         assert set(entry) == {"exp_avg", "exp_avg_sq", "master"}
         assert all(v.dtype == torch.float32 for v in entry.values())
-    assert set(sd["qlab"]["rule_state"]) == {"alpha", "beta", "kappa_v", "kappa_p", "skips", "step"}
+    assert set(sd["qlab"]["rule_state"]) == {"alpha", "beta", "kappa_v", "kappa_p", "ema", "skips",
+                                             "step"}
+
+
+def test_checkpoint_without_a_newer_rule_slot_loads():
+    """A state_dict saved before the "ema" rule slot existed loads, the slot starting empty, and the
+    run continues exactly as if the slot had been saved empty."""
+    x, y = data()
+    model = mlp()
+    opt = qf.QLABSGD(model.parameters(), momentum=0.9, rule="alternate_wgeo_ema_rel")
+    closure = closure_for(model, x, y)
+    for _ in range(2):
+        opt.step(closure)
+    sd = copy.deepcopy(opt.state_dict())
+    old = copy.deepcopy(sd)
+    del old["qlab"]["rule_state"]["ema"]
+    sd["qlab"]["rule_state"]["ema"].zero_()
+    runs = []
+    for state in (old, sd):
+        m = mlp()
+        m.load_state_dict(model.state_dict())
+        o = qf.QLABSGD(m.parameters(), momentum=0.9, rule="alternate_wgeo_ema_rel")
+        o.load_state_dict(state)
+        assert float(o._rs["ema"]) == 0.0
+        for _ in range(3):
+            o.step(closure_for(m, x, y))
+        runs.append([p.detach().clone() for p in m.parameters()])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
 
 
 def test_load_state_dict_rejects_mismatch():

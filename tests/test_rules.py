@@ -21,7 +21,8 @@ rule_names = st.sampled_from(reference.RULES)
 def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
     st_dev = rules.init_state(alpha0, "cpu")
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
-                  kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p))
+                  kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
+                  ema=torch.tensor(rs.ema))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -31,12 +32,12 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
 @settings(max_examples=600, deadline=None)
 @given(rule=rule_names, L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg,
        sg=finite, gg=nonneg, tt=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
-       pdir=st.sampled_from([DIR_V, DIR_P]))
+       ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt, beta,
-                                                     alpha0, kv, kp, pdir):
+                                                     alpha0, kv, kp, ema, pdir):
     Lb = L0 + dL
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
     alpha, new = reference.rule_step(rule, L0, Lb, red, beta, rs, alpha0, pdir)
     assert math.isfinite(alpha) and alpha >= 0
     if rule in ("safeguarded", "fresh", "alternate"):
@@ -51,6 +52,7 @@ def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, p
     assert float(new_dev["beta"]) == pytest.approx(new.beta, rel=1e-5)
     assert float(new_dev["kappa_v"]) == pytest.approx(new.kappa_v, rel=1e-5, abs=1e-30)
     assert float(new_dev["kappa_p"]) == pytest.approx(new.kappa_p, rel=1e-5, abs=1e-30)
+    assert float(new_dev["ema"]) == pytest.approx(new.ema, rel=1e-5, abs=1e-30)
 
 
 @pytest.mark.parametrize("rule", reference.RULES)
@@ -138,3 +140,29 @@ def test_rel_rules_are_their_base_rule_bounded_by_the_parameter_norm(L0, dL, vg,
             assert a_rel == pytest.approx(min(a_base, bound), rel=1e-12, abs=1e-300)
         elif tt == 0:
             assert a_rel == a_base
+
+
+@settings(max_examples=300, deadline=None)
+@given(L0=finite, dL=finite, vg=positive, pg=positive, vv=positive, pp=positive, gg=positive,
+       beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_wgeo_and_ema_rules_combine_and_smooth_the_two_estimates(L0, dL, vg, pg, vv, pp, gg, beta, kv,
+                                                                 kp, ema, pdir):
+    """`alternate_wgeo*`: c_V^w·c_P^(1−w), at most c_V, when both estimates exist; `*_ema*`: the
+    EMA slot moves 1 − EMA_DECAY of the way from the previous EMA to this estimate in log space
+    (none yet: the estimate), without the 2β cap, and the step is that EMA, at most c_V."""
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=0.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    alpha, new = reference.rule_step("alternate_wgeo_ema_rel", L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    if not (new.kappa_v > 0 and new.kappa_p > 0):
+        return
+    cv, cp = vg / (2 * new.kappa_v * vv), pg / (2 * new.kappa_p * pp)
+    if not (math.isfinite(cv) and math.isfinite(cp) and cv > 0 and cp > 0):
+        return
+    w = reference.WGEO_V
+    mix = min(math.exp(w * math.log(cv) + (1 - w) * math.log(cp)), cv)
+    want = mix if ema == 0 else math.exp(reference.EMA_DECAY * math.log(ema)
+                                         + (1 - reference.EMA_DECAY) * math.log(mix))
+    assert new.ema == pytest.approx(want, rel=1e-9)
+    assert alpha == pytest.approx(min(want, cv), rel=1e-9)
+    capped, _ = reference.rule_step("alternate_wgeo_rel", L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert capped == pytest.approx(min(mix, 2 * beta), rel=1e-9)
