@@ -37,10 +37,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
-# over α₀ × seeds × the six tasks of docs/quality.md, among those that never raise a full-batch convex
-# loss (ties: the most runs within the quality bar).
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_geo_v_rel",
-                 KIND_ADAM: "alternate_trust_rel"}
+# over α₀ × seeds × the six selection tasks of docs/quality.md, among those that never raise a
+# full-batch convex loss (ties: the most runs within the quality bar). Round 3 of that choice.
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_wgeo_ema_rel",
+                 KIND_ADAM: "alternate_wgeo_ema_rel"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:

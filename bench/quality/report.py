@@ -17,8 +17,11 @@ from bench.quality.run import BASES, GRID, PEERS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TASKS = ("digits_mlp", "digits_cnn", "convex_softmax", "char_transformer", "friedman_mlp", "synth_mlp",
-         "char_gru")
-HELD_OUT = ("char_gru",)  # run once, after the defaults were chosen: not counted in the headline total
+         "char_gru", "moons_resmlp")
+# Not used by the choice of defaults, so not counted in the headline total. char_gru was held out of
+# round 2 (its numbers were seen while round 3 was prototyped); moons_resmlp was added after round 3
+# and run once.
+HELD_OUT = {"char_gru": "not in the choice", "moons_resmlp": "held out"}
 NAMES = {"sgd": "SGD", "momentum": "Momentum", "adam": "Adam"}
 
 
@@ -32,7 +35,7 @@ def headline(runs, rule=None, bar=1.10):
              "|---|---|" + "---|" * (len(GRID) + 1)]
     tot_held = tot = 0
     for task in TASKS:
-        label = task + (" (held out)" if task in HELD_OUT else "")
+        label = task + (f" ({HELD_OUT[task]})" if task in HELD_OUT else "")
         for base in BASES:
             cells, held, n = [], 0, 0
             for a0 in GRID:
