@@ -77,10 +77,11 @@ REL_CAP = 0.1
 # (synth_mlp) and c_P short on others; a step past c_V can raise a full-batch loss.
 WGEO_RULES = tuple(r for r in RULES if r.startswith("alternate_wgeo"))
 WGEO_V = 0.25
-# "*ema*": step the EMA (in log space, decay EMA_DECAY) of the combined estimate instead of this step's
-# value, never longer than c_V, and no 2β growth cap (the EMA limits growth itself). With momentum, α multiplies the whole
-# buffer: a jump of α re-applies ten steps of history at once, and a constant α near the fitted
-# median trains better than the same α varying step to step (docs/quality.md, log item 11).
+# "*ema*": step the EMA (in log space, decay EMA_DECAY) of the combined estimate instead of this
+# step's value, never longer than c_V, and no 2β growth cap (the EMA limits growth itself). With
+# momentum, α multiplies the whole buffer: a jump of α re-applies ten steps of history at once, and a
+# steady α near the fitted median trains better than the same α varying step to step
+# (docs/quality.md, log item 11).
 EMA_RULES = tuple(r for r in RULES if "_ema" in r)
 EMA_DECAY = 0.9
 # "*floor": α ≥ β/2 (α shrinks at most 2× per step, unless zeroed): an ablation for smoother α.
@@ -152,8 +153,8 @@ class RuleState:
     beta: float = 1e-3      # probe distance of the next step (set to α0 at construction)
     kappa_v: float = 0.0    # "alternate*": curvature per unit length along V (0: unknown)
     kappa_p: float = 0.0    # "alternate": same along P; "signal*": EMA of the noise fraction η
-    #                         (kappa_v and kappa_p are the two scalar memory slots of a rule)
     ema: float = 0.0        # "*ema*": the smoothed step (0: none yet)
+    #                         (kappa_v, kappa_p and ema are the scalar memory slots of a rule)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 

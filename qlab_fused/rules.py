@@ -104,9 +104,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         else:
             best = torch.minimum(cv, cp)
         alpha = torch.where(torch.isfinite(best), best, beta)
-        alpha = alpha if rule in EMA_RULES else torch.minimum(alpha, cap)
-        if rule in EMA_RULES:
-            alpha = torch.where(torch.isfinite(best), alpha, torch.minimum(alpha, cap))
+        if rule not in EMA_RULES:  # the EMA rules limit growth by the EMA itself
+            alpha = torch.minimum(alpha, cap)
+        else:
             prev = st64["ema"]
             prev_ok = _good(prev)
             lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
