@@ -1,0 +1,193 @@
+"""Diagnostics behind docs/quality.md log item 11: what one step can measure, and rule prototypes.
+
+    python -m bench.quality.diagnose constant --task digits_mlp --base momentum --lrs 0.05,0.1,0.2
+    python -m bench.quality.diagnose probe --task digits_mlp --base momentum --lrs 0.1
+    python -m bench.quality.diagnose rule --task digits_mlp --base momentum --spec combine=wgeo,w=0.25,ema=0.9
+
+``constant``: plain X at constant lrs off the grid; final train loss / X at its best grid lr (from the
+results files), per seed. ``probe``: the same runs, and at every step two diagnostic forwards (not part
+of training) that fit the batch loss along V and along P; medians over the second half of the run of
+c_V (the fitted step along V, probed at β = lr), c_P (along P, same displacement length, in units of
+V), lr·λ_V and lr·λ_P (λ = curvature per unit length; along P = along G for SGD/momentum), the
+hindsight step α_h = lr + ⟨V_{t−1}, G_t⟩ / (2 a₂,_{t−1}) (the step the next batch wanted along the last
+direction) and the relative step lr·|V|/|θ|. ``rule``: a plain-Python prototype of the `alternate*`
+rules with switches for what round 3 tried; it matches the library's rules within a few percent of the
+final loss (the library computes in fp32 on flat buffers). Seeds 0–2 by default; 1 thread per run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from multiprocessing import get_context
+
+import torch
+
+from bench.quality.analyze import best_plain, load
+from qlab_fused.contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
+from qlab_fused.reference import REL_CAP, TRUST_FAR, directions
+
+HYPER = {"sgd": Hyper(KIND_SGD), "momentum": Hyper(KIND_MOMENTUM, momentum=0.9), "adam": Hyper(KIND_ADAM)}
+RED = ("vg", "pg", "vv", "pp", "sg", "gg", "tt")
+
+
+def _good(x):
+    return math.isfinite(x) and x > 0
+
+
+def _loss_at(task, model, ps, x, y, X, dist):
+    """The batch loss at θ − dist·X, θ restored afterwards."""
+    orig = [p.data.clone() for p in ps]
+    for p, d in zip(ps, X):
+        p.data.sub_(dist * d)
+    L = float(task.loss(model, x, y))
+    for p, o in zip(ps, orig):
+        p.data.copy_(o)
+    return L
+
+
+class Prototype:
+    """`alternate*` in plain Python: probe P on even steps and V on odd ones, keep the curvature per
+    unit length along each, combine the two step estimates, optionally smooth, bound by REL_CAP."""
+
+    def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
+                 step_nondescent=False):
+        self.combine, self.w, self.ema, self.linear = combine, float(w), float(ema), bool(linear)
+        self.scale, self.trust, self.step_nondescent = float(scale), bool(trust), bool(step_nondescent)
+
+    def probe(self, rs):
+        return ("P" if rs["k"] % 2 == 0 else "V"), rs["beta"]
+
+    def step(self, rs, L0, Lb, red, beta, pdir):
+        rs["k"] += 1
+        dX, xx = (red["pg"], red["pp"]) if pdir == "P" else (red["vg"], red["vv"])
+        a2 = (Lb - L0 + beta * dX) / beta ** 2
+        a_star = dX / (2 * a2) if a2 != 0 else math.nan
+        rs["kp" if pdir == "P" else "kv"] = a2 / xx if (a2 > 0 and xx > 0) else 0.0
+        kv, kp = rs.get("kv", 0.0), rs.get("kp", 0.0)
+        cv = red["vg"] / (2 * kv * red["vv"]) if kv > 0 else math.nan
+        cp = red["pg"] / (2 * kp * red["pp"]) if kp > 0 else math.nan
+        cands = [c for c in (cv, cp) if _good(c)]
+        if not cands:
+            tgt = beta
+        elif len(cands) == 1 or self.combine == "min":
+            tgt = min(cands)
+        elif self.combine == "wgeo":
+            tgt = min(math.exp(self.w * math.log(cv) + (1 - self.w) * math.log(cp)), cv)
+        else:  # "geo", "geov"
+            tgt = math.exp((math.log(cv) + math.log(cp)) / 2)
+            tgt = min(tgt, cv) if self.combine == "geov" else tgt
+        tgt = tgt * self.scale if cands else tgt
+        if self.ema and rs.get("sm", 0.0) > 0:
+            val = (self.ema * rs["sm"] + (1 - self.ema) * tgt if self.linear else
+                   math.exp(self.ema * math.log(rs["sm"]) + (1 - self.ema) * math.log(tgt)))
+        else:
+            val = tgt
+        rs["sm"] = val
+        alpha = (min(val, cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
+        if red["tt"] > 0 and red["vv"] > 0:
+            alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
+        far = self.trust and _good(a_star) and a_star < beta / TRUST_FAR
+        if far or (not red["vg"] > 0 and not self.step_nondescent) or red["gg"] == 0:
+            alpha = 0.0
+        if far:
+            rs["beta"] = max(a_star, beta / 1000)
+        else:
+            rs["beta"] = alpha if alpha > 0 else (val if self.ema else rs["alpha0"])
+        return alpha
+
+
+def run(task_name, base, seed, lr, rule=None, probe=False):
+    """One run: constant lr (rule None) or the prototype rule from α₀ = lr. Returns (final train
+    loss, per-step diagnostics when ``probe``)."""
+    from bench.quality.tasks import TASKS
+    torch.set_num_threads(1)
+    task = TASKS[task_name](seed)
+    model, h = task.model, HYPER[base]
+    ps = list(model.parameters())
+    states = [{n: torch.zeros_like(p) for n in h.state_names()} for p in ps]
+    rs = dict(k=0, beta=lr, alpha0=lr, alpha=0.0)
+    diag, prev_a2 = [], 0.0
+    for t, (x, y) in enumerate(task.batches(), start=1):
+        for p in ps:
+            p.grad = None
+        L = task.loss(model, x, y)
+        L.backward()
+        L0 = float(L.detach())
+        with torch.no_grad():
+            V, P, news = [], [], []
+            red = dict.fromkeys(RED, 0.0)
+            for p, st in zip(ps, states):
+                g = p.grad
+                v, pp, s, nst = directions(p.data, g, st, t, h)
+                V.append(v), P.append(pp), news.append(nst)
+                for key, val in (("vg", v * g), ("pg", pp * g), ("vv", v * v), ("pp", pp * pp),
+                                 ("sg", s * g), ("gg", g * g), ("tt", p * p)):
+                    red[key] += float(val.sum())
+            states[:] = news
+            if rule is None:
+                alpha = lr
+                if probe and red["vv"] > 0 and red["pp"] > 0:
+                    a2 = (_loss_at(task, model, ps, x, y, V, lr) - L0 + lr * red["vg"]) / lr ** 2
+                    bp = lr * math.sqrt(red["vv"] / red["pp"])
+                    a2p = (_loss_at(task, model, ps, x, y, P, bp) - L0 + bp * red["pg"]) / bp ** 2
+                    diag.append(dict(
+                        cV=red["vg"] / (2 * a2) if a2 > 0 else math.nan,
+                        cP=red["pg"] / (2 * a2p) if a2p > 0 else math.nan,
+                        lamV=lr * 2 * a2 / red["vv"], lamP=lr * 2 * a2p / red["pp"],
+                        hind=lr + red["sg"] / (2 * prev_a2) if prev_a2 > 0 else math.nan,
+                        rel=lr * math.sqrt(red["vv"] / red["tt"]) if red["tt"] > 0 else math.nan))
+                    prev_a2 = a2
+            else:
+                pdir, beta = rule.probe(rs)
+                Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta)
+                alpha = rule.step(rs, L0, Lb, red, beta, pdir)
+            for p, v in zip(ps, V):
+                p.data.sub_(alpha * v)
+        rs["alpha"] = alpha
+    final = task.train_loss(model)
+    return (final if math.isfinite(final) else math.inf), diag
+
+
+def _job(args):
+    task, base, seed, lr, spec, probe = args
+    rule = Prototype(**spec) if spec is not None else None
+    return (task, base, seed, lr) + run(task, base, seed, lr, rule, probe)
+
+
+def _median_late(diag, key):
+    xs = [d[key] for d in diag[len(diag) // 2:] if math.isfinite(d[key])]
+    return statistics.median(xs) if xs else math.nan
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("mode", choices=["constant", "probe", "rule"])
+    ap.add_argument("--task", default="digits_mlp", help="comma list")
+    ap.add_argument("--base", default="momentum", help="comma list of sgd, momentum, adam")
+    ap.add_argument("--lrs", default="1e-4,1e-3,1e-2,0.1,1", help="constant lrs, or α₀ for 'rule'")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--spec", default="combine=wgeo,w=0.25,ema=0.9",
+                    help="Prototype(...) keywords: combine=min|geo|geov|wgeo, w, ema (decay, 0: none), "
+                         "linear=1, scale, trust=1, step_nondescent=1")
+    args = ap.parse_args(argv)
+    spec = None
+    if args.mode == "rule":
+        spec = {k: (v if k == "combine" else float(v)) for k, v in
+                (kv.split("=") for kv in args.spec.split(",") if kv)}
+    jobs = [(t, b, int(s), float(lr), spec, args.mode == "probe") for t in args.task.split(",")
+            for b in args.base.split(",") for lr in args.lrs.split(",") for s in args.seeds.split(",")]
+    with get_context("fork").Pool(2) as pool:
+        res = pool.map(_job, jobs)
+    best = best_plain(load())
+    for task, base, seed, lr, final, diag in res:
+        ref = best.get((task, base, seed), (math.nan,))[0]
+        line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
+        if diag:
+            line += "  " + "  ".join(f"{k} {_median_late(diag, k):.4g}"
+                                     for k in ("cV", "cP", "lamV", "lamP", "hind", "rel"))
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
