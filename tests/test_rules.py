@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qlab_fused import reference, rules
@@ -33,8 +33,13 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
 @given(rule=rule_names, L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg,
        sg=finite, gg=nonneg, tt=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
        ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
+@example(rule="alternate", L0=0.0, dL=972126.0, vg=-883740.0, pg=0.0, vv=1.0, pp=0.0, sg=0.0, gg=0.0,
+         tt=0.0, beta=1.1, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V)  # a₂ cancels 5 digits
 def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt, beta,
                                                      alpha0, kv, kp, ema, pdir):
+    # The device keeps β and the memory slots in fp32: both sides start from the same fp32 values
+    # (a₂ = (Lβ − L0 + β·d)/β² can cancel digits, which would magnify a β that differs in its 8th).
+    beta, kv, kp, ema = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, kv, kp, ema))
     Lb = L0 + dL
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
