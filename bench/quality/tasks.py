@@ -347,5 +347,39 @@ def moons_resmlp(seed: int) -> Task:
     return _array_task("moons_resmlp", _ResMLP(), _moons(), seed, batch=64, epochs=6)
 
 
+@functools.lru_cache(maxsize=1)
+def _eight_classes():
+    from sklearn.datasets import make_classification
+    X, y = make_classification(n_samples=4000, n_features=30, n_informative=15, n_redundant=5,
+                               n_classes=8, n_clusters_per_class=1, flip_y=0.05, random_state=21)
+    X = (X - X[:3000].mean(0)) / X[:3000].std(0)
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+    return X[:3000], y[:3000], X[3000:], y[3000:]
+
+
+def _in_eval_mode(fn):
+    """Evaluate with BatchNorm's running statistics and without dropout, then back to training."""
+    def wrapped(model, X, y):
+        model.eval()
+        try:
+            return fn(model, X, y)
+        finally:
+            model.train()
+    return wrapped
+
+
+def bn_dropout_mlp(seed: int) -> Task:
+    """Held-out task of round 3 (added after moons_resmlp, run once): 8-class make_classification
+    (30 features, 5 % flipped labels, 3000 train / 1000 test), 30-128-128-8 MLP with BatchNorm and
+    dropout 0.1 (the probe forward must replay the dropout mask and freeze the running statistics),
+    batch 64, 8 epochs (368 steps). Train loss and test accuracy in eval mode."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(30, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.1),
+                          nn.Linear(128, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.1),
+                          nn.Linear(128, 8))
+    return _array_task("bn_dropout_mlp", model, _eight_classes(), seed, batch=64, epochs=8,
+                       full_loss=_in_eval_mode(_eval_ce), metric=("test_acc", _in_eval_mode(_acc)))
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
-                                 friedman_mlp, synth_mlp, char_gru, moons_resmlp)}
+                                 friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp)}
