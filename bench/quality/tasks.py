@@ -369,7 +369,7 @@ def _in_eval_mode(fn):
 
 
 def bn_dropout_mlp(seed: int) -> Task:
-    """Held-out task of round 3 (added after moons_resmlp, run once): 8-class make_classification
+    """Held out of round 3 (added after moons_resmlp, run once), a selection task of round 4: 8-class make_classification
     (30 features, 5 % flipped labels, 3000 train / 1000 test), 30-128-128-8 MLP with BatchNorm and
     dropout 0.1 (the probe forward must replay the dropout mask and freeze the running statistics),
     batch 64, 8 epochs (368 steps). Train loss and test accuracy in eval mode."""
@@ -381,5 +381,36 @@ def bn_dropout_mlp(seed: int) -> Task:
                        full_loss=_in_eval_mode(_eval_ce), metric=("test_acc", _in_eval_mode(_acc)))
 
 
+# ---------------------------------------------------------------------------------------------
+# Held out of round 4 (added after its choice of defaults, run once with them)
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _noisy_waves():
+    """4 classes of length-64 signals: a sinusoid of 3, 5, 7 or 9 cycles with random phase and
+    amplitude 0.5–1.5, plus white noise σ = 1.2 (heavy enough that no model separates them all)."""
+    rng = np.random.default_rng(31)
+    n, length = 3000, 64
+    y = rng.integers(0, 4, n)
+    t = np.arange(length) / length
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    amp = rng.uniform(0.5, 1.5, (n, 1))
+    X = amp * np.sin(2 * np.pi * (3 + 2 * y)[:, None] * t + phase) + rng.normal(0, 1.2, (n, length))
+    X = torch.tensor(X[:, None, :], dtype=torch.float32)
+    y = torch.tensor(y, dtype=torch.long)
+    return X[:2000], y[:2000], X[2000:], y[2000:]
+
+
+def waves_cnn1d(seed: int) -> Task:
+    """Held-out task of round 4: noisy sinusoid classes (2000 train / 1000 test), a 1-D CNN
+    (conv 1→8 k5, max-pool 2, conv 8→16 k5, global average pool, linear 16→4), batch 32, 6 epochs
+    (372 steps). Test metric: accuracy."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+                          nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                          nn.Flatten(), nn.Linear(16, 4))
+    return _array_task("waves_cnn1d", model, _noisy_waves(), seed, batch=32, epochs=6)
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
-                                 friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp)}
+                                 friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
+                                 waves_cnn1d)}
