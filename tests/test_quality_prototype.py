@@ -4,10 +4,9 @@ import random
 
 import pytest
 
+from bench.quality import diagnose
 from qlab_fused import reference
 from qlab_fused.contract import DIR_P
-
-diagnose = pytest.importorskip("bench.quality.diagnose")
 
 
 @pytest.mark.parametrize("rule,spec", [

@@ -1,5 +1,5 @@
-"""Four CPU-sized tasks. Nothing is downloaded: digits ships with scikit-learn, the text corpus is
-generated from a seeded stochastic grammar.
+"""The CPU-sized tasks of docs/quality.md. Nothing is downloaded: digits and the synthetic sets come
+with scikit-learn (or numpy), the text corpus is generated from a seeded stochastic grammar.
 
 Each task: ``make(seed)`` returns a Task with
   model (nn.Module, initialised from the seed), batches() (the training batches of the whole run,
@@ -369,10 +369,11 @@ def _in_eval_mode(fn):
 
 
 def bn_dropout_mlp(seed: int) -> Task:
-    """Held out of round 3 (added after moons_resmlp, run once), a selection task of round 4: 8-class make_classification
-    (30 features, 5 % flipped labels, 3000 train / 1000 test), 30-128-128-8 MLP with BatchNorm and
-    dropout 0.1 (the probe forward must replay the dropout mask and freeze the running statistics),
-    batch 64, 8 epochs (368 steps). Train loss and test accuracy in eval mode."""
+    """Held out of round 3 (added after moons_resmlp, run once), a selection task of round 4:
+    8-class make_classification (30 features, 5 % flipped labels, 3000 train / 1000 test),
+    30-128-128-8 MLP with BatchNorm and dropout 0.1 (the probe forward must replay the dropout mask
+    and freeze the running statistics), batch 64, 8 epochs (368 steps). Train loss and test accuracy
+    in eval mode."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(30, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.1),
                           nn.Linear(128, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.1),
