@@ -106,7 +106,7 @@ def run(task_name, base, seed, lr, rule=None, probe=False):
     model, h = task.model, HYPER[base]
     ps = list(model.parameters())
     states = [{n: torch.zeros_like(p) for n in h.state_names()} for p in ps]
-    rs = dict(k=0, beta=lr, alpha0=lr, alpha=0.0)
+    rs = dict(k=0, beta=lr, alpha0=lr)
     diag, prev_a2 = [], 0.0
     for t, (x, y) in enumerate(task.batches(), start=1):
         for p in ps:
@@ -144,7 +144,6 @@ def run(task_name, base, seed, lr, rule=None, probe=False):
                 alpha = rule.step(rs, L0, Lb, red, beta, pdir)
             for p, v in zip(ps, V):
                 p.data.sub_(alpha * v)
-        rs["alpha"] = alpha
     final = task.train_loss(model)
     return (final if math.isfinite(final) else math.inf), diag
 

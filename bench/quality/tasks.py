@@ -274,14 +274,19 @@ def friedman_mlp(seed: int) -> Task:
                        full_loss=_eval_mse, metric=("test_mse", _eval_mse))
 
 
+def _standardised_split(X, y, n_train):
+    """Features standardised with the training part's statistics; (Xtr, ytr, Xte, yte) tensors."""
+    X = (X - X[:n_train].mean(0)) / X[:n_train].std(0)
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
 @functools.lru_cache(maxsize=1)
 def _synthetic_classes():
     from sklearn.datasets import make_classification
     X, y = make_classification(n_samples=2000, n_features=20, n_informative=10, n_redundant=5,
                                n_classes=4, n_clusters_per_class=2, flip_y=0.1, random_state=3)
-    X = (X - X[:1500].mean(0)) / X[:1500].std(0)
-    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
-    return X[:1500], y[:1500], X[1500:], y[1500:]
+    return _standardised_split(X, y, 1500)
 
 
 def synth_mlp(seed: int) -> Task:
@@ -316,10 +321,7 @@ def _moons():
     from sklearn.datasets import make_moons
     X, y = make_moons(n_samples=3000, noise=0.25, random_state=11)
     flip = np.random.default_rng(11).random(len(y)) < 0.05  # 5 % flipped labels: no loss near 0
-    y = np.where(flip, 1 - y, y)
-    X = (X - X[:2000].mean(0)) / X[:2000].std(0)
-    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
-    return X[:2000], y[:2000], X[2000:], y[2000:]
+    return _standardised_split(X, np.where(flip, 1 - y, y), 2000)
 
 
 class _ResMLP(nn.Module):
@@ -352,9 +354,7 @@ def _eight_classes():
     from sklearn.datasets import make_classification
     X, y = make_classification(n_samples=4000, n_features=30, n_informative=15, n_redundant=5,
                                n_classes=8, n_clusters_per_class=1, flip_y=0.05, random_state=21)
-    X = (X - X[:3000].mean(0)) / X[:3000].std(0)
-    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
-    return X[:3000], y[:3000], X[3000:], y[3000:]
+    return _standardised_split(X, y, 3000)
 
 
 def _in_eval_mode(fn):
