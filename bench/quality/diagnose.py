@@ -1,8 +1,9 @@
-"""Diagnostics behind docs/quality.md log item 11: what one step can measure, and rule prototypes.
+"""Diagnostics behind docs/quality.md log items 11 and 13: what one step can measure, rule prototypes.
 
     python -m bench.quality.diagnose constant --task digits_mlp --base momentum --lrs 0.05,0.1,0.2
     python -m bench.quality.diagnose probe --task digits_mlp --base momentum --lrs 0.1
     python -m bench.quality.diagnose rule --task digits_mlp --base momentum --spec combine=wgeo,w=0.25,ema=0.9
+    python -m bench.quality.diagnose constant --task digits_mlp --base adam --lrs 0.01 --sharp 10
 
 ``constant``: plain X at constant lrs off the grid; final train loss / X at its best grid lr (from the
 results files), per seed. ``probe``: the same runs, and at every step two diagnostic forwards (not part
@@ -12,7 +13,12 @@ V), lr·λ_V and lr·λ_P (λ = curvature per unit length; along P = along G for
 hindsight step α_h = lr + ⟨V_{t−1}, G_t⟩ / (2 a₂,_{t−1}) (the step the next batch wanted along the last
 direction) and the relative step lr·|V|/|θ|. ``rule``: a plain-Python prototype of the `alternate*`
 rules with switches for what round 3 tried; it matches the library's rules within a few percent of the
-final loss (the library computes in fp32 on flat buffers). Seeds 0–2 by default; 1 thread per run.
+final loss (the library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·threshold/λ_max
+(an oracle: λ_max from exact Hessian-vector products every ``every`` steps, warm-started power
+iteration). ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2,
+heavy ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
+Every diagnostic forward replays the step's dropout masks and leaves BatchNorm's statistics and the
+training RNG stream as they were (the optimizer's probe hygiene). Seeds 0–2 by default; 1 thread per run.
 """
 from __future__ import annotations
 
@@ -35,12 +41,31 @@ def _good(x):
     return math.isfinite(x) and x > 0
 
 
-def _loss_at(task, model, ps, x, y, X, dist):
-    """The batch loss at θ − dist·X, θ restored afterwards."""
+class _Replay:
+    """Probe hygiene for the diagnostic forwards (as the optimizer's probe): the dropout masks of the
+    step's forward (its RNG state is replayed) and BatchNorm's running statistics (restored), and the
+    RNG stream of training is left where it was."""
+
+    def __init__(self, model, rng):
+        self.model, self.rng = model, rng
+
+    def __enter__(self):
+        self.after, self.bufs = torch.get_rng_state(), [b.clone() for b in self.model.buffers()]
+        torch.set_rng_state(self.rng)
+
+    def __exit__(self, *exc):
+        for b, o in zip(self.model.buffers(), self.bufs):
+            b.copy_(o)
+        torch.set_rng_state(self.after)
+
+
+def _loss_at(task, model, ps, x, y, X, dist, rng):
+    """The batch loss at θ − dist·X (the step's dropout masks), θ restored afterwards."""
     orig = [p.data.clone() for p in ps]
     for p, d in zip(ps, X):
         p.data.sub_(dist * d)
-    L = float(task.loss(model, x, y))
+    with _Replay(model, rng), torch.no_grad():
+        L = float(task.loss(model, x, y))
     for p, o in zip(ps, orig):
         p.data.copy_(o)
     return L
@@ -51,7 +76,8 @@ class Prototype:
     unit length along each, combine the two step estimates, optionally smooth, bound by REL_CAP."""
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
-                 step_nondescent=False):
+                 step_nondescent=False, edge=0.0, every=10):
+        self.edge, self.every = float(edge), int(every)  # floor α ≥ edge·threshold/λ_max (log item 13)
         self.combine, self.w, self.ema, self.linear = combine, float(w), float(ema), bool(linear)
         self.scale, self.trust, self.step_nondescent = float(scale), bool(trust), bool(step_nondescent)
 
@@ -85,6 +111,8 @@ class Prototype:
             val = tgt
         rs["sm"] = val
         alpha = (min(val, cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
+        if self.edge and rs.get("lam", 0.0) > 0:
+            alpha = max(alpha, self.edge * rs["thr"] / rs["lam"])
         if red["tt"] > 0 and red["vv"] > 0:
             alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
         far = self.trust and _good(a_star) and a_star < beta / TRUST_FAR
@@ -97,9 +125,33 @@ class Prototype:
         return alpha
 
 
-def run(task_name, base, seed, lr, rule=None, probe=False):
+def _top_curvature(task, model, ps, x, y, rng, denom=None, iters=12, v0=None):
+    """λ_max of the batch Hessian (of D^-½ H D^-½ for Adam's preconditioner D = √v̂ + ε) by power
+    iteration on Hessian-vector products, at the step's dropout masks."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # the fused CPU attention has no double backward
+    with _Replay(model, rng), torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
+        gs = torch.autograd.grad(task.loss(model, x, y), ps, create_graph=True)
+        s = [torch.ones_like(p) if denom is None else d.rsqrt() for p, d in zip(ps, denom or ps)]
+        v = _start_vector(ps) if v0 is None else v0
+        lam = math.nan
+        for _ in range(iters):
+            n = math.sqrt(sum(float((w * w).sum()) for w in v))
+            u = [w / n for w in v]
+            hu = torch.autograd.grad(gs, ps, [w * si for w, si in zip(u, s)], retain_graph=True)
+            v = [h.detach() * si for h, si in zip(hu, s)]  # A u, A = D^-½ H D^-½
+            lam = sum(float((a * w).sum()) for a, w in zip(v, u))
+    return (lam, v) if v0 is not None else lam
+
+
+def _start_vector(ps):
+    g = torch.Generator().manual_seed(0)  # not the training RNG stream
+    return [torch.randn(p.shape, generator=g) for p in ps]
+
+
+def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
     """One run: constant lr (rule None) or the prototype rule from α₀ = lr. Returns (final train
-    loss, per-step diagnostics when ``probe``)."""
+    loss, per-step diagnostics when ``probe`` or ``sharp``: every ``sharp`` steps lr·λ_max relative to
+    the base's stability threshold)."""
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
     task = TASKS[task_name](seed)
@@ -111,6 +163,7 @@ def run(task_name, base, seed, lr, rule=None, probe=False):
     for t, (x, y) in enumerate(task.batches(), start=1):
         for p in ps:
             p.grad = None
+        rng = torch.get_rng_state()  # the dropout masks of this step's forward, replayed by probes
         L = task.loss(model, x, y)
         L.backward()
         L0 = float(L.detach())
@@ -128,9 +181,9 @@ def run(task_name, base, seed, lr, rule=None, probe=False):
             if rule is None:
                 alpha = lr
                 if probe and red["vv"] > 0 and red["pp"] > 0:
-                    a2 = (_loss_at(task, model, ps, x, y, V, lr) - L0 + lr * red["vg"]) / lr ** 2
+                    a2 = (_loss_at(task, model, ps, x, y, V, lr, rng) - L0 + lr * red["vg"]) / lr ** 2
                     bp = lr * math.sqrt(red["vv"] / red["pp"])
-                    a2p = (_loss_at(task, model, ps, x, y, P, bp) - L0 + bp * red["pg"]) / bp ** 2
+                    a2p = (_loss_at(task, model, ps, x, y, P, bp, rng) - L0 + bp * red["pg"]) / bp ** 2
                     diag.append(dict(
                         cV=red["vg"] / (2 * a2) if a2 > 0 else math.nan,
                         cP=red["pg"] / (2 * a2p) if a2p > 0 else math.nan,
@@ -138,10 +191,21 @@ def run(task_name, base, seed, lr, rule=None, probe=False):
                         hind=lr + red["sg"] / (2 * prev_a2) if prev_a2 > 0 else math.nan,
                         rel=lr * math.sqrt(red["vv"] / red["tt"]) if red["tt"] > 0 else math.nan))
                     prev_a2 = a2
-            else:
+            thr = {"sgd": 2.0, "momentum": 2 * (1 + h.momentum), "adam": (2 + 2 * h.beta1) / (1 - h.beta1)}[base]
+            denom = None
+            if base == "adam":
+                denom = [st["exp_avg_sq"].sqrt() / math.sqrt(1 - h.beta2 ** t) + h.eps for st in news]
+            if rule is not None and rule.edge and (t - 1) % rule.every == 0:
+                first = "u" not in rs  # warm-started power iteration: 12 products first, then 3
+                rs["lam"], rs["u"] = _top_curvature(task, model, ps, x, y, rng, denom, 12 if first else 3,
+                                                    _start_vector(ps) if first else rs["u"])
+                rs["thr"] = thr
+            if rule is not None:
                 pdir, beta = rule.probe(rs)
-                Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta)
+                Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta, rng)
                 alpha = rule.step(rs, L0, Lb, red, beta, pdir)
+            if sharp and t % sharp == 0:
+                diag.append(dict(edge=alpha * _top_curvature(task, model, ps, x, y, rng, denom) / thr))
             for p, v in zip(ps, V):
                 p.data.sub_(alpha * v)
     final = task.train_loss(model)
@@ -149,9 +213,9 @@ def run(task_name, base, seed, lr, rule=None, probe=False):
 
 
 def _job(args):
-    task, base, seed, lr, spec, probe = args
+    task, base, seed, lr, spec, probe, sharp = args
     rule = Prototype(**spec) if spec is not None else None
-    return (task, base, seed, lr) + run(task, base, seed, lr, rule, probe)
+    return (task, base, seed, lr) + run(task, base, seed, lr, rule, probe, sharp)
 
 
 def _median_late(diag, key):
@@ -166,6 +230,8 @@ def main(argv=None):
     ap.add_argument("--base", default="momentum", help="comma list of sgd, momentum, adam")
     ap.add_argument("--lrs", default="1e-4,1e-3,1e-2,0.1,1", help="constant lrs, or α₀ for 'rule'")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--sharp", type=int, default=0,
+                    help="every K steps: α·λ_max / the base's stability threshold ('edge')")
     ap.add_argument("--spec", default="combine=wgeo,w=0.25,ema=0.9",
                     help="Prototype(...) keywords: combine=min|geo|geov|wgeo, w, ema (decay, 0: none), "
                          "linear=1, scale, trust=1, step_nondescent=1")
@@ -174,7 +240,7 @@ def main(argv=None):
     if args.mode == "rule":
         spec = {k: (v if k == "combine" else float(v)) for k, v in
                 (kv.split("=") for kv in args.spec.split(",") if kv)}
-    jobs = [(t, b, int(s), float(lr), spec, args.mode == "probe") for t in args.task.split(",")
+    jobs = [(t, b, int(s), float(lr), spec, args.mode == "probe", args.sharp) for t in args.task.split(",")
             for b in args.base.split(",") for lr in args.lrs.split(",") for s in args.seeds.split(",")]
     with get_context("fork").Pool(2) as pool:
         res = pool.map(_job, jobs)
@@ -182,9 +248,9 @@ def main(argv=None):
     for task, base, seed, lr, final, diag in res:
         ref = best.get((task, base, seed), (math.nan,))[0]
         line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
-        if diag:
-            line += "  " + "  ".join(f"{k} {_median_late(diag, k):.4g}"
-                                     for k in ("cV", "cP", "lamV", "lamP", "hind", "rel"))
+        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "edge") if any(k in d for d in diag)]
+        if keys:
+            line += "  " + "  ".join(f"{k} {_median_late([d for d in diag if k in d], k):.4g}" for k in keys)
         print(line)
 
 
