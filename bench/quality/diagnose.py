@@ -143,6 +143,14 @@ def _top_curvature(task, model, ps, x, y, rng, denom=None, iters=12, v0=None):
     return (lam, v) if v0 is not None else lam
 
 
+def _stability(base, h, state, t):
+    """(linear stability threshold of lr·λ_max, Adam's preconditioner D or None) after step t."""
+    if base == "adam":
+        denom = [st["exp_avg_sq"].sqrt() / math.sqrt(1 - h.beta2 ** t) + h.eps for st in state]
+        return (2 + 2 * h.beta1) / (1 - h.beta1), denom
+    return (2 * (1 + h.momentum) if base == "momentum" else 2.0), None
+
+
 def _start_vector(ps):
     g = torch.Generator().manual_seed(0)  # not the training RNG stream
     return [torch.randn(p.shape, generator=g) for p in ps]
@@ -150,7 +158,7 @@ def _start_vector(ps):
 
 def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
     """One run: constant lr (rule None) or the prototype rule from α₀ = lr. Returns (final train
-    loss, per-step diagnostics when ``probe`` or ``sharp``: every ``sharp`` steps lr·λ_max relative to
+    loss, per-step diagnostics when ``probe`` or ``sharp``: every ``sharp`` steps α·λ_max relative to
     the base's stability threshold)."""
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
@@ -191,11 +199,8 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                         hind=lr + red["sg"] / (2 * prev_a2) if prev_a2 > 0 else math.nan,
                         rel=lr * math.sqrt(red["vv"] / red["tt"]) if red["tt"] > 0 else math.nan))
                     prev_a2 = a2
-            thr = {"sgd": 2.0, "momentum": 2 * (1 + h.momentum), "adam": (2 + 2 * h.beta1) / (1 - h.beta1)}[base]
-            denom = None
-            if base == "adam":
-                denom = [st["exp_avg_sq"].sqrt() / math.sqrt(1 - h.beta2 ** t) + h.eps for st in news]
             if rule is not None and rule.edge and (t - 1) % rule.every == 0:
+                thr, denom = _stability(base, h, news, t)
                 first = "u" not in rs  # warm-started power iteration: 12 products first, then 3
                 rs["lam"], rs["u"] = _top_curvature(task, model, ps, x, y, rng, denom, 12 if first else 3,
                                                     _start_vector(ps) if first else rs["u"])
@@ -204,7 +209,8 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                 pdir, beta = rule.probe(rs)
                 Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta, rng)
                 alpha = rule.step(rs, L0, Lb, red, beta, pdir)
-            if sharp and t % sharp == 0:
+            if sharp and t % sharp == 0:  # a zeroed step counts as edge 0
+                thr, denom = _stability(base, h, news, t)
                 diag.append(dict(edge=alpha * _top_curvature(task, model, ps, x, y, rng, denom) / thr))
             for p, v in zip(ps, V):
                 p.data.sub_(alpha * v)

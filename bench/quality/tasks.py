@@ -425,7 +425,7 @@ def _standardised_digits():
 def digits_autoencoder(seed: int) -> Task:
     """Second held-out task of round 4 (added in a later session, defaults unchanged, run once):
     reconstruct standardised digits through a 64-32-8-32-64 ReLU autoencoder (linear 8-d bottleneck;
-    PCA with 8 components leaves 0.45 of the variance), MSE, batch 32, 6 epochs (222 steps). Test
+    PCA with 8 components leaves ≈ 0.45 of the variance), MSE, batch 32, 6 epochs (222 steps). Test
     metric: test MSE."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8), nn.Linear(8, 32), nn.ReLU(),
