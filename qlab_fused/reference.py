@@ -253,7 +253,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
                 geo = min(geo, GEO2_SPREAD * min(cands))
             alpha = geo if rule in EMA_RULES else min(geo, cap)
         else:
-            best = cands[0] if rule in WGEO_RULES else min(cands)
+            best = min(cands)
             alpha = best if rule in EMA_RULES else min(best, cap)
         if rule in EMA_RULES:
             if _good(st.ema):

@@ -27,6 +27,14 @@ def _good(x):
     return torch.isfinite(x) & (x > 0)
 
 
+def _weighted_geo(cv, cp, wv, wp):
+    """c_V^wv · c_P^wp where both estimates exist (are finite), else the one that does (inf: none)."""
+    both = torch.isfinite(cv) & torch.isfinite(cp)
+    one = torch.ones_like(cv)
+    mix = (wv * torch.where(both, cv, one).log() + wp * torch.where(both, cp, one).log()).exp()
+    return torch.where(both, mix, torch.minimum(cv, cp))
+
+
 def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     """Return (α, new rule state). All tensors stay on device; no branch reads a tensor.
 
@@ -77,11 +85,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
         if rule in WGEO_RULES:
-            both = torch.isfinite(cv) & torch.isfinite(cp)
-            one = torch.ones_like(zero)
-            mix = (WGEO_V * torch.where(both, cv, one).log()
-                   + (1 - WGEO_V) * torch.where(both, cp, one).log()).exp()
-            best = torch.minimum(torch.where(both, mix, torch.minimum(cv, cp)), cv)  # one: that one
+            best = torch.minimum(_weighted_geo(cv, cp, WGEO_V, 1 - WGEO_V), cv)
         elif rule in GEO_RULES:
             nv, np_ = torch.isfinite(cv), torch.isfinite(cp)
             lv = torch.where(nv, cv, torch.ones_like(zero)).log()
@@ -97,10 +101,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
             rho = torch.where(d > 0, (sg / d).clamp(0.0, 1.0), zero)
             rho = torch.where(sg == 0, torch.ones_like(zero), rho)
             w = 1 - rho
-            both = torch.isfinite(cv) & torch.isfinite(cp)
-            one = torch.ones_like(zero)
-            mix = ((1 - w) * torch.where(both, cv, one).log() + w * torch.where(both, cp, one).log()).exp()
-            best = torch.where(both, mix, torch.minimum(cv, cp))
+            best = _weighted_geo(cv, cp, 1 - w, w)
         else:
             best = torch.minimum(cv, cp)
         alpha = torch.where(torch.isfinite(best), best, beta)
