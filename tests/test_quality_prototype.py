@@ -2,6 +2,7 @@
 the same steps as the library's rules where their semantics coincide (descent batches, finite values);
 its top-curvature measurement and its diagnostic forwards are what they claim to be."""
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_diagnostic_forwards_replay_dropout_and_leave_batchnorm_and_rng_alone():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5),
                                 torch.nn.Linear(8, 1))
-    task = type("T", (), {"loss": staticmethod(lambda m, x, y: ((m(x) - y) ** 2).mean())})()
+    task = SimpleNamespace(loss=lambda m, x, y: ((m(x) - y) ** 2).mean())
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     rng = torch.get_rng_state()
     with torch.no_grad():
