@@ -1,4 +1,4 @@
-"""Diagnostics behind docs/quality.md log items 11 and 13: what one step can measure, rule prototypes.
+"""Diagnostics behind docs/quality.md log items 11, 13 and 15: what one step can measure, rule prototypes.
 
     python -m bench.quality.diagnose constant --task digits_mlp --base momentum --lrs 0.05,0.1,0.2
     python -m bench.quality.diagnose probe --task digits_mlp --base momentum --lrs 0.1
@@ -15,7 +15,8 @@ direction) and the relative step lr·|V|/|θ|. ``rule``: a plain-Python prototyp
 rules with switches for what round 3 tried; it matches the library's rules within a few percent of the
 final loss (the library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·threshold/λ_max
 (an oracle: λ_max from exact Hessian-vector products every ``every`` steps, warm-started power
-iteration). ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2,
+iteration); ``reach=r`` probes next at r·α and ``scale=s,vcap=s`` steps s × the estimate, at most s·c_V
+(the `*_near` rules, log item 15); rule runs print the median α of their second half. ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2,
 heavy ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
 Every diagnostic forward replays the step's dropout masks and leaves BatchNorm's statistics and the
 training RNG stream as they were (the optimizer's probe hygiene). Seeds 0–2 by default; 1 thread per run.
@@ -76,7 +77,9 @@ class Prototype:
     unit length along each, combine the two step estimates, optionally smooth, bound by REL_CAP."""
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
-                 step_nondescent=False, edge=0.0, every=10):
+                 step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0):
+        # next probe distance = reach·α; a smoothed step at most vcap·c_V (log item 15)
+        self.reach, self.vcap = float(reach), float(vcap)
         self.edge, self.every = float(edge), int(every)  # floor α ≥ edge·threshold/λ_max (log item 13)
         self.combine, self.w, self.ema, self.linear = combine, float(w), float(ema), bool(linear)
         self.scale, self.trust, self.step_nondescent = float(scale), bool(trust), bool(step_nondescent)
@@ -110,18 +113,18 @@ class Prototype:
         else:
             val = tgt
         rs["sm"] = val
-        alpha = (min(val, cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
+        alpha = (min(val, self.vcap * cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
         if self.edge and rs.get("lam", 0.0) > 0:
             alpha = max(alpha, self.edge * rs["thr"] / rs["lam"])
         if red["tt"] > 0 and red["vv"] > 0:
             alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
-        far = self.trust and _good(a_star) and a_star < beta / TRUST_FAR
+        far = self.trust and _good(a_star) and a_star < beta / (TRUST_FAR * self.reach)
         if far or (not red["vg"] > 0 and not self.step_nondescent) or red["gg"] == 0:
             alpha = 0.0
         if far:
             rs["beta"] = max(a_star, beta / 1000)
         else:
-            rs["beta"] = alpha if alpha > 0 else (val if self.ema else rs["alpha0"])
+            rs["beta"] = self.reach * (alpha if alpha > 0 else (val if self.ema else rs["alpha0"]))
         return alpha
 
 
@@ -209,6 +212,7 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                 pdir, beta = rule.probe(rs)
                 Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta, rng)
                 alpha = rule.step(rs, L0, Lb, red, beta, pdir)
+                diag.append(dict(alpha=alpha))
             if sharp and t % sharp == 0:  # a zeroed step counts as edge 0
                 thr, denom = _stability(base, h, news, t)
                 diag.append(dict(edge=alpha * _top_curvature(task, model, ps, x, y, rng, denom) / thr))
@@ -240,7 +244,8 @@ def main(argv=None):
                     help="every K steps: α·λ_max / the base's stability threshold ('edge')")
     ap.add_argument("--spec", default="combine=wgeo,w=0.25,ema=0.9",
                     help="Prototype(...) keywords: combine=min|geo|geov|wgeo, w, ema (decay, 0: none), "
-                         "linear=1, scale, trust=1, step_nondescent=1")
+                         "linear=1, scale, trust=1, step_nondescent=1, edge, reach (next probe at "
+                         "reach·α), vcap (smoothed step ≤ vcap·c_V)")
     args = ap.parse_args(argv)
     spec = None
     if args.mode == "rule":
@@ -254,7 +259,7 @@ def main(argv=None):
     for task, base, seed, lr, final, diag in res:
         ref = best.get((task, base, seed), (math.nan,))[0]
         line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
-        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "edge") if any(k in d for d in diag)]
+        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "edge", "alpha") if any(k in d for d in diag)]
         if keys:
             line += "  " + "  ".join(f"{k} {_median_late([d for d in diag if k in d], k):.4g}" for k in keys)
         print(line)
