@@ -24,7 +24,7 @@ import torch
 from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
-# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap), defined below.
+# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -34,7 +34,7 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_geo_v_trust_rel_floor", "alternate_geo_v_rel_nocap",
          "alternate_geo_v_trust_rel_nocap", "alternate_geo_v2_rel", "alternate_geo_v2_trust_rel",
          "alternate_wgeo_rel", "alternate_geo_v_ema_rel", "alternate_wgeo_ema_rel",
-         "alternate_trust_ema_rel")
+         "alternate_trust_ema_rel", "alternate_wgeo_ema_rel_near", "alternate_trust_ema_rel_near")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the seven selection tasks of docs/quality.md, among those that never raise a
@@ -90,6 +90,13 @@ FLOOR_RULES = tuple(r for r in RULES if r.endswith("_floor"))
 # "alternate_noise": interpolate between the two alternate estimates by this step's noise fraction
 # w = 1 − ⟨S,G⟩/⟨V,G⟩ (clamped to [0, 1]; S = 0 means no information, w = 0): α = c_V^(1−w)·c_P^w.
 TRUST_FAR = 4.0
+# "*near": probe nearer than the step and step past the fitted minimum: the next probe distance is
+# reach·α, the (smoothed) step scale × the combined estimate, at most scale·c_V. Along V the batch loss
+# grows sub-quadratically on some tasks (BatchNorm + dropout, the synthetic classes: a near probe sees
+# more curvature there and shortens the step) and nearly quadratically on others (where the line
+# minimum is short of the tuned step). (reach, scale) per rule, from the selection tasks
+# (docs/quality.md, log item 15); scale < 2 keeps every step a descent on a quadratic.
+NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_near": (0.5, 1.5)}
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -206,6 +213,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     fallback = a_star if _good(a_star) else beta
     cap = RULE_CAP[rule] * beta
+    reach, scale = NEAR.get(rule, (1.0, 1.0))
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
     elif rule == "stale":  # slope from the previous state, curvature from the probe along V
@@ -256,16 +264,17 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             best = min(cands)
             alpha = best if rule in EMA_RULES else min(best, cap)
         if rule in EMA_RULES:
+            alpha *= scale
             if _good(st.ema):
                 alpha = math.exp(EMA_DECAY * math.log(st.ema) + (1 - EMA_DECAY) * math.log(alpha))
             new.ema = alpha
-            if _good(cv):  # the smoothed step never overshoots this step's fit along V
-                alpha = min(alpha, cv)
+            if _good(cv):  # the smoothed step never overshoots this step's fit along V (× scale)
+                alpha = min(alpha, scale * cv)
     if rule in FLOOR_RULES:
         alpha = max(alpha, beta / 2)
     if rule in REL_RULES and red.get("tt", 0.0) > 0 and red["vv"] > 0:
         alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
-    far = rule in TRUST_RULES and _good(a_star) and a_star < beta / TRUST_FAR
+    far = rule in TRUST_RULES and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
     if far:
         alpha = 0.0
 
@@ -279,7 +288,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         return alpha, new
     policy = RULE_BETA.get(rule, "last")
     if rule in EMA_RULES:
-        new.beta = alpha if alpha > 0 else new.ema if _good(new.ema) else alpha0
+        new.beta = reach * (alpha if alpha > 0 else new.ema if _good(new.ema) else alpha0)
     elif policy == "paper":
         new.beta = max(alpha0, alpha)
     elif policy == "keep":

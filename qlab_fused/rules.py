@@ -10,7 +10,7 @@ import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_RULES, FIT_RULES, FLOOR_RULES, GEO2_RULES,  # noqa: F401
-                        GEO2_SPREAD, GEO_RULES, GEO_V_RULES, REL_CAP, REL_RULES, RULE_BETA,
+                        GEO2_SPREAD, GEO_RULES, GEO_V_RULES, NEAR, REL_CAP, REL_RULES, RULE_BETA,
                         RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V,
                         probe_direction)
 
@@ -60,6 +60,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     cap = RULE_CAP[rule] * beta
+    reach, scale = NEAR.get(rule, (1.0, 1.0))
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
     elif rule == "stale":
@@ -108,20 +109,21 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         if rule not in EMA_RULES:  # the EMA rules limit growth by the EMA itself
             alpha = torch.minimum(alpha, cap)
         else:
+            alpha = alpha * scale
             prev = st64["ema"]
             prev_ok = _good(prev)
             lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
             smooth = (EMA_DECAY * lp + (1 - EMA_DECAY) * alpha.log()).exp()
             alpha = torch.where(prev_ok, smooth, alpha)
             ema = alpha
-            alpha = torch.minimum(alpha, cv)  # cv is inf when there is no V estimate
+            alpha = torch.minimum(alpha, scale * cv)  # cv is inf when there is no V estimate
     if rule in FLOOR_RULES:
         alpha = torch.maximum(alpha, beta / 2)
     if rule in REL_RULES:
         tt, vv = red[RED_TT], red[RED_VV]
         bound = REL_CAP * (tt / vv).sqrt()
         alpha = torch.where((tt > 0) & (vv > 0), torch.minimum(alpha, bound), alpha)
-    far = (_good(a_star) & (a_star < beta / TRUST_FAR)) if rule in TRUST_RULES else \
+    far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if rule in TRUST_RULES else \
         torch.zeros((), dtype=torch.bool, device=L0.device)
     alpha = torch.where(far, zero, alpha)
 
@@ -136,7 +138,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     policy = RULE_BETA.get(rule, "last")
     if rule in EMA_RULES:
         fallback_beta = torch.where(_good(ema), ema, torch.full_like(zero, alpha0))
-        beta_next = torch.where(alpha > 0, alpha, fallback_beta)
+        beta_next = reach * torch.where(alpha > 0, alpha, fallback_beta)
     elif policy == "paper":
         beta_next = torch.clamp_min(alpha, alpha0)
     elif policy == "keep":

@@ -17,6 +17,9 @@ from qlab_fused.contract import DIR_P
     ("alternate_wgeo_rel", dict(combine="wgeo", w=reference.WGEO_V)),
     ("alternate_geo_v_ema_rel", dict(combine="geov", ema=reference.EMA_DECAY)),
     ("alternate_trust_ema_rel", dict(combine="min", ema=reference.EMA_DECAY, trust=True)),
+    *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
+               trust="trust" in r, reach=reference.NEAR[r][0], scale=reference.NEAR[r][1],
+               vcap=reference.NEAR[r][1])) for r in sorted(reference.NEAR)],
 ])
 def test_prototype_follows_the_library_rule(rule, spec):
     rng = random.Random(7)

@@ -171,3 +171,45 @@ def test_wgeo_and_ema_rules_combine_and_smooth_the_two_estimates(L0, dL, vg, pg,
     assert alpha == pytest.approx(min(want, cv), rel=1e-9)
     capped, _ = reference.rule_step("alternate_wgeo_rel", L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     assert capped == pytest.approx(min(mix, 2 * beta), rel=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from(sorted(reference.NEAR)), L0=finite, dL=finite, vg=positive, pg=positive,
+       vv=positive, pp=positive, gg=positive, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_near_rules_scale_the_step_and_shorten_the_probe(rule, L0, dL, vg, pg, vv, pp, gg, beta, kv, kp,
+                                                         ema, pdir):
+    """`*_near`: the same rule without the suffix, its combined estimate (and so its EMA and its c_V
+    limit) times `scale`, and the next probe at `reach` × the step; the trust test compares the fit
+    with the last step (β/reach), not with the shorter probe distance."""
+    base = rule[:-len("_near")]
+    reach, scale = reference.NEAR[rule]
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=0.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_near, n_near = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    # the base rule sees the same fit, its EMA slot unscaled, and its trust threshold at β/reach
+    rs_base = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema / scale)
+    a_base, n_base = reference.rule_step(base, L0, L0 + dL, red, beta, rs_base, 1e-3, pdir)
+    if a_near == 0 or a_base == 0:
+        return  # a zeroed step: the trust threshold differs by design
+    assert n_near.ema == pytest.approx(scale * n_base.ema, rel=1e-9)
+    assert a_near == pytest.approx(scale * a_base, rel=1e-9)
+    assert n_near.beta == pytest.approx(reach * a_near, rel=1e-12)
+
+
+@pytest.mark.parametrize("rule", sorted(reference.NEAR))
+def test_near_rules_descend_on_a_quadratic(rule):
+    """scale < 2: a step of at most scale × the exact line minimum still lowers a quadratic loss,
+    whatever the EMA remembers (here: a previous step 100× too long)."""
+    a2, d, L0 = 3.0, 1.2, 5.0
+    reach, scale = reference.NEAR[rule]
+    assert scale < 2
+    red = dict(vg=d, pg=d, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=0.0)
+    st_ = reference.RuleState(beta=0.1, kappa_v=a2, kappa_p=a2, ema=100 * d / (2 * a2))
+    for pdir in (DIR_P, DIR_V):
+        beta = st_.beta
+        Lb = a2 * beta ** 2 - d * beta + L0
+        alpha, st_ = reference.rule_step(rule, L0, Lb, red, beta, st_, 1e-3, pdir)
+        assert alpha == pytest.approx(scale * d / (2 * a2))
+        assert a2 * alpha ** 2 - d * alpha < 0
+        assert st_.beta == pytest.approx(reach * alpha)
