@@ -37,11 +37,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel", "alternate_wgeo_ema_rel_near", "alternate_trust_ema_rel_near")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
-# over α₀ × seeds × the seven selection tasks of docs/quality.md, among those that never raise a
+# over α₀ × seeds × the eight selection tasks of docs/quality.md, among those that never raise a
 # full-batch convex loss; worst cases within 10 % of each other tie, and ties go to the most runs
-# within the quality bar. Round 4 of that choice.
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_wgeo_ema_rel",
-                 KIND_ADAM: "alternate_trust_ema_rel"}
+# within the quality bar. Round 5 of that choice.
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
+                 KIND_ADAM: "alternate_trust_ema_rel_near"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:

@@ -2,7 +2,7 @@
 with the default rules, QLAB reaches the same loss from α₀ = 1e-4 and from α₀ = 1, close to or below
 X at its best grid lr, where plain X at those two lrs does not train.
 - QLAB-Adam and QLAB-Momentum on a 64-16-10 MLP (for Momentum only at this budget: over the
-  protocol's 222 steps tuned heavy ball pulls ahead, 1.8×, docs/quality.md);
+  protocol's 222 steps tuned heavy ball pulls ahead, 1.7×, docs/quality.md);
 - QLAB-SGD on the small CNN of bench/quality, where the same fit without the `_rel` step bound
   (`rule="safeguarded"`, the default before it) lets α run away on the flat start and kills the net."""
 import pytest
@@ -73,7 +73,7 @@ def test_qlab_adam_alpha0_free():
           f"QLAB-Adam(1e-4) {q_small:.3f}, QLAB-Adam(1) {q_large:.3f}")
     assert plain_small > 2.0          # the lr grid's low end does not train in 111 steps
     assert q_small < 0.45 and q_large < 0.45
-    assert max(q_small, q_large) < 1.10 * tuned  # measured: 0.63× (0.202, 0.168 vs 0.323)
+    assert max(q_small, q_large) < 1.10 * tuned  # measured: 0.49× (0.158, 0.130 vs 0.323)
 
 
 def test_qlab_momentum_alpha0_free_at_111_steps():
@@ -82,7 +82,7 @@ def test_qlab_momentum_alpha0_free_at_111_steps():
     q = [_train(lambda p: qf.QLABSGD(p, alpha0=a0, momentum=0.9), qlab=True) for a0 in (1e-4, 1.0)]
     print(f"Momentum(0.1) {tuned:.3f}, Momentum(1) {plain_large:.3f}, QLAB-Momentum {q}")
     assert plain_large > 2.0                    # the grid's top lr does not train
-    assert max(q) < 1.10 * tuned               # measured 0.213, 0.201 vs 0.253
+    assert max(q) < 1.10 * tuned               # measured 0.192, 0.176 vs 0.253
 
 
 def test_qlab_sgd_alpha0_free_on_a_cnn():
