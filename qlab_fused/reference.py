@@ -91,11 +91,12 @@ FLOOR_RULES = tuple(r for r in RULES if r.endswith("_floor"))
 # w = 1 − ⟨S,G⟩/⟨V,G⟩ (clamped to [0, 1]; S = 0 means no information, w = 0): α = c_V^(1−w)·c_P^w.
 TRUST_FAR = 4.0
 # "*near": probe nearer than the step and step past the fitted minimum: the next probe distance is
-# reach·α, the (smoothed) step scale × the combined estimate, at most scale·c_V. Along V the batch loss
-# grows sub-quadratically on some tasks (BatchNorm + dropout, the synthetic classes: a near probe sees
-# more curvature there and shortens the step) and nearly quadratically on others (where the line
-# minimum is short of the tuned step). (reach, scale) per rule, from the selection tasks
-# (docs/quality.md, log item 15); scale < 2 keeps every step a descent on a quadratic.
+# reach·α, the (smoothed) step scale × the combined estimate, at most scale·c_V. Measured: on the
+# tasks whose fitted step was too long (BatchNorm + dropout, the synthetic classes) the near probe
+# keeps α from drifting up over the run, where the step is short elsewhere the multiple lengthens it;
+# at the step's own length the batch loss is a parabola within 6 %, so it is not a one-step bend, and
+# why the distance matters is open. (reach, scale) per rule, fitted on the selection tasks
+# (docs/quality.md, log items 15, 17); scale < 2 keeps every step a descent on a quadratic.
 NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_near": (0.5, 1.5)}
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 

@@ -1,25 +1,30 @@
-"""Diagnostics behind docs/quality.md log items 11, 13 and 15: what one step can measure, rule prototypes.
+"""Diagnostics behind docs/quality.md log items 11, 13, 15 and 17: what one step can measure, rule
+prototypes.
 
     python -m bench.quality.diagnose constant --task digits_mlp --base momentum --lrs 0.05,0.1,0.2
     python -m bench.quality.diagnose probe --task digits_mlp --base momentum --lrs 0.1
-    python -m bench.quality.diagnose rule --task digits_mlp --base momentum --spec combine=wgeo,w=0.25,ema=0.9
+    python -m bench.quality.diagnose rule --task digits_mlp --base momentum --spec combine=wgeo,ema=0.9
     python -m bench.quality.diagnose constant --task digits_mlp --base adam --lrs 0.01 --sharp 10
 
 ``constant``: plain X at constant lrs off the grid; final train loss / X at its best grid lr (from the
-results files), per seed. ``probe``: the same runs, and at every step two diagnostic forwards (not part
+results files), per seed. ``probe``: the same runs, and at every step diagnostic forwards (not part
 of training) that fit the batch loss along V and along P; medians over the second half of the run of
 c_V (the fitted step along V, probed at β = lr), c_P (along P, same displacement length, in units of
 V), lr·λ_V and lr·λ_P (λ = curvature per unit length; along P = along G for SGD/momentum), the
-hindsight step α_h = lr + ⟨V_{t−1}, G_t⟩ / (2 a₂,_{t−1}) (the step the next batch wanted along the last
-direction) and the relative step lr·|V|/|θ|. ``rule``: a plain-Python prototype of the `alternate*`
-rules with switches for what round 3 tried; it matches the library's rules within a few percent of the
-final loss (the library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·threshold/λ_max
-(an oracle: λ_max from exact Hessian-vector products every ``every`` steps, warm-started power
-iteration); ``reach=r`` probes next at r·α and ``scale=s,vcap=s`` steps s × the estimate, at most s·c_V
-(the `*_near` rules, log item 15); rule runs print the median α of their second half. ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2,
-heavy ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
+hindsight step α_h = lr + ⟨V_{t−1}, G_t⟩ / (2 a₂,_{t−1}) (the step the next batch wanted along the
+last direction), the relative step lr·|V|/|θ| and the bend along V and P (curvature seen at lr/4 over
+the one seen at 2·lr). ``rule``: a plain-Python prototype of the `alternate*` rules with switches for
+what rounds 3–5 tried; it matches the library's rules within a few percent of the final loss (the
+library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·threshold/λ_max (an oracle:
+λ_max from exact Hessian-vector products every ``every`` steps, warm-started power iteration);
+``reach=r`` probes next at r·α and ``scale=s,vcap=s`` steps s × the estimate, at most s·c_V (the
+`*_near` rules, log item 15); ``bend=γ,smax=S`` sets that multiple from the measured bend (log item
+17); rule runs print the median α of their second half, with ``--bend`` also the bend over [α/4, α].
+``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2, heavy
+ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
 Every diagnostic forward replays the step's dropout masks and leaves BatchNorm's statistics and the
-training RNG stream as they were (the optimizer's probe hygiene). Seeds 0–2 by default; 1 thread per run.
+training RNG stream as they were (the optimizer's probe hygiene). Seeds 0–2 by default; 1 thread per
+run.
 """
 from __future__ import annotations
 
@@ -72,27 +77,52 @@ def _loss_at(task, model, ps, x, y, X, dist, rng):
     return L
 
 
+def _bend(task, model, ps, x, y, X, slope, L0, near, far, rng):
+    """Curvature of the batch loss along X seen by a probe at ``near`` over the one seen at ``far``
+    (1: a parabola over that range; > 1: the loss flattens with distance, a near probe sees more)."""
+    a = [(_loss_at(task, model, ps, x, y, X, b, rng) - L0 + b * slope) / b ** 2 for b in (near, far)]
+    return a[0] / a[1] if (a[0] > 0 and a[1] > 0) else math.nan
+
+
 class Prototype:
     """`alternate*` in plain Python: probe P on even steps and V on odd ones, keep the curvature per
     unit length along each, combine the two step estimates, optionally smooth, bound by REL_CAP."""
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
-                 step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0):
+                 step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0, bend=0.0, smax=2.0):
         # next probe distance = reach·α; a smoothed step at most vcap·c_V (log item 15)
         self.reach, self.vcap = float(reach), float(vcap)
+        # bend > 0: every fourth step probes V at the step's own distance instead of reach·α; the
+        # EMA of (near curvature / far curvature) = b sets the multiple smax / b^bend (log item 17)
+        self.bend, self.smax = float(bend), float(smax)
         self.edge, self.every = float(edge), int(every)  # floor α ≥ edge·threshold/λ_max (log item 13)
         self.combine, self.w, self.ema, self.linear = combine, float(w), float(ema), bool(linear)
         self.scale, self.trust, self.step_nondescent = float(scale), bool(trust), bool(step_nondescent)
 
+    def _far_probe(self, rs):
+        return self.bend > 0 and rs["k"] % 4 == 3
+
     def probe(self, rs):
+        if self._far_probe(rs):
+            return "V", rs["beta"] / self.reach
         return ("P" if rs["k"] % 2 == 0 else "V"), rs["beta"]
 
     def step(self, rs, L0, Lb, red, beta, pdir):
+        far_probe = self._far_probe(rs)
+        last = beta if far_probe else beta / self.reach  # the last step's length
         rs["k"] += 1
         dX, xx = (red["pg"], red["pp"]) if pdir == "P" else (red["vg"], red["vv"])
         a2 = (Lb - L0 + beta * dX) / beta ** 2
         a_star = dX / (2 * a2) if a2 != 0 else math.nan
-        rs["kp" if pdir == "P" else "kv"] = a2 / xx if (a2 > 0 and xx > 0) else 0.0
+        kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
+        if far_probe:
+            if kappa > 0 and rs.get("kv", 0.0) > 0:
+                lb = math.log(rs["kv"] / kappa)
+                rs["lb"] = 0.7 * rs.get("lb", lb) + 0.3 * lb
+        else:
+            rs["kp" if pdir == "P" else "kv"] = kappa
+        if self.bend > 0:
+            self.scale = self.vcap = self.smax / math.exp(max(rs.get("lb", 0.0), 0.0) * self.bend)
         kv, kp = rs.get("kv", 0.0), rs.get("kp", 0.0)
         cv = red["vg"] / (2 * kv * red["vv"]) if kv > 0 else math.nan
         cp = red["pg"] / (2 * kp * red["pp"]) if kp > 0 else math.nan
@@ -118,7 +148,7 @@ class Prototype:
             alpha = max(alpha, self.edge * rs["thr"] / rs["lam"])
         if red["tt"] > 0 and red["vv"] > 0:
             alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
-        far = self.trust and _good(a_star) and a_star < beta / (TRUST_FAR * self.reach)
+        far = self.trust and _good(a_star) and a_star < last / TRUST_FAR
         if far or (not red["vg"] > 0 and not self.step_nondescent) or red["gg"] == 0:
             alpha = 0.0
         if far:
@@ -191,11 +221,13 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
             states[:] = news
             if rule is None:
                 alpha = lr
-                if probe and red["vv"] > 0 and red["pp"] > 0:
+                bp = lr * math.sqrt(red["vv"] / red["pp"]) if red["pp"] > 0 else 0.0
+                if probe and 0 < bp < math.inf and math.isfinite(L0):  # (a diverged run: no fits)
                     a2 = (_loss_at(task, model, ps, x, y, V, lr, rng) - L0 + lr * red["vg"]) / lr ** 2
-                    bp = lr * math.sqrt(red["vv"] / red["pp"])
                     a2p = (_loss_at(task, model, ps, x, y, P, bp, rng) - L0 + bp * red["pg"]) / bp ** 2
-                    diag.append(dict(
+                    diag.append(dict(  # bend over [lr/4, 2·lr], along P over the same lengths
+                        bend=_bend(task, model, ps, x, y, V, red["vg"], L0, lr / 4, 2 * lr, rng),
+                        bendP=_bend(task, model, ps, x, y, P, red["pg"], L0, bp / 4, 2 * bp, rng),
                         cV=red["vg"] / (2 * a2) if a2 > 0 else math.nan,
                         cP=red["pg"] / (2 * a2p) if a2p > 0 else math.nan,
                         lamV=lr * 2 * a2 / red["vv"], lamP=lr * 2 * a2p / red["pp"],
@@ -213,6 +245,11 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                 Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta, rng)
                 alpha = rule.step(rs, L0, Lb, red, beta, pdir)
                 diag.append(dict(alpha=alpha))
+                ab = alpha * math.sqrt(red["vv"] / red["pp"]) if red["pp"] > 0 else 0.0
+                if probe and 0 < ab < math.inf:  # --bend: at the step's own length
+                    diag.append(dict(
+                        bend=_bend(task, model, ps, x, y, V, red["vg"], L0, alpha / 4, alpha, rng),
+                        bendP=_bend(task, model, ps, x, y, P, red["pg"], L0, ab / 4, ab, rng)))
             if sharp and t % sharp == 0:  # a zeroed step counts as edge 0
                 thr, denom = _stability(base, h, news, t)
                 diag.append(dict(edge=alpha * _top_curvature(task, model, ps, x, y, rng, denom) / thr))
@@ -240,6 +277,8 @@ def main(argv=None):
     ap.add_argument("--base", default="momentum", help="comma list of sgd, momentum, adam")
     ap.add_argument("--lrs", default="1e-4,1e-3,1e-2,0.1,1", help="constant lrs, or α₀ for 'rule'")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--bend", action="store_true",
+                    help="rule runs: every step, the bend of the batch loss along V and P over [α/4, α]")
     ap.add_argument("--sharp", type=int, default=0,
                     help="every K steps: α·λ_max / the base's stability threshold ('edge')")
     ap.add_argument("--spec", default="combine=wgeo,w=0.25,ema=0.9",
@@ -251,7 +290,8 @@ def main(argv=None):
     if args.mode == "rule":
         spec = {k: (v if k == "combine" else float(v)) for k, v in
                 (kv.split("=") for kv in args.spec.split(",") if kv)}
-    jobs = [(t, b, int(s), float(lr), spec, args.mode == "probe", args.sharp) for t in args.task.split(",")
+    probe = args.mode == "probe" or args.bend
+    jobs = [(t, b, int(s), float(lr), spec, probe, args.sharp) for t in args.task.split(",")
             for b in args.base.split(",") for lr in args.lrs.split(",") for s in args.seeds.split(",")]
     with get_context("fork").Pool(2) as pool:
         res = pool.map(_job, jobs)
@@ -259,7 +299,8 @@ def main(argv=None):
     for task, base, seed, lr, final, diag in res:
         ref = best.get((task, base, seed), (math.nan,))[0]
         line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
-        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "edge", "alpha") if any(k in d for d in diag)]
+        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "bend", "bendP", "edge", "alpha")
+                if any(k in d for d in diag)]
         if keys:
             line += "  " + "  ".join(f"{k} {_median_late([d for d in diag if k in d], k):.4g}" for k in keys)
         print(line)
