@@ -148,11 +148,15 @@ def main(argv=None):
     ap.add_argument("--rules", default="safeguarded,paper,fresh,stale,alternate")
     ap.add_argument("--bases", default=",".join(BASES))
     ap.add_argument("--quick", action="store_true", help="1 seed, α₀ ∈ {1e-4, 1e-2, 1}")
+    ap.add_argument("--seeds", default=None, help="comma list (default 0,1,2; a fresh-seed check: "
+                    "give it its own --tag, the report reads only the main and ablation tags)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tag", default=None, help="results file suffix (default: the suite)")
     args = ap.parse_args(argv)
     tasks = list(TASKS) if args.task == "all" else args.task.split(",")
     seeds, grid = ((0,), (1e-4, 1e-2, 1.0)) if args.quick else (SEEDS, GRID)
+    if args.seeds:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
     rules = args.rules.split(",")
     bases = args.bases.split(",")
     RESULTS.mkdir(parents=True, exist_ok=True)
