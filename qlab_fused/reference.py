@@ -24,7 +24,8 @@ import torch
 from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
-# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near), defined below.
+# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match),
+# defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -34,7 +35,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_geo_v_trust_rel_floor", "alternate_geo_v_rel_nocap",
          "alternate_geo_v_trust_rel_nocap", "alternate_geo_v2_rel", "alternate_geo_v2_trust_rel",
          "alternate_wgeo_rel", "alternate_geo_v_ema_rel", "alternate_wgeo_ema_rel",
-         "alternate_trust_ema_rel", "alternate_wgeo_ema_rel_near", "alternate_trust_ema_rel_near")
+         "alternate_trust_ema_rel", "alternate_wgeo_ema_rel_near", "alternate_trust_ema_rel_near",
+         "alternate_wgeo_ema_rel_match", "alternate_trust_ema_rel_match")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the eight selection tasks of docs/quality.md, among those that never raise a
@@ -91,13 +93,19 @@ FLOOR_RULES = tuple(r for r in RULES if r.endswith("_floor"))
 # w = 1 − ⟨S,G⟩/⟨V,G⟩ (clamped to [0, 1]; S = 0 means no information, w = 0): α = c_V^(1−w)·c_P^w.
 TRUST_FAR = 4.0
 # "*near": probe nearer than the step and step past the fitted minimum: the next probe distance is
-# reach·α, the (smoothed) step scale × the combined estimate, at most scale·c_V. Measured: on the
-# tasks whose fitted step was too long (BatchNorm + dropout, the synthetic classes) the near probe
-# keeps α from drifting up over the run, where the step is short elsewhere the multiple lengthens it;
-# at the step's own length the batch loss is a parabola within 6 %, so it is not a one-step bend, and
-# why the distance matters is open. (reach, scale) per rule, fitted on the selection tasks
-# (docs/quality.md, log items 15, 17); scale < 2 keeps every step a descent on a quadratic.
+# reach·α, the (smoothed) step scale × the combined estimate, at most scale·c_V. A P probe at β lands
+# β·|P| away, ~5× the step's length (see "*match"), where the loss flattens along P on some tasks;
+# a nearer probe brings it back, and the multiple lengthens the step where it was short. (reach,
+# scale) per rule, fitted on the selection tasks (docs/quality.md, log items 15, 19); scale < 2 keeps
+# every step a descent on a quadratic.
 NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_near": (0.5, 1.5)}
+# "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
+# at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
+# one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens
+# along P over that range (curvature at α/4·P over that at α·P: 1.2–1.6 on BatchNorm + dropout, the
+# synthetic classes and the tabular task, 1.0–1.1 elsewhere), c_P comes out long and so does the step
+# (docs/quality.md, log item 19). No constant to fit.
+MATCH_RULES = tuple(r for r in RULES if r.endswith("_match"))
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -290,6 +298,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     policy = RULE_BETA.get(rule, "last")
     if rule in EMA_RULES:
         new.beta = reach * (alpha if alpha > 0 else new.ema if _good(new.ema) else alpha0)
+        if rule in MATCH_RULES and probe_dir == DIR_V and red["vv"] > 0 and red["pp"] > 0:
+            new.beta *= math.sqrt(red["vv"] / red["pp"])  # the next probe is along P
     elif policy == "paper":
         new.beta = max(alpha0, alpha)
     elif policy == "keep":

@@ -10,9 +10,9 @@ import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_RULES, FIT_RULES, FLOOR_RULES, GEO2_RULES,  # noqa: F401
-                        GEO2_SPREAD, GEO_RULES, GEO_V_RULES, NEAR, REL_CAP, REL_RULES, RULE_BETA,
-                        RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V,
-                        probe_direction)
+                        GEO2_SPREAD, GEO_RULES, GEO_V_RULES, MATCH_RULES, NEAR, REL_CAP,
+                        REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES,
+                        WGEO_RULES, WGEO_V, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -139,6 +139,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     if rule in EMA_RULES:
         fallback_beta = torch.where(_good(ema), ema, torch.full_like(zero, alpha0))
         beta_next = reach * torch.where(alpha > 0, alpha, fallback_beta)
+        if rule in MATCH_RULES and probe_dir == DIR_V:  # the next probe is along P
+            vv, pp = red[RED_VV], red[RED_PP]
+            ok = (vv > 0) & (pp > 0)
+            one = torch.ones_like(pp)
+            beta_next = beta_next * torch.where(ok, vv / torch.where(ok, pp, one), one).sqrt()
     elif policy == "paper":
         beta_next = torch.clamp_min(alpha, alpha0)
     elif policy == "keep":

@@ -20,6 +20,8 @@ from qlab_fused.contract import DIR_P
     *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
                trust="trust" in r, reach=reference.NEAR[r][0], scale=reference.NEAR[r][1],
                vcap=reference.NEAR[r][1])) for r in sorted(reference.NEAR)],
+    *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
+               trust="trust" in r, match=True)) for r in reference.MATCH_RULES],
 ])
 def test_prototype_follows_the_library_rule(rule, spec):
     rng = random.Random(7)

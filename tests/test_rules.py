@@ -213,3 +213,27 @@ def test_near_rules_descend_on_a_quadratic(rule):
         assert alpha == pytest.approx(scale * d / (2 * a2))
         assert a2 * alpha ** 2 - d * alpha < 0
         assert st_.beta == pytest.approx(reach * alpha)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from(reference.MATCH_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
+       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp, ema,
+                                                pdir):
+    """`*_match`: the same step and state as the rule without the suffix; after a V probe (the next
+    probe is along P) the next probe distance is scaled by |V|/|P|, so the P probe lands at the
+    step's length (no scaling while either norm is 0)."""
+    base = rule[:-len("_match")]
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_m, n_m = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert a_m == a_b and (n_m.kappa_v, n_m.kappa_p, n_m.ema) == (n_b.kappa_v, n_b.kappa_p, n_b.ema)
+    a_star, _ = reference._fit(L0, L0 + dL, pg if pdir == DIR_P else vg, beta)
+    far = (rule in reference.TRUST_RULES and reference._good(a_star) and a_star < beta / reference.TRUST_FAR
+           and gg != 0)  # the trust branch sets the next distance itself, unmatched
+    if pdir == DIR_V and vv > 0 and pp > 0 and not far:
+        assert n_m.beta == pytest.approx(n_b.beta * math.sqrt(vv / pp), rel=1e-12)
+    else:
+        assert n_m.beta == n_b.beta

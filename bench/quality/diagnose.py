@@ -89,7 +89,10 @@ class Prototype:
     unit length along each, combine the two step estimates, optionally smooth, bound by REL_CAP."""
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
-                 step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0, bend=0.0, smax=2.0):
+                 step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0, bend=0.0, smax=2.0,
+                 match=False):
+        # match: a probe along P at the length of the step, β_P = β·|V|/|P| (log item 19)
+        self.match = bool(match)
         # next probe distance = reach·α; a smoothed step at most vcap·c_V (log item 15)
         self.reach, self.vcap = float(reach), float(vcap)
         # bend > 0: every fourth step probes V at the step's own distance instead of reach·α; the
@@ -155,6 +158,8 @@ class Prototype:
             rs["beta"] = max(a_star, beta / 1000)
         else:
             rs["beta"] = self.reach * (alpha if alpha > 0 else (val if self.ema else rs["alpha0"]))
+            if self.match and rs["k"] % 2 == 0 and red["pp"] > 0 and red["vv"] > 0:  # next: P
+                rs["beta"] *= math.sqrt(red["vv"] / red["pp"])
         return alpha
 
 
@@ -249,7 +254,10 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                 if probe and 0 < ab < math.inf:  # --bend: at the step's own length
                     diag.append(dict(
                         bend=_bend(task, model, ps, x, y, V, red["vg"], L0, alpha / 4, alpha, rng),
-                        bendP=_bend(task, model, ps, x, y, P, red["pg"], L0, ab / 4, ab, rng)))
+                        bendP=_bend(task, model, ps, x, y, P, red["pg"], L0, ab / 4, ab, rng),
+                        # where the rule's own P probes land: β·P with β = r·α, r = ¼ and 1
+                        bendPr=_bend(task, model, ps, x, y, P, red["pg"], L0, alpha / 4, alpha, rng),
+                        PV=math.sqrt(red["pp"] / red["vv"])))
             if sharp and t % sharp == 0:  # a zeroed step counts as edge 0
                 thr, denom = _stability(base, h, news, t)
                 diag.append(dict(edge=alpha * _top_curvature(task, model, ps, x, y, rng, denom) / thr))
@@ -299,7 +307,8 @@ def main(argv=None):
     for task, base, seed, lr, final, diag in res:
         ref = best.get((task, base, seed), (math.nan,))[0]
         line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
-        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "bend", "bendP", "edge", "alpha")
+        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "bend", "bendP", "bendPr", "PV", "edge",
+                                 "alpha")
                 if any(k in d for d in diag)]
         if keys:
             line += "  " + "  ".join(f"{k} {_median_late([d for d in diag if k in d], k):.4g}" for k in keys)
