@@ -292,7 +292,8 @@ def main(argv=None):
     ap.add_argument("--spec", default="combine=wgeo,w=0.25,ema=0.9",
                     help="Prototype(...) keywords: combine=min|geo|geov|wgeo, w, ema (decay, 0: none), "
                          "linear=1, scale, trust=1, step_nondescent=1, edge, reach (next probe at "
-                         "reach·α), vcap (smoothed step ≤ vcap·c_V)")
+                         "reach·α), vcap (smoothed step ≤ vcap·c_V), bend and smax (a multiple from the "
+                         "measured bend), match=1 (P probes at the step's length)")
     args = ap.parse_args(argv)
     spec = None
     if args.mode == "rule":
