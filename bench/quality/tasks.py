@@ -486,9 +486,8 @@ def _bin_acc(model, X, y):
 
 def tabular_embed(seed: int) -> Task:
     """Held-out task of round 5 (added after the round-5 defaults were fixed, run once): click-like
-    tabular data, categorical embeddings (the only task with them: a step updates only the rows of
-    the batch's levels, Adam's state of the others decays), binary cross-entropy, batch 64, 4 epochs
-    (248 steps). Test metric: accuracy."""
+    tabular data, categorical embeddings (the only task with them), binary cross-entropy, batch 64,
+    4 epochs (248 steps). Test metric: accuracy."""
     Xtr, ytr, Xte, yte, levels = _tabular_clicks()
     torch.manual_seed(seed)
     model = _EmbedMLP(levels)
