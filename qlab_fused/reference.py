@@ -36,7 +36,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_geo_v_trust_rel_nocap", "alternate_geo_v2_rel", "alternate_geo_v2_trust_rel",
          "alternate_wgeo_rel", "alternate_geo_v_ema_rel", "alternate_wgeo_ema_rel",
          "alternate_trust_ema_rel", "alternate_wgeo_ema_rel_near", "alternate_trust_ema_rel_near",
-         "alternate_wgeo_ema_rel_match", "alternate_trust_ema_rel_match")
+         "alternate_wgeo_ema_rel_match", "alternate_trust_ema_rel_match",
+         "alternate_wgeo_ema_rel_near_match", "alternate_trust_ema_rel_near_match")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the eight selection tasks of docs/quality.md, among those that never raise a
@@ -99,6 +100,7 @@ TRUST_FAR = 4.0
 # scale) per rule, fitted on the selection tasks (docs/quality.md, log items 15, 19); scale < 2 keeps
 # every step a descent on a quadratic.
 NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_near": (0.5, 1.5)}
+NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_match"
 # "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
 # at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
 # one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens

@@ -19,9 +19,9 @@ from qlab_fused.contract import DIR_P
     ("alternate_trust_ema_rel", dict(combine="min", ema=reference.EMA_DECAY, trust=True)),
     *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
                trust="trust" in r, reach=reference.NEAR[r][0], scale=reference.NEAR[r][1],
-               vcap=reference.NEAR[r][1])) for r in sorted(reference.NEAR)],
+               vcap=reference.NEAR[r][1], match=r in reference.MATCH_RULES)) for r in sorted(reference.NEAR)],
     *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
-               trust="trust" in r, match=True)) for r in reference.MATCH_RULES],
+               trust="trust" in r, match=True)) for r in reference.MATCH_RULES if r not in reference.NEAR],
 ])
 def test_prototype_follows_the_library_rule(rule, spec):
     rng = random.Random(7)

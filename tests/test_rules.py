@@ -174,7 +174,8 @@ def test_wgeo_and_ema_rules_combine_and_smooth_the_two_estimates(L0, dL, vg, pg,
 
 
 @settings(max_examples=300, deadline=None)
-@given(rule=st.sampled_from(sorted(reference.NEAR)), L0=finite, dL=finite, vg=positive, pg=positive,
+@given(rule=st.sampled_from([r for r in sorted(reference.NEAR) if r.endswith("_near")]), L0=finite,
+       dL=finite, vg=positive, pg=positive,
        vv=positive, pp=positive, gg=positive, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]))
 def test_near_rules_scale_the_step_and_shorten_the_probe(rule, L0, dL, vg, pg, vv, pp, gg, beta, kv, kp,
