@@ -1,5 +1,5 @@
-"""Diagnostics behind docs/quality.md log items 11, 13, 15 and 17: what one step can measure, rule
-prototypes.
+"""Diagnostics behind docs/quality.md log items 11, 13, 15, 17, 19 and 22: what one step can measure,
+rule prototypes.
 
     python -m bench.quality.diagnose constant --task digits_mlp --base momentum --lrs 0.05,0.1,0.2
     python -m bench.quality.diagnose probe --task digits_mlp --base momentum --lrs 0.1
@@ -19,7 +19,9 @@ library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·thr
 λ_max from exact Hessian-vector products every ``every`` steps, warm-started power iteration);
 ``reach=r`` probes next at r·α and ``scale=s,vcap=s`` steps s × the estimate, at most s·c_V (the
 `*_near` rules, log item 15); ``bend=γ,smax=S`` sets that multiple from the measured bend (log item
-17); rule runs print the median α of their second half, with ``--bend`` also the bend over [α/4, α].
+17); ``match=1`` puts P probes at the step's length (item 19); ``warm=N`` takes the first N steps at α₀
+and ``ema_down=d`` smooths decreases with decay d (item 22); rule runs print the median α of their
+second half, with ``--bend`` also the bend over [α/4, α].
 ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2, heavy
 ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
 Every diagnostic forward replays the step's dropout masks and leaves BatchNorm's statistics and the
@@ -90,9 +92,13 @@ class Prototype:
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
                  step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0, bend=0.0, smax=2.0,
-                 match=False):
+                 match=False, warm=0, ema_down=0.0):
+        # ema_down: the EMA's decay when the estimate is below it (0: the same as ``ema``; log item 22)
+        self.ema_down = float(ema_down)
         # match: a probe along P at the length of the step, β_P = β·|V|/|P| (log item 19)
         self.match = bool(match)
+        # warm = N: the first N steps go at the constant α₀ (the rule runs alongside; log item 22)
+        self.warm = int(warm)
         # next probe distance = reach·α; a smoothed step at most vcap·c_V (log item 15)
         self.reach, self.vcap = float(reach), float(vcap)
         # bend > 0: every fourth step probes V at the step's own distance instead of reach·α; the
@@ -141,8 +147,9 @@ class Prototype:
             tgt = min(tgt, cv) if self.combine == "geov" else tgt
         tgt = tgt * self.scale if cands else tgt
         if self.ema and rs.get("sm", 0.0) > 0:
-            val = (self.ema * rs["sm"] + (1 - self.ema) * tgt if self.linear else
-                   math.exp(self.ema * math.log(rs["sm"]) + (1 - self.ema) * math.log(tgt)))
+            dec = self.ema_down if (self.ema_down and tgt < rs["sm"]) else self.ema
+            val = (dec * rs["sm"] + (1 - dec) * tgt if self.linear else
+                   math.exp(dec * math.log(rs["sm"]) + (1 - dec) * math.log(tgt)))
         else:
             val = tgt
         rs["sm"] = val
@@ -154,6 +161,8 @@ class Prototype:
         far = self.trust and _good(a_star) and a_star < last / TRUST_FAR
         if far or (not red["vg"] > 0 and not self.step_nondescent) or red["gg"] == 0:
             alpha = 0.0
+        if rs["k"] <= self.warm:
+            alpha = rs["alpha0"]
         if far:
             rs["beta"] = max(a_star, beta / 1000)
         else:
@@ -293,7 +302,8 @@ def main(argv=None):
                     help="Prototype(...) keywords: combine=min|geo|geov|wgeo, w, ema (decay, 0: none), "
                          "linear=1, scale, trust=1, step_nondescent=1, edge, reach (next probe at "
                          "reach·α), vcap (smoothed step ≤ vcap·c_V), bend and smax (a multiple from the "
-                         "measured bend), match=1 (P probes at the step's length)")
+                         "measured bend), match=1 (P probes at the step's length), warm (steps at α₀ "
+                         "first), ema_down (the EMA's decay for decreases)")
     args = ap.parse_args(argv)
     spec = None
     if args.mode == "rule":
