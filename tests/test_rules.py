@@ -224,6 +224,9 @@ def test_near_rules_descend_on_a_quadratic(rule):
 # loss: the step is β (not zeroed), so the next distance follows the policy and is matched
 @example(rule="alternate_trust_ema_rel_match", L0=0.0, dL=-3.0, vg=-1.0, pg=1.0, vv=4.0, pp=1.0, gg=1.0,
          tt=0.0, beta=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V)
+# with `_near` the trust threshold is relative to the last step, β/(TRUST_FAR·reach)
+@example(rule="alternate_trust_ema_rel_near_match", L0=0.0, dL=1.0, vg=1.0, pg=0.0, vv=1.0, pp=2.0, gg=1.0,
+         tt=0.0, beta=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V)
 def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp, ema,
                                                 pdir):
     """`*_match`: the same step and state as the rule without the suffix; after a V probe (the next
@@ -236,7 +239,9 @@ def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg
     a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     assert a_m == a_b and (n_m.kappa_v, n_m.kappa_p, n_m.ema) == (n_b.kappa_v, n_b.kappa_p, n_b.ema)
     a_star, _ = reference._fit(L0, L0 + dL, pg if pdir == DIR_P else vg, beta)
-    far = (rule in reference.TRUST_RULES and reference._good(a_star) and a_star < beta / reference.TRUST_FAR
+    reach = reference.NEAR.get(rule, (1.0, 1.0))[0]
+    far = (rule in reference.TRUST_RULES and reference._good(a_star)
+           and a_star < beta / (reference.TRUST_FAR * reach)
            and gg != 0 and a_b == 0)  # the trust branch sets the next distance itself, unmatched
     if pdir == DIR_V and vv > 0 and pp > 0 and not far:
         assert n_m.beta == pytest.approx(n_b.beta * math.sqrt(vv / pp), rel=1e-12)
