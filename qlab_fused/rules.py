@@ -88,11 +88,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         if rule in WGEO_RULES:
             best = torch.minimum(_weighted_geo(cv, cp, WGEO_V, 1 - WGEO_V), cv)
         elif rule in GEO_RULES:
-            nv, np_ = torch.isfinite(cv), torch.isfinite(cp)
-            lv = torch.where(nv, cv, torch.ones_like(zero)).log()
-            lp = torch.where(np_, cp, torch.ones_like(zero)).log()
-            n = nv.to(f64) + np_.to(f64)
-            best = torch.where(n > 0, ((lv + lp) / n.clamp_min(1)).exp(), inf)
+            best = _weighted_geo(cv, cp, 0.5, 0.5)
             if rule in GEO_V_RULES:
                 best = torch.minimum(best, cv)
             if rule in GEO2_RULES:
