@@ -79,10 +79,15 @@ def _loss_at(task, model, ps, x, y, X, dist, rng):
     return L
 
 
+def _a2(task, model, ps, x, y, X, slope, L0, dist, rng):
+    """The parabola's a₂ through L0, the slope ⟨X,G⟩ and a probe at θ − dist·X."""
+    return (_loss_at(task, model, ps, x, y, X, dist, rng) - L0 + dist * slope) / dist ** 2
+
+
 def _bend(task, model, ps, x, y, X, slope, L0, near, far, rng):
     """Curvature of the batch loss along X seen by a probe at ``near`` over the one seen at ``far``
     (1: a parabola over that range; > 1: the loss flattens with distance, a near probe sees more)."""
-    a = [(_loss_at(task, model, ps, x, y, X, b, rng) - L0 + b * slope) / b ** 2 for b in (near, far)]
+    a = [_a2(task, model, ps, x, y, X, slope, L0, b, rng) for b in (near, far)]
     return a[0] / a[1] if (a[0] > 0 and a[1] > 0) else math.nan
 
 
@@ -130,8 +135,9 @@ class Prototype:
                 rs["lb"] = 0.7 * rs.get("lb", lb) + 0.3 * lb
         else:
             rs["kp" if pdir == "P" else "kv"] = kappa
+        scale, vcap = self.scale, self.vcap
         if self.bend > 0:
-            self.scale = self.vcap = self.smax / math.exp(max(rs.get("lb", 0.0), 0.0) * self.bend)
+            scale = vcap = self.smax / math.exp(max(rs.get("lb", 0.0), 0.0) * self.bend)
         kv, kp = rs.get("kv", 0.0), rs.get("kp", 0.0)
         cv = red["vg"] / (2 * kv * red["vv"]) if kv > 0 else math.nan
         cp = red["pg"] / (2 * kp * red["pp"]) if kp > 0 else math.nan
@@ -145,7 +151,7 @@ class Prototype:
         else:  # "geo", "geov"
             tgt = math.exp((math.log(cv) + math.log(cp)) / 2)
             tgt = min(tgt, cv) if self.combine == "geov" else tgt
-        tgt = tgt * self.scale if cands else tgt
+        tgt = tgt * scale if cands else tgt
         if self.ema and rs.get("sm", 0.0) > 0:
             dec = self.ema_down if (self.ema_down and tgt < rs["sm"]) else self.ema
             val = (dec * rs["sm"] + (1 - dec) * tgt if self.linear else
@@ -153,7 +159,7 @@ class Prototype:
         else:
             val = tgt
         rs["sm"] = val
-        alpha = (min(val, self.vcap * cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
+        alpha = (min(val, vcap * cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
         if self.edge and rs.get("lam", 0.0) > 0:
             alpha = max(alpha, self.edge * rs["thr"] / rs["lam"])
         if red["tt"] > 0 and red["vv"] > 0:
@@ -237,8 +243,8 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                 alpha = lr
                 bp = lr * math.sqrt(red["vv"] / red["pp"]) if red["pp"] > 0 else 0.0
                 if probe and 0 < bp < math.inf and math.isfinite(L0):  # (a diverged run: no fits)
-                    a2 = (_loss_at(task, model, ps, x, y, V, lr, rng) - L0 + lr * red["vg"]) / lr ** 2
-                    a2p = (_loss_at(task, model, ps, x, y, P, bp, rng) - L0 + bp * red["pg"]) / bp ** 2
+                    a2 = _a2(task, model, ps, x, y, V, red["vg"], L0, lr, rng)
+                    a2p = _a2(task, model, ps, x, y, P, red["pg"], L0, bp, rng)
                     diag.append(dict(  # bend over [lr/4, 2·lr], along P over the same lengths
                         bend=_bend(task, model, ps, x, y, V, red["vg"], L0, lr / 4, 2 * lr, rng),
                         bendP=_bend(task, model, ps, x, y, P, red["pg"], L0, bp / 4, 2 * bp, rng),
@@ -259,8 +265,8 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                 Lb = _loss_at(task, model, ps, x, y, P if pdir == "P" else V, beta, rng)
                 alpha = rule.step(rs, L0, Lb, red, beta, pdir)
                 diag.append(dict(alpha=alpha))
-                ab = alpha * math.sqrt(red["vv"] / red["pp"]) if red["pp"] > 0 else 0.0
-                if probe and 0 < ab < math.inf:  # --bend: at the step's own length
+                ab = alpha * math.sqrt(red["vv"] / red["pp"]) if probe and red["pp"] > 0 else 0.0
+                if 0 < ab < math.inf:  # --bend: at the step's own length
                     diag.append(dict(
                         bend=_bend(task, model, ps, x, y, V, red["vg"], L0, alpha / 4, alpha, rng),
                         bendP=_bend(task, model, ps, x, y, P, red["pg"], L0, ab / 4, ab, rng),
