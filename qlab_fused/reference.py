@@ -24,8 +24,8 @@ import torch
 from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
-# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match),
-# defined below.
+# signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
+# _slow), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -37,7 +37,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_rel", "alternate_geo_v_ema_rel", "alternate_wgeo_ema_rel",
          "alternate_trust_ema_rel", "alternate_wgeo_ema_rel_near", "alternate_trust_ema_rel_near",
          "alternate_wgeo_ema_rel_match", "alternate_trust_ema_rel_match",
-         "alternate_wgeo_ema_rel_near_match", "alternate_trust_ema_rel_near_match")
+         "alternate_wgeo_ema_rel_near_match", "alternate_trust_ema_rel_near_match",
+         "alternate_wgeo_ema_rel_near_slow", "alternate_trust_ema_rel_near_slow",
+         "alternate_wgeo_ema_rel_near_match_slow", "alternate_trust_ema_rel_near_match_slow")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the eight selection tasks of docs/quality.md, among those that never raise a
@@ -101,13 +103,22 @@ TRUST_FAR = 4.0
 # every step a descent on a quadratic.
 NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_near": (0.5, 1.5)}
 NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_match"
+NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
 # "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
 # at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
 # one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens
 # along P over that range (curvature at α/4·P over that at α·P: 1.2–1.6 on BatchNorm + dropout, the
 # synthetic classes and the tabular task, 1.0–1.1 elsewhere), c_P comes out long and so does the step
 # (docs/quality.md, log item 19). No constant to fit.
-MATCH_RULES = tuple(r for r in RULES if r.endswith("_match"))
+MATCH_RULES = tuple(r for r in RULES if "_match" in r)
+# "*slow": the EMA follows a decrease of the estimate with decay EMA_DOWN (increases: EMA_DECAY).
+# On some tasks the greedy fit shrinks α early and for good (the Friedman regression: α falls 5×
+# over the first ~50 steps; held at the tuned lr for those steps, the same rule then keeps a 2–3×
+# longer step; docs/quality.md, log item 22); a slow decrease keeps the step through that phase and
+# follows a lasting decrease within ~30 steps. In log space the asymmetric EMA settles above the
+# median of the noisy estimates, a longer step on every task.
+SLOW_RULES = tuple(r for r in RULES if r.endswith("_slow"))
+EMA_DOWN = 0.97
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -277,7 +288,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if rule in EMA_RULES:
             alpha *= scale
             if _good(st.ema):
-                alpha = math.exp(EMA_DECAY * math.log(st.ema) + (1 - EMA_DECAY) * math.log(alpha))
+                decay = EMA_DOWN if (rule in SLOW_RULES and alpha < st.ema) else EMA_DECAY
+                alpha = math.exp(decay * math.log(st.ema) + (1 - decay) * math.log(alpha))
             new.ema = alpha
             if _good(cv):  # the smoothed step never overshoots this step's fit along V (× scale)
                 alpha = min(alpha, scale * cv)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
-from .reference import (EMA_DECAY, EMA_RULES, FIT_RULES, FLOOR_RULES, GEO2_RULES,  # noqa: F401
-                        GEO2_SPREAD, GEO_RULES, GEO_V_RULES, MATCH_RULES, NEAR, REL_CAP,
-                        REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, TRUST_FAR, TRUST_RULES,
-                        WGEO_RULES, WGEO_V, probe_direction)
+from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
+                        GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, MATCH_RULES, NEAR,
+                        REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SLOW_RULES,
+                        TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -109,7 +109,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
             prev = st64["ema"]
             prev_ok = _good(prev)
             lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
-            smooth = (EMA_DECAY * lp + (1 - EMA_DECAY) * alpha.log()).exp()
+            la = alpha.log()
+            decay = EMA_DECAY
+            if rule in SLOW_RULES:
+                decay = torch.where(la < lp, torch.full_like(lp, EMA_DOWN), torch.full_like(lp, EMA_DECAY))
+            smooth = (decay * lp + (1 - decay) * la).exp()
             alpha = torch.where(prev_ok, smooth, alpha)
             ema = alpha
             alpha = torch.minimum(alpha, scale * cv)  # cv is inf when there is no V estimate

@@ -19,7 +19,8 @@ from qlab_fused.contract import DIR_P
     ("alternate_trust_ema_rel", dict(combine="min", ema=reference.EMA_DECAY, trust=True)),
     *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
                trust="trust" in r, reach=reference.NEAR[r][0], scale=reference.NEAR[r][1],
-               vcap=reference.NEAR[r][1], match=r in reference.MATCH_RULES)) for r in sorted(reference.NEAR)],
+               vcap=reference.NEAR[r][1], match=r in reference.MATCH_RULES,
+               ema_down=reference.EMA_DOWN if r in reference.SLOW_RULES else 0.0)) for r in sorted(reference.NEAR)],
     *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
                trust="trust" in r, match=True)) for r in reference.MATCH_RULES if r not in reference.NEAR],
 ])

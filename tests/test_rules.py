@@ -232,7 +232,7 @@ def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg
     """`*_match`: the same step and state as the rule without the suffix; after a V probe (the next
     probe is along P) the next probe distance is scaled by |V|/|P|, so the P probe lands at the
     step's length (no scaling while either norm is 0)."""
-    base = rule[:-len("_match")]
+    base = rule.replace("_match", "")
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
     a_m, n_m = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
@@ -247,3 +247,31 @@ def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg
         assert n_m.beta == pytest.approx(n_b.beta * math.sqrt(vv / pp), rel=1e-12)
     else:
         assert n_m.beta == n_b.beta
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from(reference.SLOW_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
+       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]))
+# an estimate below the EMA: the slow rule keeps 97 % of the EMA's log, the base rule 90 %
+@example(rule="alternate_trust_ema_rel_near_slow", L0=1.0, dL=0.5, vg=1.0, pg=1.0, vv=1.0, pp=1.0,
+         gg=1.0, tt=0.0, beta=1.0, kv=1.0, kp=1.0, ema=10.0, pdir=DIR_V)
+def test_slow_rules_follow_only_decreases_slowly(rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp, ema,
+                                                 pdir):
+    """`*_slow`: the same rule without the suffix, except that an estimate below the EMA moves it with
+    decay EMA_DOWN instead of EMA_DECAY; so its EMA and its step are never shorter than the base's."""
+    base = rule[:-len("_slow")]
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert (n_s.kappa_v, n_s.kappa_p) == (n_b.kappa_v, n_b.kappa_p)
+    if not (ema > 0 and 0 < n_b.ema < ema):  # no EMA yet, or the estimate did not fall below it
+        assert (a_s, n_s.ema, n_s.beta) == (a_b, n_b.ema, n_b.beta)
+        return
+    # the estimate x the base rule averaged in: log n_b.ema = D·log ema + (1 − D)·log x
+    log_x = (math.log(n_b.ema) - reference.EMA_DECAY * math.log(ema)) / (1 - reference.EMA_DECAY)
+    want = reference.EMA_DOWN * math.log(ema) + (1 - reference.EMA_DOWN) * log_x
+    assert math.log(n_s.ema) == pytest.approx(want, rel=1e-6, abs=1e-9)
+    assert n_b.ema < n_s.ema <= ema
+    assert a_s >= a_b
