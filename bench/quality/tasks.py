@@ -495,6 +495,41 @@ def tabular_embed(seed: int) -> Task:
                        loss=_bce, full_loss=_eval_bce, metric=("test_acc", _bin_acc))
 
 
+# ---------------------------------------------------------------------------------------------
+# Held out of round 6 (added after the round-6 choice was made, run once)
+# ---------------------------------------------------------------------------------------------
+class _TinyViT(nn.Module):
+    """A vision transformer on 8×8 images: 2×2 patches (16 tokens), a learned position embedding,
+    one pre-norm block (2-head attention, GELU MLP), mean-pooled tokens into a linear head."""
+
+    def __init__(self, dim=24, heads=2, hidden=48, classes=10):
+        super().__init__()
+        self.embed = nn.Linear(4, dim)
+        self.pos = nn.Parameter(0.02 * torch.randn(16, dim))
+        self.ln1, self.ln2, self.ln_out = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        patches = x.reshape(-1, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+        z = self.embed(patches) + self.pos
+        h = self.ln1(z)
+        z = z + self.attn(h, h, h, need_weights=False)[0]
+        z = z + self.mlp(self.ln2(z))
+        return self.head(self.ln_out(z).mean(1))
+
+
+def digits_vit(seed: int) -> Task:
+    """Held-out task of round 6 (added after the round-6 defaults were fixed, run once): a tiny
+    vision transformer (the only attention model that classifies, the only one with LayerNorm
+    before a pooled head) on the standardised digits, batch 32, 8 epochs (296 steps)."""
+    Xtr, Xte = _standardised_digits()
+    _, ytr, _, yte = _digits()
+    torch.manual_seed(seed)
+    return _array_task("digits_vit", _TinyViT(), (Xtr, ytr, Xte, yte), seed, batch=32, epochs=8)
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
                                  friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
-                                 waves_cnn1d, digits_autoencoder, tabular_embed)}
+                                 waves_cnn1d, digits_autoencoder, tabular_embed, digits_vit)}
