@@ -42,11 +42,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_match_slow", "alternate_trust_ema_rel_near_match_slow")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
-# over α₀ × seeds × the eight selection tasks of docs/quality.md, among those that never raise a
+# over α₀ × seeds × the nine selection tasks of docs/quality.md, among those that never raise a
 # full-batch convex loss; worst cases within 10 % of each other tie, and ties go to the most runs
-# within the quality bar. Round 5 of that choice.
+# within the quality bar. Round 6 of that choice.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
-                 KIND_ADAM: "alternate_trust_ema_rel_near"}
+                 KIND_ADAM: "alternate_trust_ema_rel_near_match_slow"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
