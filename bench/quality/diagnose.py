@@ -20,7 +20,8 @@ library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·thr
 ``reach=r`` probes next at r·α and ``scale=s,vcap=s`` steps s × the estimate, at most s·c_V (the
 `*_near` rules, log item 15); ``bend=γ,smax=S`` sets that multiple from the measured bend (log item
 17); ``match=1`` puts P probes at the step's length (item 19); ``warm=N`` takes the first N steps at α₀
-and ``ema_down=d`` smooths decreases with decay d (item 22); rule runs print the median α of their
+and ``ema_down=d`` smooths decreases with decay d (item 22; ``down_inside=1``: not when the fitted
+minimum lies inside the probe distance, item 23); rule runs print the median α of their
 second half, with ``--bend`` also the bend over [α/4, α].
 ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2, heavy
 ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
@@ -97,9 +98,10 @@ class Prototype:
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
                  step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0, bend=0.0, smax=2.0,
-                 match=False, warm=0, ema_down=0.0):
-        # ema_down: the EMA's decay when the estimate is below it (0: the same as ``ema``; log item 22)
-        self.ema_down = float(ema_down)
+                 match=False, warm=0, ema_down=0.0, down_inside=False):
+        # ema_down: the EMA's decay when the estimate is below it (0: the same as ``ema``; log item 22);
+        # down_inside: not when the fitted minimum lies inside the probe distance (log item 23)
+        self.ema_down, self.down_inside = float(ema_down), bool(down_inside)
         # match: a probe along P at the length of the step, β_P = β·|V|/|P| (log item 19)
         self.match = bool(match)
         # warm = N: the first N steps go at the constant α₀ (the rule runs alongside; log item 22)
@@ -153,7 +155,8 @@ class Prototype:
             tgt = min(tgt, cv) if self.combine == "geov" else tgt
         tgt = tgt * scale if cands else tgt
         if self.ema and rs.get("sm", 0.0) > 0:
-            dec = self.ema_down if (self.ema_down and tgt < rs["sm"]) else self.ema
+            inside = self.down_inside and _good(a_star) and a_star < beta
+            dec = self.ema_down if (self.ema_down and tgt < rs["sm"] and not inside) else self.ema
             val = (dec * rs["sm"] + (1 - dec) * tgt if self.linear else
                    math.exp(dec * math.log(rs["sm"]) + (1 - dec) * math.log(tgt)))
         else:
@@ -309,7 +312,8 @@ def main(argv=None):
                          "linear=1, scale, trust=1, step_nondescent=1, edge, reach (next probe at "
                          "reach·α), vcap (smoothed step ≤ vcap·c_V), bend and smax (a multiple from the "
                          "measured bend), match=1 (P probes at the step's length), warm (steps at α₀ "
-                         "first), ema_down (the EMA's decay for decreases)")
+                         "first), ema_down (the EMA's decay for decreases), down_inside=1 (full speed when the "
+                         "fitted minimum lies inside the probe distance)")
     args = ap.parse_args(argv)
     spec = None
     if args.mode == "rule":
