@@ -312,8 +312,8 @@ def main(argv=None):
                          "linear=1, scale, trust=1, step_nondescent=1, edge, reach (next probe at "
                          "reach·α), vcap (smoothed step ≤ vcap·c_V), bend and smax (a multiple from the "
                          "measured bend), match=1 (P probes at the step's length), warm (steps at α₀ "
-                         "first), ema_down (the EMA's decay for decreases), down_inside=1 (full speed when the "
-                         "fitted minimum lies inside the probe distance)")
+                         "first), ema_down (the EMA's decay for decreases), down_inside=1 (full speed "
+                         "when the fitted minimum lies inside the probe distance)")
     args = ap.parse_args(argv)
     spec = None
     if args.mode == "rule":

@@ -496,7 +496,7 @@ def tabular_embed(seed: int) -> Task:
 
 
 # ---------------------------------------------------------------------------------------------
-# Held out of round 6 (added after the round-6 choice was made, run once)
+# Held out of round 6 (fixed from plain runs before the round-6 choice; QLAB run once, after it)
 # ---------------------------------------------------------------------------------------------
 class _TinyViT(nn.Module):
     """A vision transformer on 8×8 images: 2×2 patches (16 tokens), a learned position embedding,
@@ -521,7 +521,7 @@ class _TinyViT(nn.Module):
 
 
 def digits_vit(seed: int) -> Task:
-    """Held-out task of round 6 (added after the round-6 defaults were fixed, run once): a tiny
+    """Held-out task of round 6 (its QLAB runs made once, after the round-6 choice): a tiny
     vision transformer (the only attention model that classifies, the only one with LayerNorm
     before a pooled head) on the standardised digits, batch 32, 8 epochs (296 steps)."""
     Xtr, Xte = _standardised_digits()
