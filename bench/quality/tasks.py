@@ -536,7 +536,8 @@ def digits_vit(seed: int) -> Task:
 @functools.lru_cache(maxsize=1)
 def _counts():
     """Count data from one fixed seed: 8 standard-normal features, a log rate that is linear plus
-    two interactions and a bump, Poisson draws (mean count 2.7, 17 % zeros, so the Bayes deviance is far above 0)."""
+    two interactions and a bump, Poisson draws (mean count 2.7, 17 % zeros, so the Bayes deviance
+    is far above 0)."""
     rng = np.random.default_rng(91)
     n = 4000
     X = rng.normal(size=(n, 8))
