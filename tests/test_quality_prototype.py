@@ -12,21 +12,22 @@ from qlab_fused import reference
 from qlab_fused.contract import DIR_P
 
 
-@pytest.mark.parametrize("rule,spec", [
-    ("alternate_wgeo_ema_rel", dict(combine="wgeo", w=reference.WGEO_V, ema=reference.EMA_DECAY)),
-    ("alternate_wgeo_rel", dict(combine="wgeo", w=reference.WGEO_V)),
-    ("alternate_geo_v_ema_rel", dict(combine="geov", ema=reference.EMA_DECAY)),
-    ("alternate_trust_ema_rel", dict(combine="min", ema=reference.EMA_DECAY, trust=True)),
-    *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
-               trust="trust" in r, reach=reference.NEAR[r][0], scale=reference.NEAR[r][1],
-               vcap=reference.NEAR[r][1], match=r in reference.MATCH_RULES,
-               ema_down=reference.EMA_DOWN if r in reference.SLOW_RULES else 0.0)) for r in sorted(reference.NEAR)],
-    *[(r, dict(combine="wgeo" if "wgeo" in r else "min", w=reference.WGEO_V, ema=reference.EMA_DECAY,
-               trust="trust" in r, match=True)) for r in reference.MATCH_RULES if r not in reference.NEAR],
-])
-def test_prototype_follows_the_library_rule(rule, spec):
+def _prototype_spec(rule):
+    """The Prototype(...) keywords of a library rule, read off its name and the reference's tables."""
+    reach, scale = reference.NEAR.get(rule, (1.0, 1.0))
+    return dict(combine="wgeo" if "wgeo" in rule else "geov" if "geo_v" in rule else "min",
+                w=reference.WGEO_V, ema=reference.EMA_DECAY if rule in reference.EMA_RULES else 0.0,
+                trust=rule in reference.TRUST_RULES, reach=reach, scale=scale, vcap=scale,
+                match=rule in reference.MATCH_RULES,
+                ema_down=reference.EMA_DOWN if rule in reference.SLOW_RULES else 0.0)
+
+
+@pytest.mark.parametrize("rule", ["alternate_wgeo_ema_rel", "alternate_wgeo_rel", "alternate_geo_v_ema_rel",
+                                  "alternate_trust_ema_rel",
+                                  *sorted(set(reference.NEAR) | set(reference.MATCH_RULES))])
+def test_prototype_follows_the_library_rule(rule):
     rng = random.Random(7)
-    proto = diagnose.Prototype(**spec)
+    proto = diagnose.Prototype(**_prototype_spec(rule))
     alpha0 = 1e-2
     rs = dict(k=0, beta=alpha0, alpha0=alpha0)
     st = reference.RuleState(beta=alpha0)
