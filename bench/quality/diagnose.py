@@ -328,9 +328,8 @@ def main(argv=None):
     for task, base, seed, lr, final, diag in res:
         ref = best.get((task, base, seed), (math.nan,))[0]
         line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
-        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "bend", "bendP", "bendPr", "PV", "edge",
-                                 "alpha")
-                if any(k in d for d in diag)]
+        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "bend", "bendP", "bendPr", "PV",
+                            "edge", "alpha") if any(k in d for d in diag)]
         if keys:
             line += "  " + "  ".join(f"{k} {_median_late([d for d in diag if k in d], k):.4g}" for k in keys)
         print(line)
