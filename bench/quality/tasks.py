@@ -578,7 +578,58 @@ def counts_poisson(seed: int) -> Task:
                        full_loss=_eval_deviance, metric=("test_deviance", _eval_deviance))
 
 
+# ---------------------------------------------------------------------------------------------
+# Held out of round 7 (fixed from plain runs before any QLAB run on it; QLAB run once, after the
+# round-7 choice)
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _ratings():
+    """Ratings from one fixed seed: 300 users × 200 items, a rank-4 taste model plus user and item
+    biases, Gaussian noise (σ = 0.8, so the Bayes loss is ~0.64), 20000 observed pairs (each user
+    and item seen ~67 and ~100 times), 17000 of them for training."""
+    rng = np.random.default_rng(2027)
+    n_users, n_items, n = 300, 200, 20000
+    U, W = rng.normal(0, 0.6, (n_users, 4)), rng.normal(0, 0.6, (n_items, 4))
+    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_items)
+    u, i = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    r = 3.0 + bu[u] + bi[i] + (U[u] * W[i]).sum(1) + rng.normal(0, 0.8, n)
+    X = torch.tensor(np.stack([u, i], 1), dtype=torch.long)
+    y = torch.tensor(r, dtype=torch.float32)
+    return X[:17000], y[:17000], X[17000:], y[17000:], n_users, n_items
+
+
+class _Factorisation(nn.Module):
+    """Rating ≈ μ + b_u + b_i + ⟨e_u, e_i⟩, 8-d embeddings (a bilinear, scale-symmetric model)."""
+
+    def __init__(self, n_users, n_items, dim=8, mean=3.0):
+        super().__init__()
+        self.users, self.items = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+        for e in (self.users, self.items):
+            nn.init.normal_(e.weight, 0, 0.3)
+        self.bu, self.bi = nn.Embedding(n_users, 1), nn.Embedding(n_items, 1)
+        for e in (self.bu, self.bi):
+            nn.init.zeros_(e.weight)
+        self.mean = nn.Parameter(torch.tensor(mean))
+
+    def forward(self, x):
+        u, i = x[:, 0], x[:, 1]
+        dot = (self.users(u) * self.items(i)).sum(-1)
+        return self.mean + self.bu(u).squeeze(-1) + self.bi(i).squeeze(-1) + dot
+
+
+def ratings_mf(seed: int) -> Task:
+    """Held-out task of round 7 (budget fixed from plain runs before any QLAB run on it): matrix
+    factorisation of noisy ratings (the only task whose prediction is a product of two learned
+    embeddings; every weight but the global mean is an embedding row), MSE, batch 128, 3 epochs
+    (396 steps). Test metric: test MSE."""
+    Xtr, ytr, Xte, yte, n_users, n_items = _ratings()
+    torch.manual_seed(seed)
+    model = _Factorisation(n_users, n_items, mean=float(ytr.mean()))
+    return _array_task("ratings_mf", model, (Xtr, ytr, Xte, yte), seed, batch=128, epochs=3,
+                       loss=_mse, full_loss=_eval_mse, metric=("test_mse", _eval_mse))
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
                                  friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
                                  waves_cnn1d, digits_autoencoder, tabular_embed, digits_vit,
-                                 counts_poisson)}
+                                 counts_poisson, ratings_mf)}
