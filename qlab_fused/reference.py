@@ -25,7 +25,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow), defined below.
+# _slow, _guard), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -39,7 +39,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_match", "alternate_trust_ema_rel_match",
          "alternate_wgeo_ema_rel_near_match", "alternate_trust_ema_rel_near_match",
          "alternate_wgeo_ema_rel_near_slow", "alternate_trust_ema_rel_near_slow",
-         "alternate_wgeo_ema_rel_near_match_slow", "alternate_trust_ema_rel_near_match_slow")
+         "alternate_wgeo_ema_rel_near_match_slow", "alternate_trust_ema_rel_near_match_slow",
+         "alternate_wgeo_ema_rel_near_guard", "alternate_trust_ema_rel_near_guard",
+         "alternate_wgeo_ema_rel_near_match_guard", "alternate_trust_ema_rel_near_match_guard",
+         "alternate_wgeo_ema_rel_near_slow_guard", "alternate_trust_ema_rel_near_slow_guard",
+         "alternate_wgeo_ema_rel_near_match_slow_guard", "alternate_trust_ema_rel_near_match_slow_guard")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -105,6 +109,7 @@ TRUST_FAR = 4.0
 NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_near": (0.5, 1.5)}
 NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_match"
 NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
+NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, "*_guard"
 # "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
 # at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
 # one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens
@@ -119,8 +124,19 @@ MATCH_RULES = tuple(r for r in RULES if "_match" in r)
 # follows a lasting decrease within ~30 steps. In log space the asymmetric EMA settles above the
 # median of the noisy estimates, a longer step on every task, too long where the fits are noisy
 # (BatchNorm + dropout 1.67×, the held-out ViT up to 4.1× at α₀ = 1; log item 23): not a default.
-SLOW_RULES = tuple(r for r in RULES if r.endswith("_slow"))
+SLOW_RULES = tuple(r for r in RULES if "_slow" in r)
 EMA_DOWN = 0.97
+# "*guard": the rule remembers only what it measured. A fit the trust test rejects (measured too
+# far) and a probe that moved the loss by no more than rounding (|Lβ − L0 + β·d_X| ≤ RESOLVE·|L0|)
+# leave the curvatures and the EMA as they were; after the latter no step is taken and the next
+# probe goes 10× farther. The EMA never holds more than the step bound of `*_rel` lets a step take.
+# Without it one far probe of a large α₀ decides the run: on the Poisson task (exp along P) a probe
+# at β = 1 fits a step of 1e-16, the EMA takes it, the next probes at reach·α no longer move an fp32
+# θ, each such fit returns β/2, and α stays below 1e-20 for half the run; elsewhere the first far
+# estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
+# (docs/quality.md, log item 26).
+GUARD_RULES = tuple(r for r in RULES if r.endswith("_guard"))
+RESOLVE = 1e-6  # ~8 ulps of an fp32 loss
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -238,6 +254,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     fallback = a_star if _good(a_star) else beta
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
+    far = rule in TRUST_RULES and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
+    unresolved = rule in GUARD_RULES and abs(Lb - L0 + beta * dX) <= RESOLVE * abs(L0)
+    remember = rule not in GUARD_RULES or not (far or unresolved)
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
     elif rule == "stale":  # slope from the previous state, curvature from the probe along V
@@ -256,10 +275,11 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     else:  # "alternate*"
         xx = red["pp"] if probe_dir == DIR_P else red["vv"]
         kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
-        if probe_dir == DIR_P:
-            new.kappa_p = kappa
-        else:
-            new.kappa_v = kappa
+        if remember:
+            if probe_dir == DIR_P:
+                new.kappa_p = kappa
+            else:
+                new.kappa_v = kappa
         cands = []  # the step each curvature estimate allows, in units of V
         if new.kappa_v * red["vv"] > 0:
             cands.append(d / (2 * new.kappa_v * red["vv"]))
@@ -292,22 +312,26 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             if _good(st.ema):
                 decay = EMA_DOWN if (rule in SLOW_RULES and alpha < st.ema) else EMA_DECAY
                 alpha = math.exp(decay * math.log(st.ema) + (1 - decay) * math.log(alpha))
-            new.ema = alpha
+            if rule in GUARD_RULES and red.get("tt", 0.0) > 0 and red["vv"] > 0:
+                alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
+            new.ema = alpha if remember else st.ema
             if _good(cv):  # the smoothed step never overshoots this step's fit along V (× scale)
                 alpha = min(alpha, scale * cv)
     if rule in FLOOR_RULES:
         alpha = max(alpha, beta / 2)
     if rule in REL_RULES and red.get("tt", 0.0) > 0 and red["vv"] > 0:
         alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
-    far = rule in TRUST_RULES and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
     if far:
         alpha = 0.0
 
     if not d > 0:  # V is not a descent direction for this batch
         alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
-    if red["gg"] == 0:
+    if red["gg"] == 0 or unresolved:
         alpha = 0.0
     new.alpha = alpha
+    if unresolved:
+        new.beta = 10 * beta
+        return alpha, new
     if far and alpha == 0 and red["gg"] != 0:
         new.beta = max(a_star, beta / 1000)
         return alpha, new

@@ -10,9 +10,9 @@ import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
-                        GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, MATCH_RULES, NEAR,
-                        REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SLOW_RULES,
-                        TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction)
+                        GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, MATCH_RULES,
+                        NEAR, REL_CAP, REL_RULES, RESOLVE, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,
+                        SLOW_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -61,6 +61,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
+    false = torch.zeros((), dtype=torch.bool, device=L0.device)
+    far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if rule in TRUST_RULES else false
+    unresolved = ((Lb - L0 + beta * dX).abs() <= RESOLVE * L0.abs()) if rule in GUARD_RULES else false
+    remember = ~(far | unresolved) if rule in GUARD_RULES else ~false
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
     elif rule == "stale":
@@ -77,9 +81,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         xx = pp if probe_dir == DIR_P else vv
         kappa = torch.where((a2 > 0) & (xx > 0), a2 / xx, zero)
         if probe_dir == DIR_P:
-            kappa_p = kappa
+            kappa_p = torch.where(remember, kappa, kappa_p)
         else:
-            kappa_v = kappa
+            kappa_v = torch.where(remember, kappa, kappa_v)
         inf = torch.full_like(zero, float("inf"))
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
@@ -115,7 +119,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
                 decay = torch.where(la < lp, torch.full_like(lp, EMA_DOWN), torch.full_like(lp, EMA_DECAY))
             smooth = (decay * lp + (1 - decay) * la).exp()
             alpha = torch.where(prev_ok, smooth, alpha)
-            ema = alpha
+            if rule in GUARD_RULES:  # the EMA never holds more than the step bound lets a step take
+                tt = red[RED_TT]
+                bound = torch.minimum(alpha, REL_CAP * (tt / vv).sqrt())
+                alpha = torch.where((tt > 0) & (vv > 0), bound, alpha)
+            ema = torch.where(remember, alpha, prev)
             alpha = torch.minimum(alpha, scale * cv)  # cv is inf when there is no V estimate
     if rule in FLOOR_RULES:
         alpha = torch.maximum(alpha, beta / 2)
@@ -123,8 +131,6 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         tt, vv = red[RED_TT], red[RED_VV]
         bound = REL_CAP * (tt / vv).sqrt()
         alpha = torch.where((tt > 0) & (vv > 0), torch.minimum(alpha, bound), alpha)
-    far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if rule in TRUST_RULES else \
-        torch.zeros((), dtype=torch.bool, device=L0.device)
     alpha = torch.where(far, zero, alpha)
 
     if probe_dir == DIR_V:
@@ -132,7 +138,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     else:
         not_descent = zero
     alpha = torch.where(d > 0, alpha, not_descent)
-    alpha = torch.where(red[RED_GG] == 0, zero, alpha)
+    alpha = torch.where((red[RED_GG] == 0) | unresolved, zero, alpha)
     alpha = torch.where(fin & l0_ok, alpha, zero)
 
     policy = RULE_BETA.get(rule, "last")
@@ -152,6 +158,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
         beta_next = torch.where(alpha > 0, alpha, torch.full_like(zero, alpha0))
     beta_next = torch.where(far & (alpha == 0) & (red[RED_GG] != 0),
                             torch.maximum(a_star, beta / 1000), beta_next)
+    beta_next = torch.where(unresolved, 10 * beta, beta_next)
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
     new = {

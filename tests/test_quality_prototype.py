@@ -19,7 +19,9 @@ def _prototype_spec(rule):
                 w=reference.WGEO_V, ema=reference.EMA_DECAY if rule in reference.EMA_RULES else 0.0,
                 trust=rule in reference.TRUST_RULES, reach=reach, scale=scale, vcap=scale,
                 match=rule in reference.MATCH_RULES,
-                ema_down=reference.EMA_DOWN if rule in reference.SLOW_RULES else 0.0)
+                ema_down=reference.EMA_DOWN if rule in reference.SLOW_RULES else 0.0,
+                skip_far=rule in reference.GUARD_RULES, unwind=rule in reference.GUARD_RULES,
+                resolve=reference.RESOLVE if rule in reference.GUARD_RULES else 0.0)
 
 
 @pytest.mark.parametrize("rule", ["alternate_wgeo_ema_rel", "alternate_wgeo_rel", "alternate_geo_v_ema_rel",
@@ -41,7 +43,10 @@ def test_prototype_follows_the_library_rule(rule):
         pdir = reference.probe_direction(rule, reference.KIND_MOMENTUM, k)
         assert proto.probe(rs)[0] == ("P" if pdir == DIR_P else "V")
         dX = red["pg"] if pdir == DIR_P else red["vg"]
-        Lb = L0 - beta * dX + rng.uniform(0.05, 3) * beta ** 2   # a₂ > 0: a fit exists
+        kind = k % 4  # a fit, a far fit (the trust test rejects it), rounding only, a fit
+        a2 = (rng.uniform(50, 100) / beta if kind == 1 else 1e-9 * L0 / beta ** 2 if kind == 2
+              else rng.uniform(0.05, 3))
+        Lb = L0 - beta * dX + a2 * beta ** 2   # a₂ > 0: a fit exists
         a_ref, st = reference.rule_step(rule, L0, Lb, red, beta, st, alpha0, pdir)
         a_proto = proto.step(rs, L0, Lb, red, beta, "P" if pdir == DIR_P else "V")
         assert a_proto == pytest.approx(a_ref, rel=1e-12, abs=1e-300)

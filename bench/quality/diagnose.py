@@ -98,7 +98,13 @@ class Prototype:
 
     def __init__(self, combine="wgeo", w=0.25, ema=0.0, linear=False, scale=1.0, trust=False,
                  step_nondescent=False, edge=0.0, every=10, reach=1.0, vcap=1.0, bend=0.0, smax=2.0,
-                 match=False, warm=0, ema_down=0.0, down_inside=False):
+                 match=False, warm=0, ema_down=0.0, down_inside=False, skip_far=False, unwind=False,
+                 resolve=0.0):
+        # skip_far: a fit the trust test rejects (measured too far) leaves the curvatures and the EMA
+        # as they were; unwind: the EMA never holds more than the step bound |αV| ≤ REL_CAP·|θ| lets
+        # the step take; resolve = R: a probe whose loss differs from the parabola's line by at most
+        # R·|L0| (rounding) measured nothing: no step, memory kept, probe 10× farther (log item 26)
+        self.skip_far, self.unwind, self.resolve = bool(skip_far), bool(unwind), float(resolve)
         # ema_down: the EMA's decay when the estimate is below it (0: the same as ``ema``; log item 22);
         # down_inside: not when the fitted minimum lies inside the probe distance (log item 23)
         self.ema_down, self.down_inside = float(ema_down), bool(down_inside)
@@ -127,11 +133,21 @@ class Prototype:
         far_probe = self._far_probe(rs)
         last = beta if far_probe else beta / self.reach  # the last step's length
         rs["k"] += 1
+        if not math.isfinite(Lb):  # as the library: skip the step, probe 10× nearer next time
+            rs["beta"] = beta / 10
+            return 0.0
         dX, xx = (red["pg"], red["pp"]) if pdir == "P" else (red["vg"], red["vv"])
         a2 = (Lb - L0 + beta * dX) / beta ** 2
         a_star = dX / (2 * a2) if a2 != 0 else math.nan
         kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
-        if far_probe:
+        far = self.trust and _good(a_star) and a_star < last / TRUST_FAR
+        if self.resolve and abs(Lb - L0 + beta * dX) <= self.resolve * abs(L0):
+            rs["unresolved"] = rs.get("unresolved", 0) + 1  # the probe moved the loss by rounding only
+            rs["beta"] = 10 * beta
+            return 0.0
+        if self.skip_far and far:
+            pass
+        elif far_probe:
             if kappa > 0 and rs.get("kv", 0.0) > 0:
                 lb = math.log(rs["kv"] / kappa)
                 rs["lb"] = 0.7 * rs.get("lb", lb) + 0.3 * lb
@@ -154,20 +170,25 @@ class Prototype:
             tgt = math.exp((math.log(cv) + math.log(cp)) / 2)
             tgt = min(tgt, cv) if self.combine == "geov" else tgt
         tgt = tgt * scale if cands else tgt
-        if self.ema and rs.get("sm", 0.0) > 0:
+        if self.ema and self.skip_far and far:
+            val = rs.get("sm", 0.0)
+        elif self.ema and rs.get("sm", 0.0) > 0:
             inside = self.down_inside and _good(a_star) and a_star < beta
             dec = self.ema_down if (self.ema_down and tgt < rs["sm"] and not inside) else self.ema
             val = (dec * rs["sm"] + (1 - dec) * tgt if self.linear else
                    math.exp(dec * math.log(rs["sm"]) + (1 - dec) * math.log(tgt)))
         else:
             val = tgt
+        if self.unwind and val > 0 and not (self.skip_far and far) and red["tt"] > 0 and red["vv"] > 0:
+            val = min(val, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
         rs["sm"] = val
+        if not val > 0:  # skip_far before any accepted fit: no estimate yet
+            val = beta / self.reach
         alpha = (min(val, vcap * cv) if _good(cv) else val) if self.ema else min(val, 2 * beta)
         if self.edge and rs.get("lam", 0.0) > 0:
             alpha = max(alpha, self.edge * rs["thr"] / rs["lam"])
         if red["tt"] > 0 and red["vv"] > 0:
             alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
-        far = self.trust and _good(a_star) and a_star < last / TRUST_FAR
         if far or (not red["vg"] > 0 and not self.step_nondescent) or red["gg"] == 0:
             alpha = 0.0
         if rs["k"] <= self.warm:
