@@ -43,7 +43,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_guard", "alternate_trust_ema_rel_near_guard",
          "alternate_wgeo_ema_rel_near_match_guard", "alternate_trust_ema_rel_near_match_guard",
          "alternate_wgeo_ema_rel_near_slow_guard", "alternate_trust_ema_rel_near_slow_guard",
-         "alternate_wgeo_ema_rel_near_match_slow_guard", "alternate_trust_ema_rel_near_match_slow_guard")
+         "alternate_wgeo_ema_rel_near_match_slow_guard", "alternate_trust_ema_rel_near_match_slow_guard",
+         "alternate_wgeo_trust_ema_rel", "alternate_wgeo_trust_ema_rel_near",
+         "alternate_wgeo_trust_ema_rel_near_guard")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -110,6 +112,8 @@ NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_ne
 NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_match"
 NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
 NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, "*_guard"
+for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard"):
+    NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with the trust test of far fits
 # "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
 # at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
 # one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens
