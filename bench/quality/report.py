@@ -14,21 +14,11 @@ from pathlib import Path
 
 from bench.quality.analyze import _loss, best_plain, load, ratios
 from bench.quality.run import BASES, GRID, PEERS
-from bench.quality.tasks import TASKS as ALL_TASKS
+from bench.quality.tasks import HELD_OUT, SELECTION
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-# Not used by the choice of defaults, so not counted in the headline total: char_gru (held out of
-# round 2; seen while round 3 was prototyped), moons_resmlp (held out of round 3; seen afterwards),
-# digits_autoencoder (held out of round 4); all three were run as a check on the round-5 candidates
-# before the choice. digits_vit's QLAB runs were made once, after the round-6 choice, which its Adam
-# result then withdrew; counts_poisson was added after round 6 and run once with the defaults as they
-# are. bn_dropout_mlp, waves_cnn1d and tabular_embed, held out of rounds 3, 4 and 5, are selection
-# tasks of rounds 4, 5 and 6.
-HELD_OUT = {"char_gru": "not in the choice", "moons_resmlp": "not in the choice",
-            "digits_autoencoder": "not in the choice", "digits_vit": "held out of round 6",
-            "counts_poisson": "held out"}
 # Rows: the selection tasks in the order they were added, then the others in the order above.
-TASKS = tuple(t for t in ALL_TASKS if t not in HELD_OUT) + tuple(HELD_OUT)
+TASKS = SELECTION + tuple(HELD_OUT)
 NAMES = {"sgd": "SGD", "momentum": "Momentum", "adam": "Adam"}
 
 
@@ -272,7 +262,7 @@ def main():
     abl = [r for r in runs if r["tag"].startswith("ablation")] + [r for r in dedup if r["method"] in BASES]
     text = "\n".join(
         ["### Headline: QLAB-X(α₀) / X(best grid lr), worst of 3 seeds (bold: above 1.10)", ""] + head +
-        ["", f"{held}/{tot} (task, base, α₀, seed) runs within 1.10× on the nine tasks the defaults were "
+        ["", f"{held}/{tot} (task, base, α₀, seed) runs within 1.10× on the {len(SELECTION)} tasks the defaults were "
           "chosen on; the other rows are reported beside them, not in this count.", ""] + monotone_lines(dedup) +
         ["", "### Final train loss (test metric), mean of 3 seeds, per lr / α₀", ""] + plain_table(dedup) +
         ["", "### Learning-rate-free peers: final train loss (test metric), mean of 3 seeds", ""] + peers_table(dedup) +

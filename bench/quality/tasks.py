@@ -633,3 +633,13 @@ TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_tr
                                  friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
                                  waves_cnn1d, digits_autoencoder, tabular_embed, digits_vit,
                                  counts_poisson, ratings_mf)}
+# Not used by the choice of defaults (docs/quality.md reports them beside the headline, not in it):
+# char_gru (held out of round 2; seen while round 3 was prototyped), moons_resmlp (held out of round
+# 3; seen afterwards), digits_autoencoder (held out of round 4); all three were run as a check on the
+# round-5 candidates before that choice. ratings_mf was fixed from plain runs before round 7 and its
+# QLAB runs made once, after the round-7 choice. bn_dropout_mlp, waves_cnn1d, tabular_embed,
+# digits_vit and counts_poisson, held out of rounds 3–6 (the last after round 6), are selection
+# tasks of rounds 4–7.
+HELD_OUT = {"char_gru": "not in the choice", "moons_resmlp": "not in the choice",
+            "digits_autoencoder": "not in the choice", "ratings_mf": "held out of round 7"}
+SELECTION = tuple(t for t in TASKS if t not in HELD_OUT)  # the tasks the defaults are chosen on
