@@ -1,5 +1,5 @@
-"""Diagnostics behind docs/quality.md log items 11, 13, 15, 17, 19 and 22: what one step can measure,
-rule prototypes.
+"""Diagnostics behind docs/quality.md log items 11, 13, 15, 17, 19, 22, 26 and 27: what one step can
+measure, rule prototypes.
 
     python -m bench.quality.diagnose constant --task digits_mlp --base momentum --lrs 0.05,0.1,0.2
     python -m bench.quality.diagnose probe --task digits_mlp --base momentum --lrs 0.1
@@ -21,8 +21,9 @@ library computes in fp32 on flat buffers); ``edge=F`` adds a floor α ≥ F·thr
 `*_near` rules, log item 15); ``bend=γ,smax=S`` sets that multiple from the measured bend (log item
 17); ``match=1`` puts P probes at the step's length (item 19); ``warm=N`` takes the first N steps at α₀
 and ``ema_down=d`` smooths decreases with decay d (item 22; ``down_inside=1``: not when the fitted
-minimum lies inside the probe distance, item 23); rule runs print the median α of their
-second half, with ``--bend`` also the bend over [α/4, α].
+minimum lies inside the probe distance, item 23); ``skip_far=1,unwind=1,resolve=1e-6`` is the
+`_guard` modifier (item 26); rule runs print the median α of their second half, with ``--bend`` also
+the bend over [α/4, α].
 ``--sharp K``: every K steps, α·λ_max / the base's linear stability threshold ("edge"; SGD 2, heavy
 ball 2(1 + μ), Adam (2 + 2β₁)/(1 − β₁) on the preconditioned Hessian D^-½HD^-½, D = √v̂ + ε).
 Every diagnostic forward replays the step's dropout masks and leaves BatchNorm's statistics and the
@@ -142,8 +143,7 @@ class Prototype:
         kappa = a2 / xx if (a2 > 0 and xx > 0) else 0.0
         far = self.trust and _good(a_star) and a_star < last / TRUST_FAR
         if self.resolve and abs(Lb - L0 + beta * dX) <= self.resolve * abs(L0):
-            rs["unresolved"] = rs.get("unresolved", 0) + 1  # the probe moved the loss by rounding only
-            rs["beta"] = 10 * beta
+            rs["beta"] = 10 * beta  # the probe moved the loss by rounding only
             return 0.0
         if self.skip_far and far:
             pass
@@ -334,7 +334,8 @@ def main(argv=None):
                          "reach·α), vcap (smoothed step ≤ vcap·c_V), bend and smax (a multiple from the "
                          "measured bend), match=1 (P probes at the step's length), warm (steps at α₀ "
                          "first), ema_down (the EMA's decay for decreases), down_inside=1 (full speed "
-                         "when the fitted minimum lies inside the probe distance)")
+                         "when the fitted minimum lies inside the probe distance), skip_far=1, "
+                         "unwind=1, resolve=R (the _guard modifier: R = 1e-6)")
     args = ap.parse_args(argv)
     spec = None
     if args.mode == "rule":
