@@ -136,8 +136,8 @@ EMA_DOWN = 0.97
 # probe goes 10× farther. The EMA never holds more than the step bound of `*_rel` lets a step take.
 # Without it one far probe of a large α₀ decides the run: on the Poisson task (exp along P) a probe
 # at β = 1 fits a step of 1e-16, the EMA takes it, the next probes at reach·α no longer move an fp32
-# θ, each such fit returns β/2, and α stays below 1e-20 for half the run; elsewhere the first far
-# estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
+# θ, each such fit returns β/2, and α stays below 1e-10 for up to 214 of 276 steps; elsewhere the
+# first far estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
 # (docs/quality.md, log item 26).
 GUARD_RULES = tuple(r for r in RULES if r.endswith("_guard"))
 RESOLVE = 1e-6  # ~8 ulps of an fp32 loss

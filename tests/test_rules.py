@@ -258,9 +258,9 @@ def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg
 
 
 @settings(max_examples=300, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.SLOW_RULES if r not in reference.GUARD_RULES]), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
-       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
-       pdir=st.sampled_from([DIR_V, DIR_P]))
+@given(rule=st.sampled_from([r for r in reference.SLOW_RULES if r not in reference.GUARD_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
+       beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 # an estimate below the EMA: the slow rule keeps 97 % of the EMA's log, the base rule 90 %
 @example(rule="alternate_trust_ema_rel_near_slow", L0=1.0, dL=0.5, vg=1.0, pg=1.0, vv=1.0, pp=1.0,
          gg=1.0, tt=0.0, beta=1.0, kv=1.0, kp=1.0, ema=10.0, pdir=DIR_V)
@@ -297,7 +297,8 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
     """`*_guard`: the rule without the suffix, except that (a) a probe that moved the loss by rounding
     only takes no step, keeps the curvatures and the EMA, and probes 10× farther next; (b) a fit the
     trust test rejects keeps the curvatures and the EMA (the step and, where the trust branch sets it,
-    the next distance are the base rule's); (c) otherwise the EMA never holds more than the step bound, and the step is the base's."""
+    the next distance are the base rule's); (c) otherwise the EMA never holds more than the step
+    bound, and the step is the base's."""
     base = rule[:-len("_guard")]
     dX = pg if pdir == DIR_P else vg
     if rounding:  # the loss moved along the line from the slope only, up to a few ulps
@@ -310,6 +311,7 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
     reach = reference.NEAR[rule][0]
     far = (rule in reference.TRUST_RULES and reference._good(a_star)
            and a_star < beta / (reference.TRUST_FAR * reach))
+    # as the rule computes it, Lβ − L0 + β·d_X
     unresolved = abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0)
     if unresolved:
         assert a_g == 0 and n_g.beta == 10 * beta
