@@ -200,6 +200,7 @@ class QLABOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def _qlab_step(self, closure, L0, before):
         dev = self._rs["step"].device
+        loss_dtype = L0.dtype
         # Keep a float64 loss in float64: the rule subtracts Lβ − L0 and needs every digit.
         L0 = L0.reshape(()).to(device=dev, dtype=torch.promote_types(L0.dtype, torch.float32))
         ok = torch.isfinite(L0)
@@ -233,8 +234,12 @@ class QLABOptimizer(torch.optim.Optimizer):
             L0, Lb, red = distributed.all_reduce_step(L0, Lb, red, self._shard_group)
         elif (group := distributed.resolve(self.process_group)) is not None:
             L0, Lb = distributed.average_losses(L0, Lb, group)
+        # What `*_guard` counts as rounding: the coarsest of the losses' dtypes and the parameters'
+        # (an fp32 model's loss carries fp32 rounding even when summed in float64)
+        loss_eps = max(torch.finfo(dt).eps for dt in
+                       [loss_dtype, Lb.dtype] + [seg.dtype for seg in self._segments])
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
-                                    pdir)
+                                    pdir, loss_eps)
         rs["step"] = step
         self._rs = rs
         self._update(scs, pdir, alpha)

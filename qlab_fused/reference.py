@@ -141,7 +141,11 @@ EMA_DOWN = 0.97
 # first far estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
 # (docs/quality.md, log item 26).
 GUARD_RULES = tuple(r for r in RULES if r.endswith("_guard"))
-RESOLVE = 1e-6  # ~8 ulps of an fp32 loss
+# The rounding threshold for an fp32 loss (~8 ulps); another dtype scales it by its machine epsilon
+# (`loss_eps`: the optimizer passes the coarsest of the loss's and the parameters' dtypes, since an
+# fp32 model's loss summed in float64 still carries fp32 rounding): bfloat16 0.066, float64 1.9e-15.
+RESOLVE = 1e-6
+FP32_EPS = float(torch.finfo(torch.float32).eps)
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -240,8 +244,9 @@ def _good(x) -> bool:
 
 
 def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleState,
-              alpha0: float, probe_dir: int) -> tuple[float, RuleState]:
-    """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg, tt."""
+              alpha0: float, probe_dir: int, loss_eps: float = FP32_EPS) -> tuple[float, RuleState]:
+    """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg,
+    tt; ``loss_eps`` is the machine epsilon of the dtype the losses were computed in."""
     new = RuleState(**vars(st))
     if not math.isfinite(L0):  # the whole step is skipped; nothing else changes
         new.skips += 1
@@ -260,7 +265,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
     far = rule in TRUST_RULES and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
-    unresolved = rule in GUARD_RULES and abs(Lb - L0 + beta * dX) <= RESOLVE * abs(L0)
+    unresolved = (rule in GUARD_RULES
+                  and abs(Lb - L0 + beta * dX) <= RESOLVE * (loss_eps / FP32_EPS) * abs(L0))
     remember = rule not in GUARD_RULES or not (far or unresolved)
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
@@ -361,7 +367,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
 class ReferenceQLAB:
     """QLAB on a list of tensors. ``loss_fn(params) -> float`` and ``grad_fn(params) -> list``.
 
-    ``hypers[i]`` is the Hyper of ``params[i]``; ``alpha0`` the optimizer's reference alpha0.
+    ``hypers[i]`` is the Hyper of ``params[i]``; ``alpha0`` the optimizer's reference alpha0;
+    ``loss_eps`` the machine epsilon of the dtype the model computes its loss in (`*_guard` rules).
     """
 
     params: list
@@ -372,6 +379,7 @@ class ReferenceQLAB:
     k: int = 0
     rs: RuleState = None
     states: list = None
+    loss_eps: float = FP32_EPS
 
     def __post_init__(self):
         self.rule = resolve_rule(self.rule, self.hypers[0].kind)
@@ -387,7 +395,7 @@ class ReferenceQLAB:
         pdir = probe_direction(self.rule, kind, self.k)
         self.k += 1
         if not math.isfinite(L0):
-            _, self.rs = rule_step(self.rule, L0, 0.0, {}, 0.0, self.rs, self.alpha0, pdir)
+            _, self.rs = rule_step(self.rule, L0, 0.0, {}, 0.0, self.rs, self.alpha0, pdir, self.loss_eps)
             return L0
         self.t += 1
         V, P, new_states = [], [], []
@@ -403,6 +411,6 @@ class ReferenceQLAB:
         beta = probe_distance(self.rs)
         X = P if pdir == DIR_P else V
         Lb = float(loss_fn([p - beta * x for p, x in zip(self.params, X)]))
-        alpha, self.rs = rule_step(self.rule, L0, Lb, red, beta, self.rs, self.alpha0, pdir)
+        alpha, self.rs = rule_step(self.rule, L0, Lb, red, beta, self.rs, self.alpha0, pdir, self.loss_eps)
         self.params = [p - alpha * v for p, v in zip(self.params, V)]
         return L0

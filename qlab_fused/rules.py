@@ -11,7 +11,7 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
                         GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, MATCH_RULES,
-                        NEAR, REL_CAP, REL_RULES, RESOLVE, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,
+                        FP32_EPS, NEAR, REL_CAP, REL_RULES, RESOLVE, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,
                         SLOW_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
@@ -35,13 +35,18 @@ def _weighted_geo(cv, cp, wv, wp):
     return torch.where(both, mix, torch.minimum(cv, cp))
 
 
-def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
+def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
+              loss_eps: float | None = None):
     """Return (α, new rule state). All tensors stay on device; no branch reads a tensor.
+    ``loss_eps``: the machine epsilon of the dtype the losses were computed in (None: the coarser of
+    L0's and Lβ's dtypes as given).
 
     Computed in float64 (0-d tensors, so it costs nothing): a₂ comes from Lβ − L0 + β·d, a
     difference of nearly equal numbers, and fp32 would throw away digits the losses still carry.
     """
     f64 = torch.float64
+    if loss_eps is None:
+        loss_eps = max(torch.finfo(L0.dtype).eps, torch.finfo(Lb.dtype).eps)
     L0 = L0.detach().reshape(()).to(f64)
     Lb = Lb.detach().reshape(()).to(device=L0.device, dtype=f64)
     red = red.to(device=L0.device, dtype=f64)
@@ -63,7 +68,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int):
     reach, scale = NEAR.get(rule, (1.0, 1.0))
     false = torch.zeros((), dtype=torch.bool, device=L0.device)
     far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if rule in TRUST_RULES else false
-    unresolved = ((Lb - L0 + beta * dX).abs() <= RESOLVE * L0.abs()) if rule in GUARD_RULES else false
+    threshold = RESOLVE * (loss_eps / FP32_EPS)
+    unresolved = ((Lb - L0 + beta * dX).abs() <= threshold * L0.abs()) if rule in GUARD_RULES else false
     remember = ~(far | unresolved) if rule in GUARD_RULES else ~false
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)

@@ -166,3 +166,28 @@ def test_default_rules_bound_each_step_by_the_parameter_norm(make):
         bound_hit += r > 0.99 * reference.REL_CAP
     assert max(rel) <= reference.REL_CAP * (1 + 1e-4), max(rel)
     assert bound_hit > 0  # the bound did bind: the test exercises it
+
+
+@pytest.mark.parametrize("param_dtype,loss_dtype,rounding", [
+    (torch.float32, torch.float32, torch.float32), (torch.float32, torch.float64, torch.float32),
+    (torch.float32, torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32, torch.bfloat16)])
+def test_the_rule_learns_the_rounding_of_the_loss(param_dtype, loss_dtype, rounding, monkeypatch):
+    """`*_guard` (the Adam default) tells rounding from a measurement by the coarsest dtype the loss
+    went through: the closure's loss (before the optimizer promotes a bf16 loss to fp32 for the rule)
+    and the parameters (an fp32 model's loss summed in float64 still carries fp32 rounding)."""
+    from qlab_fused import rules
+    seen = []
+    real = rules.rule_step
+
+    def spy(*args, **kw):
+        seen.append(args[7] if len(args) > 7 else kw.get("loss_eps"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rules, "rule_step", spy)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1).to(param_dtype)
+    x = torch.randn(8, 4, dtype=param_dtype)
+    opt = qf.QLABAdam(model.parameters(), alpha0=1e-2, backend="torch")
+    for _ in range(2):
+        opt.step(lambda: (model(x) ** 2).mean().to(loss_dtype))
+    assert seen == [torch.finfo(rounding).eps] * 2

@@ -26,7 +26,8 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
-                           torch.tensor(Lb, dtype=torch.float64), vec, st_dev, alpha0, pdir)
+                           torch.tensor(Lb, dtype=torch.float64), vec, st_dev, alpha0, pdir,
+                           reference.FP32_EPS)  # the reference's default: losses computed in fp32
 
 
 @settings(max_examples=600, deadline=None)
@@ -329,3 +330,28 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
             assert n_g.ema == pytest.approx(min(n_b.ema, bound), rel=1e-12)
         else:
             assert n_g.ema == n_b.ema
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_guard_threshold_follows_the_loss_dtype(dtype):
+    """`*_guard`: "rounding only" means a few ulps of the dtype the loss was computed in: a probe
+    whose loss leaves the slope's line by 0.5·RESOLVE·|L0| scaled to that dtype measured nothing
+    (no step, next probe 10× farther), and the same probe read in a finer dtype is a fit."""
+    rule = reference.DEFAULT_RULES[reference.KIND_ADAM]
+    eps = torch.finfo(dtype).eps
+    L0, beta, vg = 2.0, 0.5, 1.0
+    red = dict(vg=vg, pg=vg, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=100.0)
+    Lb = L0 - beta * vg + 0.5 * reference.RESOLVE * (eps / reference.FP32_EPS) * L0
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1.0, kappa_p=1.0, ema=0.3)
+    a, new = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V, eps)
+    assert a == 0 and new.beta == 10 * beta and (new.kappa_v, new.ema) == (1.0, 0.3)
+    a_fine, new_fine = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V, eps / 4)
+    assert a_fine > 0 and new_fine.kappa_v != 1.0
+    # the device rule reads the dtype off the loss tensors when not told
+    st_dev = rules.init_state(1e-3, "cpu")
+    st_dev.update(alpha=torch.tensor(beta), beta=torch.tensor(beta), kappa_v=torch.tensor(1.0),
+                  kappa_p=torch.tensor(1.0), ema=torch.tensor(0.3))
+    vec = torch.tensor([vg, vg, 1.0, 1.0, 0.0, 1.0, 100.0], dtype=torch.float64)
+    a_dev, new_dev = rules.rule_step(rule, torch.tensor(L0, dtype=dtype),
+                                     torch.tensor(Lb, dtype=torch.float64), vec, st_dev, 1e-3, DIR_V)
+    assert float(a_dev) == 0 and float(new_dev["beta"]) == pytest.approx(10 * beta)
