@@ -146,6 +146,12 @@ GUARD_RULES = tuple(r for r in RULES if r.endswith("_guard"))
 # fp32 model's loss summed in float64 still carries fp32 rounding): bfloat16 0.066, float64 1.9e-15.
 RESOLVE = 1e-6
 FP32_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def resolve_threshold(loss_eps: float) -> float:
+    """The `*_guard` rounding threshold, relative to |L0|, for losses of machine epsilon loss_eps."""
+    return RESOLVE * (loss_eps / FP32_EPS)
+
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -264,9 +270,11 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     fallback = a_star if _good(a_star) else beta
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
+    tt, vv = red.get("tt", 0.0), red["vv"]
+    rel_bound = REL_CAP * math.sqrt(tt / vv) if (tt > 0 and vv > 0) else math.inf  # |αV| ≤ 0.1·|θ|
     far = rule in TRUST_RULES and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
     unresolved = (rule in GUARD_RULES
-                  and abs(Lb - L0 + beta * dX) <= RESOLVE * (loss_eps / FP32_EPS) * abs(L0))
+                  and abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0))
     remember = rule not in GUARD_RULES or not (far or unresolved)
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
@@ -323,15 +331,15 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             if _good(st.ema):
                 decay = EMA_DOWN if (rule in SLOW_RULES and alpha < st.ema) else EMA_DECAY
                 alpha = math.exp(decay * math.log(st.ema) + (1 - decay) * math.log(alpha))
-            if rule in GUARD_RULES and red.get("tt", 0.0) > 0 and red["vv"] > 0:
-                alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
+            if rule in GUARD_RULES:
+                alpha = min(alpha, rel_bound)
             new.ema = alpha if remember else st.ema
             if _good(cv):  # the smoothed step never overshoots this step's fit along V (× scale)
                 alpha = min(alpha, scale * cv)
     if rule in FLOOR_RULES:
         alpha = max(alpha, beta / 2)
-    if rule in REL_RULES and red.get("tt", 0.0) > 0 and red["vv"] > 0:
-        alpha = min(alpha, REL_CAP * math.sqrt(red["tt"] / red["vv"]))
+    if rule in REL_RULES:
+        alpha = min(alpha, rel_bound)
     if far:
         alpha = 0.0
 

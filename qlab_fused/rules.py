@@ -11,8 +11,8 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
                         GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, MATCH_RULES,
-                        FP32_EPS, NEAR, REL_CAP, REL_RULES, RESOLVE, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA,
-                        SLOW_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction)
+                        NEAR, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SLOW_RULES,
+                        TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -66,10 +66,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
+    inf = torch.full_like(zero, float("inf"))
+    tt, vv = red[RED_TT], red[RED_VV]
+    rel_bound = torch.where((tt > 0) & (vv > 0), REL_CAP * (tt / vv).sqrt(), inf)  # |αV| ≤ 0.1·|θ|
     false = torch.zeros((), dtype=torch.bool, device=L0.device)
     far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if rule in TRUST_RULES else false
-    threshold = RESOLVE * (loss_eps / FP32_EPS)
-    unresolved = ((Lb - L0 + beta * dX).abs() <= threshold * L0.abs()) if rule in GUARD_RULES else false
+    unresolved = (((Lb - L0 + beta * dX).abs() <= resolve_threshold(loss_eps) * L0.abs())
+                  if rule in GUARD_RULES else false)
     remember = ~(far | unresolved) if rule in GUARD_RULES else ~false
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
@@ -83,14 +86,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         kappa_p = eta
         alpha = torch.minimum((1 - eta) * fallback, cap)
     else:  # "alternate*"
-        vv, pp = red[RED_VV], red[RED_PP]
+        pp = red[RED_PP]
         xx = pp if probe_dir == DIR_P else vv
         kappa = torch.where((a2 > 0) & (xx > 0), a2 / xx, zero)
         if probe_dir == DIR_P:
             kappa_p = torch.where(remember, kappa, kappa_p)
         else:
             kappa_v = torch.where(remember, kappa, kappa_v)
-        inf = torch.full_like(zero, float("inf"))
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
@@ -126,17 +128,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             smooth = (decay * lp + (1 - decay) * la).exp()
             alpha = torch.where(prev_ok, smooth, alpha)
             if rule in GUARD_RULES:  # the EMA never holds more than the step bound lets a step take
-                tt = red[RED_TT]
-                bound = torch.minimum(alpha, REL_CAP * (tt / vv).sqrt())
-                alpha = torch.where((tt > 0) & (vv > 0), bound, alpha)
+                alpha = torch.minimum(alpha, rel_bound)
             ema = torch.where(remember, alpha, prev)
             alpha = torch.minimum(alpha, scale * cv)  # cv is inf when there is no V estimate
     if rule in FLOOR_RULES:
         alpha = torch.maximum(alpha, beta / 2)
     if rule in REL_RULES:
-        tt, vv = red[RED_TT], red[RED_VV]
-        bound = REL_CAP * (tt / vv).sqrt()
-        alpha = torch.where((tt > 0) & (vv > 0), torch.minimum(alpha, bound), alpha)
+        alpha = torch.minimum(alpha, rel_bound)
     alpha = torch.where(far, zero, alpha)
 
     if probe_dir == DIR_V:
@@ -152,7 +150,6 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         fallback_beta = torch.where(_good(ema), ema, torch.full_like(zero, alpha0))
         beta_next = reach * torch.where(alpha > 0, alpha, fallback_beta)
         if rule in MATCH_RULES and probe_dir == DIR_V:  # the next probe is along P
-            vv, pp = red[RED_VV], red[RED_PP]
             ok = (vv > 0) & (pp > 0)
             one = torch.ones_like(pp)
             beta_next = beta_next * torch.where(ok, vv / torch.where(ok, pp, one), one).sqrt()
