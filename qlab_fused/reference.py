@@ -25,7 +25,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow, _guard), defined below.
+# _slow, _skip, _start, _guard), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -45,7 +45,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_slow_guard", "alternate_trust_ema_rel_near_slow_guard",
          "alternate_wgeo_ema_rel_near_match_slow_guard", "alternate_trust_ema_rel_near_match_slow_guard",
          "alternate_wgeo_trust_ema_rel", "alternate_wgeo_trust_ema_rel_near",
-         "alternate_wgeo_trust_ema_rel_near_guard")
+         "alternate_wgeo_trust_ema_rel_near_guard",
+         "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
+         "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
+         "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -113,8 +116,13 @@ NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_ne
 NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_match"
 NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
 NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, "*_guard"
-for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard"):
-    NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with the trust test of far fits
+for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard",
+          "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
+         "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
+         "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard"):
+    NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with a test of far fits
+for r in ("alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard"):
+    NEAR[r] = NEAR["alternate_trust_ema_rel_near"]  # Adam's, `_skip` in place of `trust`
 # "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
 # at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
 # one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens
@@ -141,6 +149,18 @@ EMA_DOWN = 0.97
 # first far estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
 # (docs/quality.md, log item 26).
 GUARD_RULES = tuple(r for r in RULES if r.endswith("_guard"))
+# "*skip": the trust test's far fit (minimum below β/(TRUST_FAR·reach)) without its zero step: the
+# fit is kept out of the curvatures and the EMA, and the step is the one the memory sets, as if this
+# probe had not been made (no step while there is no memory: the next probe then goes to the fitted
+# minimum, as with `trust`). With momentum a zero step drops the whole buffer for that step, and on
+# the Momentum rule trust's zero steps cost more runs than the far fits they remove (log item 26).
+SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
+# "*start": the trust test only while the EMA is empty: a far first fit (the first probe of a large
+# α₀) takes no step, is not remembered, and the next probe goes to its minimum (at least β/1000);
+# once the EMA holds an estimate, fits are taken as the rule without `_start` takes them. On the
+# Poisson task the first probe at α₀ = 1 fits a step of 1e-16 or less, which otherwise becomes the
+# EMA's first value (log item 26); later far fits are part of the noise the EMA averages.
+START_RULES = tuple(r for r in RULES if "_start" in r)
 # The rounding threshold for an fp32 loss (~8 ulps); another dtype scales it by its machine epsilon
 # (`loss_eps`: the optimizer passes the coarsest of the loss's and the parameters' dtypes, since an
 # fp32 model's loss summed in float64 still carries fp32 rounding): bfloat16 0.066, float64 1.9e-15.
@@ -272,10 +292,14 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     reach, scale = NEAR.get(rule, (1.0, 1.0))
     tt, vv = red.get("tt", 0.0), red["vv"]
     rel_bound = REL_CAP * math.sqrt(tt / vv) if (tt > 0 and vv > 0) else math.inf  # |αV| ≤ 0.1·|θ|
-    far = rule in TRUST_RULES and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
+    tests_far = (rule in TRUST_RULES or rule in SKIP_RULES
+                 or (rule in START_RULES and not _good(st.ema)))
+    far = tests_far and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
     unresolved = (rule in GUARD_RULES
                   and abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0))
-    remember = rule not in GUARD_RULES or not (far or unresolved)
+    remember = not ((far and (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES))
+                    or unresolved)
+    zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
     elif rule == "stale":  # slope from the previous state, curvature from the probe along V
@@ -309,6 +333,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         cp = red["pg"] / (2 * new.kappa_p * red["pp"]) if new.kappa_p * red["pp"] > 0 else math.nan
         if not cands:
             alpha = min(beta, cap)
+            zero_far = far
         elif rule == "alternate_noise" and len(cands) == 2:
             rho = 1.0 if red["sg"] == 0 else (min(max(red["sg"] / d, 0.0), 1.0) if d > 0 else 0.0)
             w = 1.0 - rho
@@ -340,7 +365,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         alpha = max(alpha, beta / 2)
     if rule in REL_RULES:
         alpha = min(alpha, rel_bound)
-    if far:
+    if zero_far:
         alpha = 0.0
 
     if not d > 0:  # V is not a descent direction for this batch

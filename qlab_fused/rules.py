@@ -11,8 +11,8 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
                         GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, MATCH_RULES,
-                        NEAR, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SLOW_RULES,
-                        TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction, resolve_threshold)
+                        NEAR, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
+                        SLOW_RULES, START_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -70,10 +70,15 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     tt, vv = red[RED_TT], red[RED_VV]
     rel_bound = torch.where((tt > 0) & (vv > 0), REL_CAP * (tt / vv).sqrt(), inf)  # |αV| ≤ 0.1·|θ|
     false = torch.zeros((), dtype=torch.bool, device=L0.device)
-    far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if rule in TRUST_RULES else false
+    tests_far = rule in TRUST_RULES or rule in SKIP_RULES or rule in START_RULES
+    far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if tests_far else false
+    if rule in START_RULES:  # only while the EMA is empty
+        far = far & ~_good(st64["ema"])
     unresolved = (((Lb - L0 + beta * dX).abs() <= resolve_threshold(loss_eps) * L0.abs())
                   if rule in GUARD_RULES else false)
-    remember = ~(far | unresolved) if rule in GUARD_RULES else ~false
+    gated = rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES
+    remember = ~(far | unresolved) if gated else ~false
+    zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
     elif rule == "stale":
@@ -114,6 +119,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         else:
             best = torch.minimum(cv, cp)
         alpha = torch.where(torch.isfinite(best), best, beta)
+        if rule in SKIP_RULES:
+            zero_far = far & ~torch.isfinite(best)
         if rule not in EMA_RULES:  # the EMA rules limit growth by the EMA itself
             alpha = torch.minimum(alpha, cap)
         else:
@@ -135,7 +142,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         alpha = torch.maximum(alpha, beta / 2)
     if rule in REL_RULES:
         alpha = torch.minimum(alpha, rel_bound)
-    alpha = torch.where(far, zero, alpha)
+    alpha = torch.where(zero_far, zero, alpha)
 
     if probe_dir == DIR_V:
         not_descent = torch.where(Lb < L0, beta, zero)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from qlab_fused import reference, rules
@@ -41,6 +41,16 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
          pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_V)
 @example(rule="alternate_trust_ema_rel_near_match_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
          pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+# `_start`: a far fit while the EMA is empty (no step), and once it holds a value (a step)
+@example(rule="alternate_wgeo_ema_rel_near_start_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P)
+@example(rule="alternate_wgeo_ema_rel_near_start", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+# `_skip`: a far fit, with a memory (the step comes from it) and without one (no step)
+@example(rule="alternate_wgeo_ema_rel_near_skip_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+@example(rule="alternate_wgeo_ema_rel_near_skip", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P)
 def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt, beta,
                                                      alpha0, kv, kp, ema, pdir):
     # The device keeps β and the memory slots in fp32: both sides start from the same fp32 values
@@ -223,9 +233,10 @@ def test_near_rules_descend_on_a_quadratic(rule):
 
 
 @settings(max_examples=300, deadline=None)
-@given(rule=st.sampled_from(reference.MATCH_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
-       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
-       pdir=st.sampled_from([DIR_V, DIR_P]))
+# (`alternate_skip_*` against `alternate_trust_*`: test_skip_rules_step_from_memory_past_a_far_fit)
+@given(rule=st.sampled_from([r for r in reference.MATCH_RULES if r not in reference.SKIP_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
+       beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 # a fit that says "too far" on a batch where V is not a descent direction but the probe lowered the
 # loss: the step is β (not zeroed), so the next distance follows the policy and is matched
 @example(rule="alternate_trust_ema_rel_match", L0=0.0, dL=-3.0, vg=-1.0, pg=1.0, vv=4.0, pp=1.0, gg=1.0,
@@ -259,7 +270,8 @@ def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg
 
 
 @settings(max_examples=300, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.SLOW_RULES if r not in reference.GUARD_RULES]),
+@given(rule=st.sampled_from([r for r in reference.SLOW_RULES
+                             if r not in reference.GUARD_RULES and r not in reference.SKIP_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 # an estimate below the EMA: the slow rule keeps 97 % of the EMA's log, the base rule 90 %
@@ -297,7 +309,7 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
                                                       ema, pdir, rounding):
     """`*_guard`: the rule without the suffix, except that (a) a probe that moved the loss by rounding
     only takes no step, keeps the curvatures and the EMA, and probes 10× farther next; (b) a fit the
-    trust test rejects keeps the curvatures and the EMA (the step and, where the trust branch sets it,
+    trust (or skip) test rejects keeps the curvatures and the EMA (the step and, where the trust branch sets it,
     the next distance are the base rule's); (c) otherwise the EMA never holds more than the step
     bound, and the step is the base's."""
     base = rule[:-len("_guard")]
@@ -310,8 +322,9 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
     a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
     reach = reference.NEAR[rule][0]
-    far = (rule in reference.TRUST_RULES and reference._good(a_star)
-           and a_star < beta / (reference.TRUST_FAR * reach))
+    tests_far = (rule in reference.TRUST_RULES or rule in reference.SKIP_RULES
+                 or (rule in reference.START_RULES and not ema > 0))
+    far = tests_far and reference._good(a_star) and a_star < beta / (reference.TRUST_FAR * reach)
     # as the rule computes it, Lβ − L0 + β·d_X
     unresolved = abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0)
     if unresolved:
@@ -330,6 +343,108 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
             assert n_g.ema == pytest.approx(min(n_b.ema, bound), rel=1e-12)
         else:
             assert n_g.ema == n_b.ema
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.SKIP_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
+       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]), far_fit=st.booleans())
+# the Poisson trap of log item 26 on the first step (no memory), and with a memory
+@example(rule="alternate_wgeo_ema_rel_near_skip", L0=3.2, dL=1e15, vg=1.0, pg=2.0, vv=1.0, pp=4.0,
+         gg=1.0, tt=9.0, beta=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, far_fit=False)
+@example(rule="alternate_wgeo_ema_rel_near_skip_guard", L0=3.2, dL=1e15, vg=1.0, pg=2.0, vv=1.0,
+         pp=4.0, gg=1.0, tt=9.0, beta=1.0, kv=0.5, kp=0.25, ema=0.3, pdir=DIR_P, far_fit=False)
+@example(rule="alternate_skip_ema_rel_near_match_slow_guard", L0=3.2, dL=1e15, vg=1.0, pg=2.0, vv=1.0,
+         pp=4.0, gg=1.0, tt=9.0, beta=1.0, kv=0.5, kp=0.25, ema=0.3, pdir=DIR_P, far_fit=False)
+def test_skip_rules_step_from_memory_past_a_far_fit(rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp,
+                                                     ema, pdir, far_fit):
+    """`*_skip`: the rule without `_skip`, except after a fit whose minimum lies below
+    β/(TRUST_FAR·reach): then the curvatures and the EMA stay as they were, and the step is what the
+    rule without `_skip` takes from a probe that measured exactly the remembered curvature (the memory
+    decides, as if this probe had not been made); with no memory, no step, and the next probe at the
+    fitted minimum (at least β/1000)."""
+    # the same rule without `_skip` (Adam's has `trust` in its place: the same rule but at a far fit)
+    base = rule.replace("alternate_skip", "alternate_trust").replace("_skip", "")
+    dX = pg if pdir == DIR_P else vg
+    if far_fit and dX > 0:  # a fit 10–1000× shorter than the far threshold
+        reach = reference.NEAR[rule][0]
+        a_star = beta / (reference.TRUST_FAR * reach) / 10 ** (1 + 2 * (L0 % 1 if L0 > 0 else 0.5))
+        dL = -beta * dX + dX * beta ** 2 / (2 * a_star)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
+    reach = reference.NEAR[rule][0]
+    far = reference._good(a_star) and a_star < beta / (reference.TRUST_FAR * reach)
+    unresolved = (rule in reference.GUARD_RULES
+                  and abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0))
+    if not far:
+        assert (a_s, n_s.beta, n_s.kappa_v, n_s.kappa_p, n_s.ema) == (a_b, n_b.beta, n_b.kappa_v,
+                                                                    n_b.kappa_p, n_b.ema)
+        return
+    assert (n_s.kappa_v, n_s.kappa_p, n_s.ema) == (kv, kp, ema)
+    if unresolved:
+        return  # `_guard`'s rounding rule decides (its own test)
+    if not (vg > 0 and gg != 0):  # not a descent direction, or no gradient: the common overrides
+        assert a_s == a_b
+        return
+    xx = pp if pdir == DIR_P else vv
+    k_old = kp if pdir == DIR_P else kv
+    mem_v, mem_p = (kv if pdir == DIR_P else 0.0) * vv, (kp if pdir == DIR_V else 0.0) * pp
+    has_memory = ((k_old * xx > 0 and reference._good(dX / (2 * k_old * xx)))
+                  or (mem_v > 0 and reference._good(vg / (2 * mem_v)))
+                  or (mem_p > 0 and reference._good(pg / (2 * mem_p))))
+    if not has_memory:
+        assert a_s == 0
+        if gg != 0:
+            assert n_s.beta == max(a_star, beta / 1000)
+        return
+    # the probe that measures the remembered curvature: a₂ = κ·|X|² (κ = 0: a₂ < 0, no estimate)
+    a2 = k_old * xx if k_old * xx > 0 else -1.0
+    Lb_mem = L0 - beta * dX + a2 * beta ** 2
+    assume(reference._fit(L0, Lb_mem, dX, beta)[1] == pytest.approx(a2, rel=1e-12))  # no cancellation
+    a_mem, _ = reference._fit(L0, Lb_mem, dX, beta)
+    assume(not (base in reference.TRUST_RULES and reference._good(a_mem)
+                and a_mem < beta / (reference.TRUST_FAR * reach)))  # trust would reject that probe too
+    a_m, _ = reference.rule_step(base, L0, Lb_mem, red, beta, rs, 1e-3, pdir)
+    assert a_s == pytest.approx(a_m, rel=1e-6, abs=1e-300)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.START_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
+       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]), far_fit=st.booleans())
+# the Poisson trap of log item 26: the first probe at β = 1 along P fits a step of 1e-16
+@example(rule="alternate_wgeo_ema_rel_near_start", L0=3.2, dL=1e15, vg=1.0, pg=2.0, vv=1.0, pp=4.0,
+         gg=1.0, tt=9.0, beta=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, far_fit=False)
+def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp,
+                                                 ema, pdir, far_fit):
+    """`*_start`: the rule without `_start`, except for a fit whose minimum lies below
+    β/(TRUST_FAR·reach) while the EMA is empty: no step, the curvatures and the EMA stay as they were,
+    and (with a gradient) the next probe goes to the fitted minimum, at least β/1000."""
+    base = rule.replace("_start", "")
+    dX = pg if pdir == DIR_P else vg
+    reach = reference.NEAR[rule][0]
+    if far_fit and dX > 0:  # a fit 10–1000× shorter than the far threshold
+        a_far = beta / (reference.TRUST_FAR * reach) / 10 ** (1 + 2 * (L0 % 1 if L0 > 0 else 0.5))
+        dL = -beta * dX + dX * beta ** 2 / (2 * a_far)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
+    far = (not ema > 0 and reference._good(a_star)
+           and a_star < beta / (reference.TRUST_FAR * reach))
+    if not far:
+        assert (a_s, n_s.beta, n_s.kappa_v, n_s.kappa_p, n_s.ema) == (a_b, n_b.beta, n_b.kappa_v,
+                                                                    n_b.kappa_p, n_b.ema)
+        return
+    assert (n_s.kappa_v, n_s.kappa_p, n_s.ema) == (kv, kp, ema)
+    if vg > 0:  # a descent direction (otherwise the common override sets the step)
+        assert a_s == 0
+    if a_s == 0 and gg != 0 and not (rule in reference.GUARD_RULES and n_s.beta == 10 * beta):
+        assert n_s.beta == max(a_star, beta / 1000)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
