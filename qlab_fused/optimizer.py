@@ -12,6 +12,7 @@ closure returns:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -20,7 +21,7 @@ from .backends import NAMES as BACKEND_NAMES
 from .backends import get as get_backend
 from .contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD, SC_ALPHA, Hyper, scalars
 from .flat import SUPPORTED, Segment
-from .reference import RULES, probe_direction, resolve_rule
+from .reference import FP32_EPS, RULES, probe_direction, resolve_rule
 
 PROBES = ("inplace", "copy")
 _BACKWARD_IN_CLOSURE = (
@@ -28,6 +29,14 @@ _BACKWARD_IN_CLOSURE = (
     "backward() (QLAB runs backward itself after the first call, and calls the closure a second "
     "time under torch.no_grad() for the probe). Remove loss.backward() from the closure, or call it "
     "yourself outside and pass the loss: `loss.backward(); opt.step(closure, loss=loss)`.")
+
+
+_HALF_LOSS = (
+    "the closure returned a {dtype} loss: QLAB fits a parabola to loss differences Lβ − L0 that are "
+    "finer than a {dtype} scalar resolves (8 significant bits in bfloat16, 11 in float16; with a "
+    "bfloat16 loss every QLAB-Adam rule stops training on the digits MLP, docs/quality.md, log item "
+    "29). Compute the loss in float32, e.g. F.cross_entropy(logits.float(), y); the model itself "
+    "may stay in {dtype}.")
 
 
 def _check_loss(loss, where: str, need_grad: bool) -> torch.Tensor:
@@ -63,6 +72,7 @@ class QLABOptimizer(torch.optim.Optimizer):
         self._forward_state = None  # recorded by zero_grad() / mark_forward() for loss= steps
         self._k = 0                 # step calls, host side (picks the probe direction)
         self._in_probe = False
+        self._warned_half_loss = False
         self._shard_group = None    # FSDP2: the process group whose ranks hold the shards
         super().__init__(params, defaults)
         dev = self._segments[0].device if self._segments else torch.device("cpu")
@@ -201,6 +211,11 @@ class QLABOptimizer(torch.optim.Optimizer):
     def _qlab_step(self, closure, L0, before):
         dev = self._rs["step"].device
         loss_dtype = L0.dtype
+        if loss_dtype in (torch.bfloat16, torch.float16) and not self._warned_half_loss:
+            # stacklevel: past no_grad, step() and torch.optim's hook wrapper, to the caller's line
+            warnings.warn(_HALF_LOSS.format(dtype=str(loss_dtype).replace("torch.", "")),
+                          stacklevel=5)
+            self._warned_half_loss = True
         # Keep a float64 loss in float64: the rule subtracts Lβ − L0 and needs every digit.
         L0 = L0.reshape(()).to(device=dev, dtype=torch.promote_types(L0.dtype, torch.float32))
         ok = torch.isfinite(L0)
@@ -234,10 +249,13 @@ class QLABOptimizer(torch.optim.Optimizer):
             L0, Lb, red = distributed.all_reduce_step(L0, Lb, red, self._shard_group)
         elif (group := distributed.resolve(self.process_group)) is not None:
             L0, Lb = distributed.average_losses(L0, Lb, group)
-        # What `*_guard` counts as rounding: the coarsest of the losses' dtypes and the parameters'
-        # (an fp32 model's loss carries fp32 rounding even when summed in float64)
-        loss_eps = max(torch.finfo(dt).eps for dt in
-                       [loss_dtype, Lb.dtype] + [seg.dtype for seg in self._segments])
+        # What `*_guard` counts as rounding: the coarsest of the losses' dtypes and the parameters',
+        # the parameters' at most fp32's: an fp32 model's loss carries fp32 rounding even when summed
+        # in float64, but a bf16 model's loss computed in fp32 averages its rounding over the batch
+        # (with bf16's threshold, 0.066·|L0|, the Adam default zeroed 202–220 of 222 steps of the
+        # digits MLP; with fp32's it trains: docs/quality.md, log item 29)
+        loss_eps = max([torch.finfo(loss_dtype).eps, torch.finfo(Lb.dtype).eps]
+                       + [min(torch.finfo(seg.dtype).eps, FP32_EPS) for seg in self._segments])
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
                                     pdir, loss_eps)
         rs["step"] = step

@@ -170,11 +170,14 @@ def test_default_rules_bound_each_step_by_the_parameter_norm(make):
 
 @pytest.mark.parametrize("param_dtype,loss_dtype,rounding", [
     (torch.float32, torch.float32, torch.float32), (torch.float32, torch.float64, torch.float32),
-    (torch.float32, torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32, torch.bfloat16)])
+    (torch.float32, torch.bfloat16, torch.bfloat16),
+    (torch.bfloat16, torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32, torch.float32)])
+@pytest.mark.filterwarnings("ignore:the closure returned a bfloat16 loss")
 def test_the_rule_learns_the_rounding_of_the_loss(param_dtype, loss_dtype, rounding, monkeypatch):
     """`*_guard` (the Adam default) tells rounding from a measurement by the coarsest dtype the loss
     went through: the closure's loss (before the optimizer promotes a bf16 loss to fp32 for the rule)
-    and the parameters (an fp32 model's loss summed in float64 still carries fp32 rounding)."""
+    and the parameters, these at most fp32's (an fp32 model's loss summed in float64 still carries
+    fp32 rounding; a bf16 model's loss computed in fp32 averages its rounding over the batch)."""
     from qlab_fused import rules
     seen = []
     real = rules.rule_step
@@ -191,3 +194,48 @@ def test_the_rule_learns_the_rounding_of_the_loss(param_dtype, loss_dtype, round
     for _ in range(2):
         opt.step(lambda: (model(x) ** 2).mean().to(loss_dtype))
     assert seen == [torch.finfo(rounding).eps] * 2
+
+
+@pytest.mark.parametrize("loss_dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_a_half_precision_loss_warns_once(loss_dtype):
+    """A bf16/fp16 loss cannot resolve the differences the rule fits: say so once, at the caller's
+    line, and say how to fix it; fp32 and float64 losses are silent."""
+    import warnings
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(8, 4)
+    opt = qf.QLABAdam(model.parameters(), alpha0=1e-2, backend="torch")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            opt.step(lambda: (model(x) ** 2).mean().to(loss_dtype))
+    half = [w for w in caught if "loss differences" in str(w.message)]
+    if loss_dtype in (torch.bfloat16, torch.float16):
+        assert len(half) == 1 and "float32" in str(half[0].message)
+        assert half[0].filename == __file__
+    else:
+        assert not half
+
+
+def test_a_bf16_model_with_an_fp32_loss_trains():
+    """bf16 parameters, loss computed in fp32 (the usual way): the default Adam rule fits and steps.
+    With the `_guard` threshold taken from bf16 (0.066·|L0|) it zeroed almost every step of the
+    digits MLP (log item 29); here it must step on most steps and lower the loss."""
+    torch.manual_seed(0)
+    X = torch.randn(512, 16)
+    y = (X[:, :4].sum(1) > 0).long() + 2 * (X[:, 4] > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    model = model.to(torch.bfloat16)
+    opt = qf.QLABAdam(model.parameters(), alpha0=1e-3, backend="torch")
+    loss = lambda xb, yb: torch.nn.functional.cross_entropy(model(xb.bfloat16()).float(), yb)  # noqa: E731
+    with torch.no_grad():
+        first = float(loss(X, y))
+    g = torch.Generator().manual_seed(1)
+    zero = 0
+    for _ in range(80):
+        idx = torch.randint(0, 512, (32,), generator=g)
+        opt.step(lambda: loss(X[idx], y[idx]))
+        zero += float(opt.alpha) == 0
+    assert zero < 24, zero
+    with torch.no_grad():
+        assert float(loss(X, y)) < 0.6 * first
