@@ -25,7 +25,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow, _skip, _start, _guard), defined below.
+# _slow, _skip, _start, _guard, _hold), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -48,7 +48,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_trust_ema_rel_near_guard",
          "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
          "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
-         "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard")
+         "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard",
+         "alternate_trust_ema_rel_near_match_slow_guard_hold")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -116,6 +117,7 @@ NEAR = {"alternate_wgeo_ema_rel_near": (0.25, 1.25), "alternate_trust_ema_rel_ne
 NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_match"
 NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
 NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, "*_guard"
+NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold"] = NEAR["alternate_trust_ema_rel_near"]
 for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard",
           "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
          "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
@@ -148,7 +150,13 @@ EMA_DOWN = 0.97
 # θ, each such fit returns β/2, and α stays below 1e-10 for up to 214 of 276 steps; elsewhere the
 # first far estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
 # (docs/quality.md, log item 26).
-GUARD_RULES = tuple(r for r in RULES if r.endswith("_guard"))
+GUARD_RULES = tuple(r for r in RULES if "_guard" in r)
+# "*hold" (after `_guard`): a rounding-only probe does not zero the step: the step is the one the
+# memory sets (none while the EMA is empty), and the next probe still goes 10× farther. With bf16
+# parameters θ − βX often rounds back to θ (a bf16 parameter moves only past half its ulp, 2⁻⁹ of
+# itself), so probes at a fraction of the step measure nothing far more often than in fp32, and
+# `_guard` alone then zeroes up to half the steps (log item 29).
+HOLD_RULES = tuple(r for r in RULES if r.endswith("_hold"))
 # "*skip": the trust test's far fit (minimum below β/(TRUST_FAR·reach)) without its zero step: the
 # fit is kept out of the curvatures and the EMA, and the step is the one the memory sets, as if this
 # probe had not been made (no step while there is no memory: the next probe then goes to the fitted
@@ -370,7 +378,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
 
     if not d > 0:  # V is not a descent direction for this batch
         alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
-    if red["gg"] == 0 or unresolved:
+    if red["gg"] == 0 or (unresolved and not (rule in HOLD_RULES and _good(st.ema))):
         alpha = 0.0
     new.alpha = alpha
     if unresolved:

@@ -10,9 +10,10 @@ import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
-                        GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, MATCH_RULES,
-                        NEAR, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
-                        SLOW_RULES, START_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction, resolve_threshold)
+                        GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, HOLD_RULES,
+                        MATCH_RULES, NEAR, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES,
+                        SIGNAL_EMA, SKIP_RULES, SLOW_RULES, START_RULES, TRUST_FAR, TRUST_RULES,
+                        WGEO_RULES, WGEO_V, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -149,7 +150,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     else:
         not_descent = zero
     alpha = torch.where(d > 0, alpha, not_descent)
-    alpha = torch.where((red[RED_GG] == 0) | unresolved, zero, alpha)
+    if rule in HOLD_RULES:  # a rounding-only probe steps with the memory, if there is one
+        unresolved_zero = unresolved & ~_good(st64["ema"])
+    else:
+        unresolved_zero = unresolved
+    alpha = torch.where((red[RED_GG] == 0) | unresolved_zero, zero, alpha)
     alpha = torch.where(fin & l0_ok, alpha, zero)
 
     policy = RULE_BETA.get(rule, "last")

@@ -41,6 +41,13 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
          pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_V)
 @example(rule="alternate_trust_ema_rel_near_match_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
          pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+# `_hold`: a rounding-only probe with a memory (a step) and without one (none)
+@example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1.0 + 5e-7, vg=1.0,
+         pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
+         pdir=DIR_V)
+@example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1.0 + 5e-7, vg=1.0,
+         pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.0,
+         pdir=DIR_V)
 # `_start`: a far fit while the EMA is empty (no step), and once it holds a value (a step)
 @example(rule="alternate_wgeo_ema_rel_near_start_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
          pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P)
@@ -233,8 +240,10 @@ def test_near_rules_descend_on_a_quadratic(rule):
 
 
 @settings(max_examples=300, deadline=None)
-# (`alternate_skip_*` against `alternate_trust_*`: test_skip_rules_step_from_memory_past_a_far_fit)
-@given(rule=st.sampled_from([r for r in reference.MATCH_RULES if r not in reference.SKIP_RULES]),
+# (`alternate_skip_*` against `alternate_trust_*`: test_skip_rules_step_from_memory_past_a_far_fit;
+# `*_hold` against `*_guard`: test_hold_rules_step_with_the_memory_after_a_rounding_only_probe)
+@given(rule=st.sampled_from([r for r in reference.MATCH_RULES
+                             if r not in reference.SKIP_RULES and r not in reference.HOLD_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 # a fit that says "too far" on a batch where V is not a descent direction but the probe lowered the
@@ -299,9 +308,10 @@ def test_slow_rules_follow_only_decreases_slowly(rule, L0, dL, vg, pg, vv, pp, g
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.GUARD_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg,
-       pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
-       pdir=st.sampled_from([DIR_V, DIR_P]), rounding=st.booleans())
+@given(rule=st.sampled_from([r for r in reference.GUARD_RULES if r not in reference.HOLD_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
+       beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
+       rounding=st.booleans())
 # the Poisson trap of log item 26: a probe at β = 1 along P fits a step of 1e-16
 @example(rule="alternate_trust_ema_rel_near_guard", L0=3.2, dL=1e15, vg=1.0, pg=2.0, vv=1.0, pp=4.0,
          gg=1.0, tt=9.0, beta=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, rounding=False)
@@ -445,6 +455,52 @@ def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, g
         assert a_s == 0
     if a_s == 0 and gg != 0 and not (rule in reference.GUARD_RULES and n_s.beta == 10 * beta):
         assert n_s.beta == max(a_star, beta / 1000)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.HOLD_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]), rounding=st.booleans())
+# a bf16 probe that moved nothing (Lβ = L0) while the EMA holds a step
+@example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=2.0, dL=0.0, vg=1e-9, pg=1e-9,
+         vv=1.0, pp=1.0, gg=1.0, tt=100.0, beta=0.01, kv=1.0, kp=1.0, ema=0.02, pdir=DIR_V,
+         rounding=False)
+def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, dL, vg, pg, vv, pp, gg,
+                                                                   tt, beta, kv, kp, ema, pdir,
+                                                                   rounding):
+    """`*_hold`: the `_guard` rule, except after a probe that moved the loss by rounding only while the
+    EMA holds a step: then the step is what the guard rule takes from a probe that measured exactly
+    the remembered curvature (the memory decides), the curvatures and the EMA stay, and the next
+    probe still goes 10× farther."""
+    base = rule[:-len("_hold")]
+    dX = pg if pdir == DIR_P else vg
+    if rounding:  # the loss moved along the line from the slope only, up to a few ulps
+        dL = -beta * dX + 0.5 * reference.RESOLVE * abs(L0)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_h, n_h = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_g, n_g = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    unresolved = abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0)
+    if not (unresolved and ema > 0):
+        assert (a_h, n_h.beta, n_h.kappa_v, n_h.kappa_p, n_h.ema) == (a_g, n_g.beta, n_g.kappa_v,
+                                                                    n_g.kappa_p, n_g.ema)
+        return
+    assert (n_h.kappa_v, n_h.kappa_p, n_h.ema, n_h.beta) == (kv, kp, ema, 10 * beta)
+    if not (vg > 0 and gg != 0):  # not a descent direction, or no gradient: the common overrides
+        assert a_h == a_g
+        return
+    # the guard rule fed a resolved probe that measured the remembered curvature (κ = 0: a₂ < 0)
+    xx = pp if pdir == DIR_P else vv
+    k_old = kp if pdir == DIR_P else kv
+    a2 = k_old * xx if k_old * xx > 0 else -1.0
+    Lb_mem = L0 - beta * dX + a2 * beta ** 2
+    assume(reference._fit(L0, Lb_mem, dX, beta)[1] == pytest.approx(a2, rel=1e-12))
+    assume(abs(Lb_mem - L0 + beta * dX) > reference.RESOLVE * abs(L0))  # a measurement
+    a_mem, _ = reference._fit(L0, Lb_mem, dX, beta)
+    reach = reference.NEAR[rule][0]
+    assume(not (reference._good(a_mem) and a_mem < beta / (reference.TRUST_FAR * reach)))
+    a_m, _ = reference.rule_step(base, L0, Lb_mem, red, beta, rs, 1e-3, pdir)
+    assert a_h == pytest.approx(a_m, rel=1e-6, abs=1e-300)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
