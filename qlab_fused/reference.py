@@ -152,7 +152,8 @@ EMA_DOWN = 0.97
 # (docs/quality.md, log item 26).
 GUARD_RULES = tuple(r for r in RULES if "_guard" in r)
 # "*hold" (after `_guard`): a rounding-only probe does not zero the step: the step is the one the
-# memory sets (none while the EMA is empty), and the next probe still goes 10× farther. With bf16
+# memory sets (none while the EMA is empty or V is no descent direction for this batch), and the next
+# probe still goes 10× farther. With bf16
 # parameters θ − βX often rounds back to θ (a bf16 parameter moves only past half its ulp, 2⁻⁹ of
 # itself), so probes at a fraction of the step measure nothing far more often than in fp32, and
 # `_guard` alone then zeroes up to half the steps (log item 29).
@@ -378,7 +379,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
 
     if not d > 0:  # V is not a descent direction for this batch
         alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
-    if red["gg"] == 0 or (unresolved and not (rule in HOLD_RULES and _good(st.ema))):
+    if red["gg"] == 0 or (unresolved and not (rule in HOLD_RULES and _good(st.ema) and d > 0)):
         alpha = 0.0
     new.alpha = alpha
     if unresolved:

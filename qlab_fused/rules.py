@@ -151,7 +151,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         not_descent = zero
     alpha = torch.where(d > 0, alpha, not_descent)
     if rule in HOLD_RULES:  # a rounding-only probe steps with the memory, if there is one
-        unresolved_zero = unresolved & ~_good(st64["ema"])
+        unresolved_zero = unresolved & ~(_good(st64["ema"]) & (d > 0))
     else:
         unresolved_zero = unresolved
     alpha = torch.where((red[RED_GG] == 0) | unresolved_zero, zero, alpha)
