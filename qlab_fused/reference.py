@@ -151,12 +151,12 @@ EMA_DOWN = 0.97
 # first far estimates wind the EMA up far above the bound, which then sets the step for ~10 steps
 # (docs/quality.md, log item 26).
 GUARD_RULES = tuple(r for r in RULES if "_guard" in r)
-# "*hold" (after `_guard`): a rounding-only probe does not zero the step: the step is the one the
-# memory sets (none while the EMA is empty or V is no descent direction for this batch), and the next
-# probe still goes 10× farther. With bf16
-# parameters θ − βX often rounds back to θ (a bf16 parameter moves only past half its ulp, 2⁻⁹ of
-# itself), so probes at a fraction of the step measure nothing far more often than in fp32, and
-# `_guard` alone then zeroes up to half the steps (log item 29).
+# "*hold" (after `_guard`): a probe that measured nothing does not zero the step: the step is the one
+# the memory sets (none while the EMA is empty or V is no descent direction for this batch), and the
+# next probe still goes 10× farther. "Measured nothing" is `_guard`'s rounding-only test, or a loss
+# bit for bit unchanged (Lβ = L0: the probe moved no parameter). With bf16 parameters θ − βX rounds
+# back to θ wherever βX is below half a parameter's ulp (2⁻⁹ of it), and a loss that did not move
+# while β·d_X is above the threshold reads as a fit of β/2: the decay of item 26 (log item 29).
 HOLD_RULES = tuple(r for r in RULES if r.endswith("_hold"))
 # "*skip": the trust test's far fit (minimum below β/(TRUST_FAR·reach)) without its zero step: the
 # fit is kept out of the curvatures and the EMA, and the step is the one the memory sets, as if this
@@ -305,7 +305,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
                  or (rule in START_RULES and not _good(st.ema)))
     far = tests_far and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
     unresolved = (rule in GUARD_RULES
-                  and abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0))
+                  and (abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
+                       or (rule in HOLD_RULES and Lb == L0)))
     remember = not ((far and (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES))
                     or unresolved)
     zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory

@@ -77,6 +77,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         far = far & ~_good(st64["ema"])
     unresolved = (((Lb - L0 + beta * dX).abs() <= resolve_threshold(loss_eps) * L0.abs())
                   if rule in GUARD_RULES else false)
+    if rule in HOLD_RULES:  # a loss bit for bit unchanged: the probe moved no parameter
+        unresolved = unresolved | (Lb == L0)
     gated = rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES
     remember = ~(far | unresolved) if gated else ~false
     zero_far = far  # `*skip`: only while there is no memory (below)

@@ -51,6 +51,9 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1e-10, vg=0.0,
          pg=0.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
          pdir=DIR_V)
+@example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=0.25, dL=0.0, vg=50.0, pg=50.0,
+         vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=1.0, kp=1.0,
+         ema=2 ** -9, pdir=DIR_P)
 # `_start`: a far fit while the EMA is empty (no step), and once it holds a value (a step)
 @example(rule="alternate_wgeo_ema_rel_near_start_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
          pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P)
@@ -468,16 +471,21 @@ def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, g
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=2.0, dL=0.0, vg=1e-9, pg=1e-9,
          vv=1.0, pp=1.0, gg=1.0, tt=100.0, beta=0.01, kv=1.0, kp=1.0, ema=0.02, pdir=DIR_V,
          rounding=False)
+# a probe that left the loss bit for bit unchanged while β·d_X is far above the rounding threshold
+# (bf16 parameters: θ − βX rounded back to θ); `_guard` reads it as a fit of β/2
+@example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=0.2, dL=0.0, vg=50.0, pg=50.0,
+         vv=1.0, pp=1.0, gg=1.0, tt=100.0, beta=1e-4, kv=1.0, kp=1.0, ema=0.003, pdir=DIR_P,
+         rounding=False)
 # a rounding-only probe that lowered the loss along a V that is no descent direction: no step
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1e-10, vg=0.0, pg=0.0,
          vv=0.0, pp=0.0, gg=1.0, tt=0.0, beta=1.0, kv=0.0, kp=0.0, ema=1.0, pdir=DIR_V, rounding=False)
 def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, dL, vg, pg, vv, pp, gg,
                                                                    tt, beta, kv, kp, ema, pdir,
                                                                    rounding):
-    """`*_hold`: the `_guard` rule, except after a probe that moved the loss by rounding only while the
-    EMA holds a step and V descends: then the step is what the guard rule takes from a probe that
-    measured exactly the remembered curvature (the memory decides), the curvatures and the EMA stay,
-    and the next probe still goes 10× farther."""
+    """`*_hold`: the `_guard` rule, except after a probe that measured nothing (rounding only, or the
+    loss bit for bit unchanged): then the curvatures and the EMA stay, the next probe goes 10×
+    farther, and while the EMA holds a step and V descends the step is what the guard rule takes from
+    a probe that measured exactly the remembered curvature (the memory decides); otherwise none."""
     base = rule[:-len("_hold")]
     dX = pg if pdir == DIR_P else vg
     if rounding:  # the loss moved along the line from the slope only, up to a few ulps
@@ -486,8 +494,9 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
     a_h, n_h = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     a_g, n_g = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    unresolved = abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0)
-    if not (unresolved and ema > 0 and vg > 0):
+    unresolved = (abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0)
+                  or L0 + dL == L0)
+    if not unresolved:
         assert (a_h, n_h.beta, n_h.kappa_v, n_h.kappa_p, n_h.ema) == (a_g, n_g.beta, n_g.kappa_v,
                                                                     n_g.kappa_p, n_g.ema)
         return
@@ -495,8 +504,8 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
     a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
     reach = reference.NEAR[rule][0]
     far = reference._good(a_star) and a_star < beta / (reference.TRUST_FAR * reach)
-    if far or gg == 0:  # trust's zero step, or no gradient
-        assert a_h == a_g
+    if far or gg == 0 or not (ema > 0 and vg > 0):  # trust's zero step, no gradient, no memory
+        assert a_h == 0
         return
     # the guard rule fed a resolved probe that measured the remembered curvature (κ = 0: a₂ < 0)
     xx = pp if pdir == DIR_P else vv
@@ -504,7 +513,7 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
     a2 = k_old * xx if k_old * xx > 0 else -1.0
     Lb_mem = L0 - beta * dX + a2 * beta ** 2
     assume(reference._fit(L0, Lb_mem, dX, beta)[1] == pytest.approx(a2, rel=1e-12))
-    assume(abs(Lb_mem - L0 + beta * dX) > reference.RESOLVE * abs(L0))  # a measurement
+    assume(abs(Lb_mem - L0 + beta * dX) > reference.RESOLVE * abs(L0) and Lb_mem != L0)
     a_mem, _ = reference._fit(L0, Lb_mem, dX, beta)
     assume(not (reference._good(a_mem) and a_mem < beta / (reference.TRUST_FAR * reach)))
     a_m, _ = reference.rule_step(base, L0, Lb_mem, red, beta, rs, 1e-3, pdir)
