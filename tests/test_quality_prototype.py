@@ -24,9 +24,14 @@ def _prototype_spec(rule):
                 resolve=reference.RESOLVE if rule in reference.GUARD_RULES else 0.0)
 
 
+# (`_skip`, `_start` and `_hold`, round 8, were measured in the library only: no prototype switch)
+_NOT_PROTOTYPED = set(reference.SKIP_RULES) | set(reference.START_RULES) | set(reference.HOLD_RULES)
+
+
 @pytest.mark.parametrize("rule", ["alternate_wgeo_ema_rel", "alternate_wgeo_rel", "alternate_geo_v_ema_rel",
                                   "alternate_trust_ema_rel",
-                                  *sorted(set(reference.NEAR) | set(reference.MATCH_RULES))])
+                                  *sorted((set(reference.NEAR) | set(reference.MATCH_RULES))
+                                          - _NOT_PROTOTYPED)])
 def test_prototype_follows_the_library_rule(rule):
     rng = random.Random(7)
     proto = diagnose.Prototype(**_prototype_spec(rule))
