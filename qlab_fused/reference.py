@@ -121,8 +121,7 @@ NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, 
 NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold"] = NEAR["alternate_trust_ema_rel_near"]
 for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard",
           "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
-         "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
-         "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard"):
+          "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard"):
     NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with a test of far fits
 for r in ("alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard"):
     NEAR[r] = NEAR["alternate_trust_ema_rel_near"]  # Adam's, `_skip` in place of `trust`
@@ -162,8 +161,8 @@ HOLD_RULES = tuple(r for r in RULES if r.endswith("_hold"))
 # "*skip": the trust test's far fit (minimum below β/(TRUST_FAR·reach)) without its zero step: the
 # fit is kept out of the curvatures and the EMA, and the step is the one the memory sets, as if this
 # probe had not been made (no step while there is no memory: the next probe then goes to the fitted
-# minimum, as with `trust`). With momentum a zero step drops the whole buffer for that step, and on
-# the Momentum rule trust's zero steps cost more runs than the far fits they remove (log item 26).
+# minimum, as with `trust`). Tried because with momentum a zero step drops the whole buffer for that
+# step; but the memory then keeps only the longer fits, and the step drifts up (log item 28).
 SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
 # "*start": the trust test only while the EMA is empty: a far first fit (the first probe of a large
 # α₀) takes no step, is not remembered, and the next probe goes to its minimum (at least β/1000);
@@ -172,8 +171,9 @@ SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
 # EMA's first value (log item 26); later far fits are part of the noise the EMA averages.
 START_RULES = tuple(r for r in RULES if "_start" in r)
 # The rounding threshold for an fp32 loss (~8 ulps); another dtype scales it by its machine epsilon
-# (`loss_eps`: the optimizer passes the coarsest of the loss's and the parameters' dtypes, since an
-# fp32 model's loss summed in float64 still carries fp32 rounding): bfloat16 0.066, float64 1.9e-15.
+# (`loss_eps`: the optimizer passes the coarsest of the loss's dtypes and the parameters', these
+# counted at most as fp32, since an fp32 model's loss summed in float64 still carries fp32 rounding
+# while a bf16 model's fp32 loss averages its rounding over the batch): bfloat16 0.066, float64 1.9e-15.
 RESOLVE = 1e-6
 FP32_EPS = float(torch.finfo(torch.float32).eps)
 

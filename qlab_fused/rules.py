@@ -152,7 +152,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     else:
         not_descent = zero
     alpha = torch.where(d > 0, alpha, not_descent)
-    if rule in HOLD_RULES:  # a rounding-only probe steps with the memory, if there is one
+    if rule in HOLD_RULES:  # a probe that measured nothing steps with the memory, if any, where V descends
         unresolved_zero = unresolved & ~(_good(st64["ema"]) & (d > 0))
     else:
         unresolved_zero = unresolved
