@@ -1,8 +1,10 @@
-"""QLAB-Adam on bf16 models (docs/quality.md, log item 29): final train loss, steps with α = 0, and
-the median α, against plain Adam in bf16; the fp32 numbers are the main suite's.
+"""QLAB-X on bf16 models (docs/quality.md, log item 29): final train loss, steps with α = 0, and the
+median α, against plain X in bf16 (X = Adam by default; SGD, Momentum); the fp32 numbers are the
+main suite's.
 
     python -m bench.quality.bf16 --task digits_mlp,digits_cnn,friedman_mlp,char_transformer
     python -m bench.quality.bf16 --task digits_mlp --loss bf16        # the loss in bf16 as well
+    python -m bench.quality.bf16 --task digits_mlp --bases momentum,sgd --lrs 1e-2,0.1,1
 
 The task's model is cast to bf16 behind fp32 inputs and outputs (``--loss fp32``: the loss is computed
 in fp32 from bf16 logits, the usual mixed setup; ``--loss bf16``: from the bf16 outputs as they are).
@@ -30,18 +32,14 @@ class Bf16Model(nn.Module):
 
 
 def run(job: dict) -> dict:
-    import qlab_fused as qf
+    from bench.quality.run import make_optimizer
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
     task = TASKS[job["task"]](job["seed"])
     model = Bf16Model(task.model, fp32_out=job["loss"] == "fp32")
-    params = list(model.parameters())
-    qlab = job["method"] == "qlab_adam"
-    if qlab:
-        kw = {} if job["rule"] == "auto" else {"rule": job["rule"]}
-        opt = qf.QLABAdam(params, alpha0=job["lr"], backend="torch", **kw)
-    else:
-        opt = torch.optim.Adam(params, lr=job["lr"])
+    qlab = job["method"].startswith("qlab_")
+    rule = None if job["rule"] in (None, "auto") else job["rule"]
+    opt = make_optimizer(job["method"], list(model.parameters()), job["lr"], rule)
     alphas = []
     for x, y in task.batches():
         if qlab:
@@ -61,9 +59,10 @@ def main(argv=None):
     import warnings
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--task", default="digits_mlp")
-    ap.add_argument("--rules", default="auto", help="QLAB-Adam rules, comma list ('auto': default)")
+    ap.add_argument("--bases", default="adam", help="comma list of sgd, momentum, adam")
+    ap.add_argument("--rules", default="auto", help="QLAB-X rules, comma list ('auto': the default)")
     ap.add_argument("--alpha0", default="1e-3,0.1")
-    ap.add_argument("--lrs", default="1e-3,1e-2,0.1", help="plain Adam lrs ('' for none)")
+    ap.add_argument("--lrs", default="1e-3,1e-2,0.1", help="plain X lrs ('' for none)")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--loss", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args(argv)
@@ -71,17 +70,19 @@ def main(argv=None):
     jobs = []
     for task in args.task.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            for lr in (float(v) for v in args.lrs.split(",") if v):
-                jobs.append(dict(task=task, seed=seed, method="adam", lr=lr, rule=None, loss=args.loss))
-            for rule in args.rules.split(","):
-                for a0 in (float(v) for v in args.alpha0.split(",")):
-                    jobs.append(dict(task=task, seed=seed, method="qlab_adam", lr=a0, rule=rule,
+            for base in args.bases.split(","):
+                for lr in (float(v) for v in args.lrs.split(",") if v):
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, rule=None,
                                      loss=args.loss))
+                for rule in args.rules.split(","):
+                    for a0 in (float(v) for v in args.alpha0.split(",")):
+                        jobs.append(dict(task=task, seed=seed, method="qlab_" + base, lr=a0,
+                                         rule=rule, loss=args.loss))
     with get_context("fork").Pool(2) as pool:
         for r in pool.imap(run, jobs):
-            extra = ("" if r["method"] == "adam" else
+            extra = ("" if not r["method"].startswith("qlab_") else
                      f"  zero steps {r['zero_steps']}/{r['steps']}  median α {r['alpha_median']:.3g}")
-            print(f"{r['task']:16s} seed {r['seed']}  {r['method']:9s} {r['lr']:<6g} "
+            print(f"{r['task']:16s} seed {r['seed']}  {r['method']:13s} {r['lr']:<6g} "
                   f"{r['rule'] or '':48s} loss {r['train_loss']:.4f}{extra}", flush=True)
 
 
