@@ -25,7 +25,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow, _skip, _start, _guard, _hold), defined below.
+# _slow, _skip, _start, _guard, _hold, _still), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -49,7 +49,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
          "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
          "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard",
-         "alternate_trust_ema_rel_near_match_slow_guard_hold")
+         "alternate_trust_ema_rel_near_match_slow_guard_hold",
+         "safeguarded_rel_still", "alternate_wgeo_ema_rel_near_still")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -68,7 +69,8 @@ def resolve_rule(rule: str, kind: int) -> str:
 
 
 # Rules that step to the fitted minimum along the probed direction (no alternating memory).
-FIT_RULES = ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust", "safeguarded_rel")
+FIT_RULES = ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust", "safeguarded_rel",
+             "safeguarded_rel_still")
 # Growth cap (α ≤ cap·β; inf: none) and probe-distance policy of each rule (see ``rule_step``):
 #   "paper": β_next = max(α0, α);  "last": β_next = α, or α0 after α = 0;  "keep": β_next = α, or
 #   the same β after α = 0 (a zeroed step says nothing about the scale).
@@ -121,7 +123,8 @@ NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, 
 NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold"] = NEAR["alternate_trust_ema_rel_near"]
 for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard",
           "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
-          "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard"):
+          "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard",
+          "alternate_wgeo_ema_rel_near_still"):
     NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with a test of far fits
 for r in ("alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard"):
     NEAR[r] = NEAR["alternate_trust_ema_rel_near"]  # Adam's, `_skip` in place of `trust`
@@ -158,6 +161,15 @@ GUARD_RULES = tuple(r for r in RULES if "_guard" in r)
 # back to θ wherever βX is below half a parameter's ulp (2⁻⁹ of it), and a loss that did not move
 # while β·d_X is above the threshold reads as a fit of β/2: the decay of item 26 (log item 29).
 HOLD_RULES = tuple(r for r in RULES if r.endswith("_hold"))
+# "*still": a probe that left the loss bit for bit unchanged (Lβ = L0: it moved no parameter)
+# measured nothing: nothing is fitted or remembered, the next probe goes 10× farther, and the step is
+# the memory's (`_ema` rules, where V descends, as `_hold`) or none. Without it such a probe reads as
+# a fit of β/2 (a₂ = d_X/β), so a rule whose probes are too short to move a bf16 parameter halves its
+# step every step: QLAB-SGD from α₀ = 1e-3 and the Momentum default sank to α ~ 1e-12–1e-28 on bf16
+# models (log item 29). In fp32 it almost never fires.
+STILL_RULES = tuple(r for r in RULES if r.endswith("_still"))
+# rules that step with the memory after a probe that measured nothing
+MEMORY_STEP_RULES = HOLD_RULES + tuple(r for r in STILL_RULES if "_ema" in r)
 # "*skip": the trust test's far fit (minimum below β/(TRUST_FAR·reach)) without its zero step: the
 # fit is kept out of the curvatures and the EMA, and the step is the one the memory sets, as if this
 # probe had not been made (no step while there is no memory: the next probe then goes to the fitted
@@ -305,9 +317,10 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     tests_far = (rule in TRUST_RULES or rule in SKIP_RULES
                  or (rule in START_RULES and not _good(st.ema)))
     far = tests_far and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
-    unresolved = (rule in GUARD_RULES
-                  and (abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
-                       or (rule in HOLD_RULES and Lb == L0)))
+    unresolved = ((rule in GUARD_RULES
+                   and (abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
+                        or (rule in HOLD_RULES and Lb == L0)))
+                  or (rule in STILL_RULES and Lb == L0))
     remember = not ((far and (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES))
                     or unresolved)
     zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory
@@ -381,7 +394,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
 
     if not d > 0:  # V is not a descent direction for this batch
         alpha = beta if (probe_dir == DIR_V and Lb < L0) else 0.0
-    if red["gg"] == 0 or (unresolved and not (rule in HOLD_RULES and _good(st.ema) and d > 0)):
+    if red["gg"] == 0 or (unresolved and not (rule in MEMORY_STEP_RULES and _good(st.ema) and d > 0)):
         alpha = 0.0
     new.alpha = alpha
     if unresolved:

@@ -11,9 +11,10 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
                         GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, HOLD_RULES,
-                        MATCH_RULES, NEAR, REL_CAP, REL_RULES, RULE_BETA, RULE_CAP, RULES,
-                        SIGNAL_EMA, SKIP_RULES, SLOW_RULES, START_RULES, TRUST_FAR, TRUST_RULES,
-                        WGEO_RULES, WGEO_V, probe_direction, resolve_threshold)
+                        MATCH_RULES, MEMORY_STEP_RULES, NEAR, REL_CAP, REL_RULES, RULE_BETA,
+                        RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES, SLOW_RULES, START_RULES,
+                        STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction,
+                        resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -77,9 +78,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         far = far & ~_good(st64["ema"])
     unresolved = (((Lb - L0 + beta * dX).abs() <= resolve_threshold(loss_eps) * L0.abs())
                   if rule in GUARD_RULES else false)
-    if rule in HOLD_RULES:  # a loss bit for bit unchanged: the probe moved no parameter
+    if rule in HOLD_RULES or rule in STILL_RULES:  # a loss bit for bit unchanged: nothing moved
         unresolved = unresolved | (Lb == L0)
-    gated = rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES
+    gated = (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES
+             or rule in STILL_RULES)
     remember = ~(far | unresolved) if gated else ~false
     zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
@@ -152,7 +154,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     else:
         not_descent = zero
     alpha = torch.where(d > 0, alpha, not_descent)
-    if rule in HOLD_RULES:  # a probe that measured nothing steps with the memory, if any, where V descends
+    if rule in MEMORY_STEP_RULES:  # a probe that measured nothing: the memory's step, where V descends
         unresolved_zero = unresolved & ~(_good(st64["ema"]) & (d > 0))
     else:
         unresolved_zero = unresolved
