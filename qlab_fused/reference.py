@@ -55,11 +55,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
 # convex loss; worst cases within 10 % of each other tie, and ties go to the most runs within the
-# quality bar (ties of both: the incumbent). SGD's since round 1, Momentum's since round 5; round
-# 7's Momentum choice did not hold on three fresh seeds and was withdrawn (log item 26). Adam's is
-# round 7's with `_hold`, from round 8 (twelve tasks, six seeds: 248 against 246 of 360 runs within,
-# worst cases equal; log item 29).
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
+# quality bar (ties of both: the incumbent). Momentum's since round 5; round 7's Momentum choice did
+# not hold on three fresh seeds and was withdrawn (log item 26). From round 8 (twelve tasks, six
+# seeds, worst cases equal; log item 29): SGD's is round 1's with `_still` (353 against 352 of 360
+# runs within), Adam's round 7's with `_hold` (248 against 246).
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_still", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_hold"}
 
 
