@@ -330,9 +330,9 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
                                                       ema, pdir, rounding):
     """`*_guard`: the rule without the suffix, except that (a) a probe that moved the loss by rounding
     only takes no step, keeps the curvatures and the EMA, and probes 10× farther next; (b) a fit the
-    trust (or skip) test rejects keeps the curvatures and the EMA (the step and, where the trust branch sets it,
-    the next distance are the base rule's); (c) otherwise the EMA never holds more than the step
-    bound, and the step is the base's."""
+    trust (or skip) test rejects keeps the curvatures and the EMA (the step and, where the trust
+    branch sets it, the next distance are the base rule's); (c) otherwise the EMA never holds more
+    than the step bound, and the step is the base's."""
     base = rule[:-len("_guard")]
     dX = pg if pdir == DIR_P else vg
     if rounding:  # the loss moved along the line from the slope only, up to a few ulps
@@ -364,6 +364,17 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
             assert n_g.ema == pytest.approx(min(n_b.ema, bound), rel=1e-12)
         else:
             assert n_g.ema == n_b.ema
+
+
+def _remembered_probe(L0, dX, beta, pdir, vv, pp, kv, kp):
+    """Lβ of a probe that measures exactly the remembered curvature along the probed direction,
+    a₂ = κ·|X|² (κ = 0: a₂ < 0, no estimate). Cases where Lβ − L0 + β·d_X cannot carry a₂ to 1e-12
+    are assumed away (cancellation)."""
+    xx, k_old = (pp, kp) if pdir == DIR_P else (vv, kv)
+    a2 = k_old * xx if k_old * xx > 0 else -1.0
+    Lb = L0 - beta * dX + a2 * beta ** 2
+    assume(reference._fit(L0, Lb, dX, beta)[1] == pytest.approx(a2, rel=1e-12, abs=0))
+    return Lb
 
 
 @settings(max_examples=400, deadline=None)
@@ -421,10 +432,7 @@ def test_skip_rules_step_from_memory_past_a_far_fit(rule, L0, dL, vg, pg, vv, pp
         if gg != 0:
             assert n_s.beta == max(a_star, beta / 1000)
         return
-    # the probe that measures the remembered curvature: a₂ = κ·|X|² (κ = 0: a₂ < 0, no estimate)
-    a2 = k_old * xx if k_old * xx > 0 else -1.0
-    Lb_mem = L0 - beta * dX + a2 * beta ** 2
-    assume(reference._fit(L0, Lb_mem, dX, beta)[1] == pytest.approx(a2, rel=1e-12, abs=0))  # no cancellation
+    Lb_mem = _remembered_probe(L0, dX, beta, pdir, vv, pp, kv, kp)
     a_mem, _ = reference._fit(L0, Lb_mem, dX, beta)
     assume(not (base in reference.TRUST_RULES and reference._good(a_mem)
                 and a_mem < beta / (reference.TRUST_FAR * reach)))  # trust would reject that probe too
@@ -512,12 +520,8 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
     if far or gg == 0 or not (ema > 0 and vg > 0):  # trust's zero step, no gradient, no memory
         assert a_h == 0
         return
-    # the guard rule fed a resolved probe that measured the remembered curvature (κ = 0: a₂ < 0)
-    xx = pp if pdir == DIR_P else vv
-    k_old = kp if pdir == DIR_P else kv
-    a2 = k_old * xx if k_old * xx > 0 else -1.0
-    Lb_mem = L0 - beta * dX + a2 * beta ** 2
-    assume(reference._fit(L0, Lb_mem, dX, beta)[1] == pytest.approx(a2, rel=1e-12, abs=0))
+    # the guard rule fed a resolved probe that measured the remembered curvature
+    Lb_mem = _remembered_probe(L0, dX, beta, pdir, vv, pp, kv, kp)
     assume(abs(Lb_mem - L0 + beta * dX) > reference.RESOLVE * abs(L0) and Lb_mem != L0)
     a_mem, _ = reference._fit(L0, Lb_mem, dX, beta)
     assume(not (reference._good(a_mem) and a_mem < beta / (reference.TRUST_FAR * reach)))
@@ -556,11 +560,8 @@ def test_still_rules_fit_nothing_from_a_loss_that_did_not_move(rule, L0, dL, vg,
     if rule not in reference.EMA_RULES or gg == 0 or not (ema > 0 and vg > 0):
         assert a_s == 0
         return
-    xx = pp if pdir == DIR_P else vv
-    k_old = kp if pdir == DIR_P else kv
-    a2 = k_old * xx if k_old * xx > 0 else -1.0
-    Lb_mem = L0 - beta * dX + a2 * beta ** 2
-    assume(reference._fit(L0, Lb_mem, dX, beta)[1] == pytest.approx(a2, rel=1e-12, abs=0) and Lb_mem != L0)
+    Lb_mem = _remembered_probe(L0, dX, beta, pdir, vv, pp, kv, kp)
+    assume(Lb_mem != L0)
     a_m, _ = reference.rule_step(base, L0, Lb_mem, red, beta, rs, 1e-3, pdir)
     assert a_s == pytest.approx(a_m, rel=1e-6, abs=1e-300)
 
