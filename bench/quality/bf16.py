@@ -32,27 +32,8 @@ class Bf16Model(nn.Module):
 
 
 def run(job: dict) -> dict:
-    from bench.quality.run import make_optimizer
-    from bench.quality.tasks import TASKS
-    torch.set_num_threads(1)
-    task = TASKS[job["task"]](job["seed"])
-    model = Bf16Model(task.model, fp32_out=job["loss"] == "fp32")
-    qlab = job["method"].startswith("qlab_")
-    rule = None if job["rule"] in (None, "auto") else job["rule"]
-    opt = make_optimizer(job["method"], list(model.parameters()), job["lr"], rule)
-    alphas = []
-    for x, y in task.batches():
-        if qlab:
-            opt.step(lambda: task.loss(model, x, y))
-            alphas.append(float(opt.alpha))
-        else:
-            opt.zero_grad()
-            task.loss(model, x, y).backward()
-            opt.step()
-    model.eval()
-    return dict(job, train_loss=task.train_loss(model), steps=len(alphas) or None,
-                zero_steps=sum(a == 0 for a in alphas) if qlab else None,
-                alpha_median=sorted(alphas)[len(alphas) // 2] if alphas else None)
+    from bench.quality.run import run_one
+    return run_one(job, wrap=lambda model: Bf16Model(model, fp32_out=job["loss"] == "fp32"))
 
 
 def main(argv=None):
@@ -72,18 +53,18 @@ def main(argv=None):
         for seed in (int(s) for s in args.seeds.split(",")):
             for base in args.bases.split(","):
                 for lr in (float(v) for v in args.lrs.split(",") if v):
-                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, rule=None,
-                                     loss=args.loss))
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, loss=args.loss))
                 for rule in args.rules.split(","):
                     for a0 in (float(v) for v in args.alpha0.split(",")):
                         jobs.append(dict(task=task, seed=seed, method="qlab_" + base, lr=a0,
-                                         rule=rule, loss=args.loss))
+                                         rule=None if rule == "auto" else rule, loss=args.loss))
     with get_context("fork").Pool(2) as pool:
         for r in pool.imap(run, jobs):
             extra = ("" if not r["method"].startswith("qlab_") else
                      f"  zero steps {r['zero_steps']}/{r['steps']}  median α {r['alpha_median']:.3g}")
+            rule = "" if not r["method"].startswith("qlab_") else r["rule"] or "auto"
             print(f"{r['task']:16s} seed {r['seed']}  {r['method']:13s} {r['lr']:<6g} "
-                  f"{r['rule'] or '':48s} loss {r['train_loss']:.4f}{extra}", flush=True)
+                  f"{rule:48s} loss {r['final_train_loss']:.4f}{extra}", flush=True)
 
 
 if __name__ == "__main__":

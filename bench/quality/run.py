@@ -68,13 +68,14 @@ def _sub(xs, n=N_CURVE):
     return [xs[i] for i in idx]
 
 
-def run_one(job: dict) -> dict:
-    """One training run; returns the final metrics and subsampled curves."""
+def run_one(job: dict, wrap=None) -> dict:
+    """One training run; returns the final metrics and subsampled curves. ``wrap(model)``, if given,
+    returns the module to train in the task's model's place (bench/quality/bf16.py: a bf16 cast)."""
     import torch
     torch.set_num_threads(1)
     from bench.quality.tasks import TASKS
     task = TASKS[job["task"]](job["seed"])
-    model = task.model
+    model = task.model if wrap is None else wrap(task.model)
     params = [p for p in model.parameters()]
     method, lr, rule = job["method"], job["lr"], job.get("rule")
     opt = make_optimizer(method, params, lr, rule)
