@@ -63,8 +63,10 @@ def main(argv=None):
             extra = ("" if not r["method"].startswith("qlab_") else
                      f"  zero steps {r['zero_steps']}/{r['steps']}  median α {r['alpha_median']:.3g}")
             rule = "" if not r["method"].startswith("qlab_") else r["rule"] or "auto"
+            loss = r["final_train_loss"]  # None: the run diverged
+            loss = "diverged" if loss is None else f"{loss:.4f}"
             print(f"{r['task']:16s} seed {r['seed']}  {r['method']:13s} {r['lr']:<6g} "
-                  f"{rule:48s} loss {r['final_train_loss']:.4f}{extra}", flush=True)
+                  f"{rule:48s} loss {loss}{extra}", flush=True)
 
 
 if __name__ == "__main__":
