@@ -257,8 +257,10 @@ class QLABOptimizer(torch.optim.Optimizer):
         # digits MLP; with fp32's it trains: docs/quality.md, log item 29)
         loss_eps = max([torch.finfo(loss_dtype).eps, torch.finfo(Lb.dtype).eps]
                        + [min(torch.finfo(seg.dtype).eps, FP32_EPS) for seg in self._segments])
+        # The probe floor counts the coarsest dtype the probe forward reads (not the fp32 master).
+        param_eps = max(torch.finfo(seg.dtype).eps for seg in self._segments)
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
-                                    pdir, loss_eps)
+                                    pdir, loss_eps, param_eps)
         rs["step"] = step
         self._rs = rs
         self._update(scs, pdir, alpha)

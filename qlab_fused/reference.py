@@ -194,6 +194,35 @@ def resolve_threshold(loss_eps: float) -> float:
     """The `*_guard` rounding threshold, relative to |L0|, for losses of machine epsilon loss_eps."""
     return RESOLVE * (loss_eps / FP32_EPS)
 
+
+# Every rule, on bf16 and fp16 parameters: the next probe moves θ by at least PROBE_ULPS ulps of the
+# parameters' dtype (RMS over θ: β·|X| ≥ PROBE_ULPS·ε·|θ|, with this step's norms for the next
+# probe's direction). A shorter probe rounds back to θ on most elements of a bf16 model (θ − βX moves
+# an element only where βX exceeds half its ulp, 2⁻⁹..2⁻⁸ of it), and the fit of what little moved
+# reads a short step, which makes the next probe shorter still: QLAB-Momentum's α sank to
+# 1e-9..1e-28 on bf16 models. With 0.5, 1, 2 and 4 ulps measured, 1 cures that, and 4 makes Adam's
+# trust test reject most fits as too far. Not for fp32 parameters: there a probe of one ulp moves an
+# fp32 loss by about its own rounding, and the floor held the fp32 far-probe trap (log item 26) of
+# the Momentum default at α ≈ 1e-7 for good (docs/quality.md, log item 30).
+PROBE_ULPS = 1.0
+
+
+def next_probe_direction(rule: str, probe_dir: int) -> int:
+    """The direction the step after one that probed ``probe_dir`` probes (P = V for SGD)."""
+    if rule == "fresh":
+        return DIR_P
+    if rule.startswith("alternate"):
+        return DIR_V if probe_dir == DIR_P else DIR_P
+    return DIR_V
+
+
+def probe_floor(param_eps: float, tt: float, xx: float) -> float:
+    """The shortest probe distance, in units of a direction of squared norm xx (0: no floor, for
+    parameters of fp32 or finer, or without both norms)."""
+    if param_eps <= FP32_EPS or not (tt > 0 and xx > 0):
+        return 0.0
+    return PROBE_ULPS * param_eps * math.sqrt(tt / xx)
+
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
 
@@ -292,9 +321,11 @@ def _good(x) -> bool:
 
 
 def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleState,
-              alpha0: float, probe_dir: int, loss_eps: float = FP32_EPS) -> tuple[float, RuleState]:
+              alpha0: float, probe_dir: int, loss_eps: float = FP32_EPS,
+              param_eps: float = FP32_EPS) -> tuple[float, RuleState]:
     """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg,
-    tt; ``loss_eps`` is the machine epsilon of the dtype the losses were computed in."""
+    tt; ``loss_eps`` is the machine epsilon of the dtype the losses were computed in, ``param_eps``
+    that of the parameters the probe forward reads (the coarsest, if several)."""
     new = RuleState(**vars(st))
     if not math.isfinite(L0):  # the whole step is skipped; nothing else changes
         new.skips += 1
@@ -397,14 +428,12 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if red["gg"] == 0 or (unresolved and not (rule in MEMORY_STEP_RULES and _good(st.ema) and d > 0)):
         alpha = 0.0
     new.alpha = alpha
+    policy = RULE_BETA.get(rule, "last")
     if unresolved:
         new.beta = 10 * beta
-        return alpha, new
-    if far and alpha == 0 and red["gg"] != 0:
+    elif far and alpha == 0 and red["gg"] != 0:
         new.beta = max(a_star, beta / 1000)
-        return alpha, new
-    policy = RULE_BETA.get(rule, "last")
-    if rule in EMA_RULES:
+    elif rule in EMA_RULES:
         new.beta = reach * (alpha if alpha > 0 else new.ema if _good(new.ema) else alpha0)
         if rule in MATCH_RULES and probe_dir == DIR_V and red["vv"] > 0 and red["pp"] > 0:
             new.beta *= math.sqrt(red["vv"] / red["pp"])  # the next probe is along P
@@ -414,6 +443,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         new.beta = alpha if alpha > 0 else beta
     else:
         new.beta = alpha if alpha > 0 else alpha0
+    xx_next = red["pp"] if next_probe_direction(rule, probe_dir) == DIR_P else red["vv"]
+    new.beta = max(new.beta, probe_floor(param_eps, tt, xx_next))
     return alpha, new
 
 
@@ -425,7 +456,8 @@ class ReferenceQLAB:
     """QLAB on a list of tensors. ``loss_fn(params) -> float`` and ``grad_fn(params) -> list``.
 
     ``hypers[i]`` is the Hyper of ``params[i]``; ``alpha0`` the optimizer's reference alpha0;
-    ``loss_eps`` the machine epsilon of the dtype the model computes its loss in (`*_guard` rules).
+    ``loss_eps`` the machine epsilon of the dtype the model computes its loss in (`*_guard` rules),
+    ``param_eps`` that of the parameters the probe forward reads (the probe floor).
     """
 
     params: list
@@ -437,6 +469,7 @@ class ReferenceQLAB:
     rs: RuleState = None
     states: list = None
     loss_eps: float = FP32_EPS
+    param_eps: float = FP32_EPS
 
     def __post_init__(self):
         self.rule = resolve_rule(self.rule, self.hypers[0].kind)
@@ -468,6 +501,7 @@ class ReferenceQLAB:
         beta = probe_distance(self.rs)
         X = P if pdir == DIR_P else V
         Lb = float(loss_fn([p - beta * x for p, x in zip(self.params, X)]))
-        alpha, self.rs = rule_step(self.rule, L0, Lb, red, beta, self.rs, self.alpha0, pdir, self.loss_eps)
+        alpha, self.rs = rule_step(self.rule, L0, Lb, red, beta, self.rs, self.alpha0, pdir,
+                                   self.loss_eps, self.param_eps)
         self.params = [p - alpha * v for p, v in zip(self.params, V)]
         return L0

@@ -10,11 +10,11 @@ import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
-                        GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES, HOLD_RULES,
-                        MATCH_RULES, MEMORY_STEP_RULES, NEAR, REL_CAP, REL_RULES, RULE_BETA,
-                        RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES, SLOW_RULES, START_RULES,
-                        STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V, probe_direction,
-                        resolve_threshold)
+                        FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES,
+                        HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
+                        REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES, SLOW_RULES,
+                        START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V,
+                        next_probe_direction, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
@@ -38,10 +38,11 @@ def _weighted_geo(cv, cp, wv, wp):
 
 
 def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
-              loss_eps: float | None = None):
+              loss_eps: float | None = None, param_eps: float = FP32_EPS):
     """Return (α, new rule state). All tensors stay on device; no branch reads a tensor.
     ``loss_eps``: the machine epsilon of the dtype the losses were computed in (None: the coarser of
-    L0's and Lβ's dtypes as given).
+    L0's and Lβ's dtypes as given); ``param_eps``: that of the parameters the probe forward reads
+    (the probe floor, ``reference.PROBE_ULPS``).
 
     Computed in float64 (0-d tensors, so it costs nothing): a₂ comes from Lβ − L0 + β·d, a
     difference of nearly equal numbers, and fp32 would throw away digits the losses still carry.
@@ -178,6 +179,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     beta_next = torch.where(far & (alpha == 0) & (red[RED_GG] != 0),
                             torch.maximum(a_star, beta / 1000), beta_next)
     beta_next = torch.where(unresolved, 10 * beta, beta_next)
+    if param_eps > FP32_EPS:  # the probe floor (bf16, fp16 parameters)
+        xx_next = red[RED_PP] if next_probe_direction(rule, probe_dir) == DIR_P else vv
+        ok = (tt > 0) & (xx_next > 0)
+        floor = PROBE_ULPS * param_eps * (tt / torch.where(ok, xx_next, torch.ones_like(xx_next))).sqrt()
+        beta_next = torch.maximum(beta_next, torch.where(ok, floor, zero))
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
     new = {

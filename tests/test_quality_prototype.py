@@ -54,7 +54,8 @@ def test_prototype_follows_the_library_rule(rule):
         a2 = (rng.uniform(50, 100) / beta if kind == 1 else 1e-9 * L0 / beta ** 2 if kind == 2
               else rng.uniform(0.05, 3))
         Lb = L0 - beta * dX + a2 * beta ** 2   # a₂ > 0: a fit exists
-        a_ref, st = reference.rule_step(rule, L0, Lb, red, beta, st, alpha0, pdir)
+        a_ref, st = reference.rule_step(rule, L0, Lb, red, beta, st, alpha0, pdir,
+                                        param_eps=0.0)  # the prototype has no probe floor
         a_proto = proto.step(rs, L0, Lb, red, beta, "P" if pdir == DIR_P else "V")
         assert a_proto == pytest.approx(a_ref, rel=1e-12, abs=1e-300)
 

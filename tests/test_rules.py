@@ -16,9 +16,12 @@ finite = st.one_of(nonneg, nonneg.map(lambda x: -x))
 positive = st.floats(min_value=1e-6, max_value=1e3)
 kappa = st.one_of(st.just(0.0), st.floats(min_value=1e-8, max_value=1e8))
 rule_names = st.sampled_from(reference.RULES)
+# Tests of how a rule sets its next probe distance compare it without the probe floor, which is the
+# same for every rule and has its own test (test_probe_floor_*)
+NO_FLOOR = dict(param_eps=0.0)
 
 
-def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
+def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP32_EPS):
     st_dev = rules.init_state(alpha0, "cpu")
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
@@ -27,7 +30,8 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir):
                         red.get("tt", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
                            torch.tensor(Lb, dtype=torch.float64), vec, st_dev, alpha0, pdir,
-                           reference.FP32_EPS)  # the reference's default: losses computed in fp32
+                           reference.FP32_EPS,  # the reference's default: losses computed in fp32
+                           param_eps)
 
 
 @settings(max_examples=600, deadline=None)
@@ -272,8 +276,8 @@ def test_match_rules_move_only_the_next_p_probe(rule, L0, dL, vg, pg, vv, pp, gg
     base = rule.replace("_match", "")
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_m, n_m = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_m, n_m = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     assert a_m == a_b and (n_m.kappa_v, n_m.kappa_p, n_m.ema) == (n_b.kappa_v, n_b.kappa_p, n_b.ema)
     a_star, _ = reference._fit(L0, L0 + dL, pg if pdir == DIR_P else vg, beta)
     reach = reference.NEAR.get(rule, (1.0, 1.0))[0]
@@ -304,8 +308,8 @@ def test_slow_rules_follow_only_decreases_slowly(rule, L0, dL, vg, pg, vv, pp, g
     base = rule.replace("_slow", "")
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     assert (n_s.kappa_v, n_s.kappa_p) == (n_b.kappa_v, n_b.kappa_p)
     if not (ema > 0 and 0 < n_b.ema < ema):  # no EMA yet, or the estimate did not fall below it
         assert (a_s, n_s.ema, n_s.beta) == pytest.approx((a_b, n_b.ema, n_b.beta), rel=1e-12)
@@ -339,8 +343,8 @@ def test_guard_rules_remember_only_what_they_measured(rule, L0, dL, vg, pg, vv, 
         dL = -beta * dX + 0.5 * reference.RESOLVE * abs(L0)
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_g, n_g = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_g, n_g = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
     reach = reference.NEAR[rule][0]
     tests_far = (rule in reference.TRUST_RULES or rule in reference.SKIP_RULES
@@ -404,8 +408,8 @@ def test_skip_rules_step_from_memory_past_a_far_fit(rule, L0, dL, vg, pg, vv, pp
         dL = -beta * dX + dX * beta ** 2 / (2 * a_star)
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
     reach = reference.NEAR[rule][0]
     far = reference._good(a_star) and a_star < beta / (reference.TRUST_FAR * reach)
@@ -460,8 +464,8 @@ def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, g
         dL = -beta * dX + dX * beta ** 2 / (2 * a_far)
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     a_star, _ = reference._fit(L0, L0 + dL, dX, beta)
     far = (not ema > 0 and reference._good(a_star)
            and a_star < beta / (reference.TRUST_FAR * reach))
@@ -505,8 +509,8 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
         dL = -beta * dX + 0.5 * reference.RESOLVE * abs(L0)
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_h, n_h = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_g, n_g = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_h, n_h = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_g, n_g = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     unresolved = (abs(L0 + dL - L0 + beta * dX) <= reference.RESOLVE * abs(L0)
                   or L0 + dL == L0)
     if not unresolved:
@@ -550,8 +554,8 @@ def test_still_rules_fit_nothing_from_a_loss_that_did_not_move(rule, L0, dL, vg,
     dX = pg if pdir == DIR_P else vg
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
-    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
     if L0 + dL != L0:
         assert (a_s, n_s.beta, n_s.kappa_v, n_s.kappa_p, n_s.ema) == (a_b, n_b.beta, n_b.kappa_v,
                                                                     n_b.kappa_p, n_b.ema)
@@ -589,3 +593,51 @@ def test_guard_threshold_follows_the_loss_dtype(dtype):
     a_dev, new_dev = rules.rule_step(rule, torch.tensor(L0, dtype=dtype),
                                      torch.tensor(Lb, dtype=torch.float64), vec, st_dev, 1e-3, DIR_V)
     assert float(a_dev) == 0 and float(new_dev["beta"]) == pytest.approx(10 * beta)
+
+
+PARAM_EPS = [torch.finfo(d).eps for d in (torch.float32, torch.bfloat16, torch.float16)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=rule_names, L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, sg=finite,
+       gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
+# bf16 parameters, a probe far too short to move them: the next one goes to the floor, along P
+# (|P| = 5|V|, as for Adam) after a V probe, along V after a P probe
+@example(rule="alternate_wgeo_ema_rel_near", L0=1.0, dL=-1e-6, vg=1.0, pg=1.0, vv=1.0, pp=25.0, sg=0.0,
+         gg=1.0, tt=100.0, beta=1e-5, kv=1.0, kp=1.0, ema=1e-5, pdir=DIR_V, eps=PARAM_EPS[1])
+@example(rule="alternate_wgeo_ema_rel_near", L0=1.0, dL=-1e-6, vg=1.0, pg=1.0, vv=1.0, pp=25.0, sg=0.0,
+         gg=1.0, tt=100.0, beta=1e-5, kv=1.0, kp=1.0, ema=1e-5, pdir=DIR_P, eps=PARAM_EPS[1])
+@example(rule="safeguarded_rel_still", L0=1.0, dL=-1e-6, vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0,
+         gg=1.0, tt=100.0, beta=1e-5, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V, eps=PARAM_EPS[1])
+def test_probe_floor_keeps_every_probe_a_few_ulps_of_theta(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt,
+                                                          beta, kv, kp, ema, pdir, eps):
+    """Every rule, bf16 or fp16 parameters: the next probe distance is the rule's own raised to
+    PROBE_ULPS ulps of θ (RMS) along the direction the next step probes, β·|X| ≥ PROBE_ULPS·ε·|θ|, with
+    ε the parameters' machine epsilon; fp32 parameters: the rule's own. The step and the memory are
+    the rule's own; the device twin does the same."""
+    beta, kv, kp, ema = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, kv, kp, ema))
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    a_f, n_f = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
+    a_n, n_n = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    assert a_f == a_n and (n_f.kappa_v, n_f.kappa_p, n_f.ema) == (n_n.kappa_v, n_n.kappa_p, n_n.ema)
+    xx = pp if reference.next_probe_direction(rule, pdir) == DIR_P else vv
+    low = eps > reference.FP32_EPS  # fp32 parameters: no floor
+    floor = reference.PROBE_ULPS * eps * math.sqrt(tt / xx) if (low and tt > 0 and xx > 0) else 0.0
+    assert n_f.beta == max(n_n.beta, floor)
+    if floor > 0:
+        assert n_f.beta * math.sqrt(xx) >= reference.PROBE_ULPS * eps * math.sqrt(tt) * (1 - 1e-12)
+    a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, eps)
+    assert float(a_dev) == pytest.approx(a_f, rel=1e-5, abs=1e-30)
+    assert float(new_dev["beta"]) == pytest.approx(n_f.beta, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule,pdir,nxt", [("alternate_wgeo_ema_rel_near", DIR_P, DIR_V),
+                                           ("alternate_wgeo_ema_rel_near", DIR_V, DIR_P),
+                                           ("fresh", DIR_P, DIR_P), ("safeguarded", DIR_V, DIR_V)])
+def test_next_probe_direction_is_the_one_the_next_step_probes(rule, pdir, nxt):
+    kind = reference.KIND_MOMENTUM
+    k = next(k for k in range(2) if reference.probe_direction(rule, kind, k) == pdir)
+    assert reference.next_probe_direction(rule, pdir) == nxt == reference.probe_direction(rule, kind,
+                                                                                           k + 1)
