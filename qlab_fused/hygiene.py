@@ -5,7 +5,9 @@
   them, as if no probe had run.
 - Running statistics (BatchNorm and every other ``_NormBase``): snapshotted before each such module's
   probe forward and put back after it, so only the training forward updates them.
-- Autocast: the probe runs under the autocast state recorded with the RNG.
+- Autocast: the probe runs under the autocast state recorded with the RNG. The probe also records the
+  low-precision dtypes autocast ran modules with parameters in (the rule's probe floor counts them:
+  an fp32 parameter read in bf16 rounds like a bf16 one).
 - FSDP2: modules that ran in the probe are resharded afterwards. The root keeps its parameters
   gathered after a forward (a backward normally follows and reshards); after the probe the update
   pass writes the shards, and a gathered copy left behind would make the next forward read the probe.
@@ -96,20 +98,50 @@ def _reshard_fsdp_after():
             module.reshard()
 
 
+@dataclass
+class ProbeRecord:
+    """What the probe forward ran under: the dtypes autocast computed modules with parameters in."""
+
+    autocast_dtypes: set = field(default_factory=set)
+
+
+@contextlib.contextmanager
+def _watch_autocast(record: ProbeRecord):
+    # A pre-hook runs inside whatever autocast region the caller's forward entered, also one entered
+    # in the closure or in a parent module's forward (the optimizer cannot see those from outside).
+    # Functional code without modules is not seen.
+    def pre(module, args):
+        for dev in _AUTOCAST_DEVICES:  # mostly off: two C calls per module
+            if torch.is_autocast_enabled(dev):
+                dtype = torch.get_autocast_dtype(dev)
+                if dtype not in record.autocast_dtypes and any(
+                        p.device.type == dev for p in module.parameters(recurse=False)):
+                    record.autocast_dtypes.add(dtype)
+
+    handle = register_module_forward_pre_hook(pre)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @contextlib.contextmanager
 def probe_context(before: ForwardState | None):
     """Run the probe forward as the training forward ran: same RNG draws, same autocast, running
-    statistics untouched, no autograd. ``before=None``: no RNG replay (nothing was recorded)."""
+    statistics untouched, no autograd. ``before=None``: no RNG replay (nothing was recorded).
+    Yields a ProbeRecord, filled once the block has run."""
     after = capture()
+    record = ProbeRecord()
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         stack.enter_context(_frozen_running_stats())
         stack.enter_context(_reshard_fsdp_after())
+        stack.enter_context(_watch_autocast(record))
         if before is not None:
             _set_rng(before.cpu_rng, before.cuda_rng)
             for dev, (enabled, dtype) in before.autocast.items():
                 stack.enter_context(torch.autocast(dev, dtype=dtype, enabled=enabled))
         try:
-            yield
+            yield record
         finally:
             _set_rng(after.cpu_rng, after.cuda_rng)

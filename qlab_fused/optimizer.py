@@ -237,7 +237,7 @@ class QLABOptimizer(torch.optim.Optimizer):
             return L0
         self._in_probe = True
         try:
-            with hygiene.probe_context(before):
+            with hygiene.probe_context(before) as probe:
                 Lb = _check_loss(closure(), "probe forward", need_grad=False)
         except BaseException as exc:
             self._update(scs, pdir, torch.zeros((), device=dev))  # α = 0: put θ back
@@ -257,8 +257,10 @@ class QLABOptimizer(torch.optim.Optimizer):
         # digits MLP; with fp32's it trains: docs/quality.md, log item 29)
         loss_eps = max([torch.finfo(loss_dtype).eps, torch.finfo(Lb.dtype).eps]
                        + [min(torch.finfo(seg.dtype).eps, FP32_EPS) for seg in self._segments])
-        # The probe floor counts the coarsest dtype the probe forward reads (not the fp32 master).
-        param_eps = max(torch.finfo(seg.dtype).eps for seg in self._segments)
+        # The probe floor counts the coarsest dtype the probe forward reads the parameters in: their
+        # own (not the fp32 master), or autocast's (fp32 parameters read in bf16 round as bf16 ones)
+        param_eps = max([torch.finfo(seg.dtype).eps for seg in self._segments]
+                        + [torch.finfo(d).eps for d in probe.autocast_dtypes])
         alpha, rs = rules.rule_step(self.rule, L0, Lb.to(dev), red, self._rs, self._alpha0_ref(),
                                     pdir, loss_eps, param_eps)
         rs["step"] = step

@@ -103,3 +103,34 @@ def test_probe_runs_under_the_training_autocast_state(mode):
         loss.backward()
         opt.step(closure, loss=loss)  # outside the autocast block: the probe still uses it
     assert states == [(True, True), (False, True)]
+
+
+def test_the_probe_records_the_dtype_autocast_reads_parameters_in():
+    """For the rule's probe floor: the dtypes autocast ran modules with parameters in during the
+    probe forward, also where the autocast region is entered inside the model (the optimizer cannot
+    see it from outside); parameterless modules and code after the probe are not counted."""
+    from qlab_fused import hygiene
+    x, _ = batch()
+    net = Net()
+
+    class Inside(torch.nn.Module):
+        def __init__(self, inner, dtype):
+            super().__init__()
+            self.inner, self.dtype = inner, dtype
+
+        def forward(self, x):
+            with torch.autocast("cpu", dtype=self.dtype):
+                return self.inner(x)
+
+    with hygiene.probe_context(None) as rec:
+        net(x)
+    assert rec.autocast_dtypes == set()
+    with hygiene.probe_context(None) as rec:
+        Inside(torch.nn.ReLU(), torch.bfloat16)(x)
+    assert rec.autocast_dtypes == set()
+    for dtype in (torch.bfloat16, torch.float16):
+        with hygiene.probe_context(None) as rec:
+            Inside(net, dtype)(x)
+        assert rec.autocast_dtypes == {dtype}
+    Inside(net, torch.bfloat16)(x)  # after the probe: the hook is gone
+    assert rec.autocast_dtypes == {torch.float16}

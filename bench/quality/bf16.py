@@ -5,6 +5,7 @@ main suite's.
     python -m bench.quality.bf16 --task digits_mlp,digits_cnn,friedman_mlp,char_transformer
     python -m bench.quality.bf16 --task digits_mlp --loss bf16        # the loss in bf16 as well
     python -m bench.quality.bf16 --task digits_mlp --bases momentum,sgd --lrs 1e-2,0.1,1
+    python -m bench.quality.bf16 --task digits_mlp --bases momentum --autocast   # fp32 model, bf16 autocast
 
 The task's model is cast to bf16 behind fp32 inputs and outputs (``--loss fp32``: the loss is computed
 in fp32 from bf16 logits, the usual mixed setup; ``--loss bf16``: from the bf16 outputs as they are).
@@ -31,9 +32,24 @@ class Bf16Model(nn.Module):
         return out.float() if self.fp32_out else out
 
 
+class AutocastModel(nn.Module):
+    """A task's model in fp32 whose forward runs under CPU autocast to bf16 (its matmuls and
+    convolutions read the parameters in bf16); outputs in fp32 unless the loss is to be bf16."""
+
+    def __init__(self, model, fp32_out: bool):
+        super().__init__()
+        self.m, self.fp32_out = model, fp32_out
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.m(x)
+        return out.float() if self.fp32_out else out
+
+
 def run(job: dict) -> dict:
     from bench.quality.run import run_one
-    return run_one(job, wrap=lambda model: Bf16Model(model, fp32_out=job["loss"] == "fp32"))
+    wrap = AutocastModel if job.get("autocast") else Bf16Model
+    return run_one(job, wrap=lambda model: wrap(model, fp32_out=job["loss"] == "fp32"))
 
 
 def main(argv=None):
@@ -46,6 +62,8 @@ def main(argv=None):
     ap.add_argument("--lrs", default="1e-3,1e-2,0.1", help="plain X lrs ('' for none)")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--loss", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--autocast", action="store_true",
+                    help="keep the model in fp32 and run its forward under bf16 autocast")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message="the closure returned a bfloat16 loss")
     jobs = []
@@ -53,11 +71,13 @@ def main(argv=None):
         for seed in (int(s) for s in args.seeds.split(",")):
             for base in args.bases.split(","):
                 for lr in (float(v) for v in args.lrs.split(",") if v):
-                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, loss=args.loss))
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, loss=args.loss,
+                                     autocast=args.autocast))
                 for rule in args.rules.split(","):
                     for a0 in (float(v) for v in args.alpha0.split(",")):
                         jobs.append(dict(task=task, seed=seed, method="qlab_" + base, lr=a0,
-                                         rule=None if rule == "auto" else rule, loss=args.loss))
+                                         rule=None if rule == "auto" else rule, loss=args.loss,
+                                         autocast=args.autocast))
     with get_context("fork").Pool(2) as pool:
         for r in pool.imap(run, jobs):
             extra = ("" if not r["method"].startswith("qlab_") else
