@@ -35,7 +35,7 @@ _HALF_LOSS = (
     "the closure returned a {dtype} loss: QLAB fits a parabola to loss differences Lβ − L0 that are "
     "finer than a {dtype} scalar resolves (8 significant bits in bfloat16, 11 in float16; with a "
     "bfloat16 loss the Adam default measures nothing on about half its steps of the digits MLP and "
-    "CNN, and the other Adam rules measured stop training there; docs/quality.md, log item 29). "
+    "CNN, and QLAB-Momentum does not train them; docs/quality.md, log items 29, 30). "
     "Compute the loss in float32, e.g. F.cross_entropy(logits.float(), y); the model itself may "
     "stay in {dtype}.")
 
