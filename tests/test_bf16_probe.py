@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import qlab_fused as qf
+from conftest import DEVICES
 
 
 @pytest.mark.parametrize("dtypes,autocast,expected", [
@@ -17,7 +18,8 @@ import qlab_fused as qf
     ((torch.float32, torch.bfloat16), None, torch.bfloat16),
     ((torch.float16, torch.float32), None, torch.float16),
     ((torch.float32,), torch.bfloat16, torch.bfloat16), ((torch.float32,), torch.float16, torch.float16)])
-def test_the_probe_floor_counts_the_coarsest_dtype_the_forward_reads(dtypes, autocast, expected,
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_probe_floor_counts_the_coarsest_dtype_the_forward_reads(dtypes, autocast, expected, device,
                                                                     monkeypatch):
     """The floor is in ulps of what the probe forward reads: the model's own parameters (a bf16 model
     keeps an fp32 master, but its probe is rounded to bf16), the coarsest of them if they differ, or
@@ -33,13 +35,13 @@ def test_the_probe_floor_counts_the_coarsest_dtype_the_forward_reads(dtypes, aut
 
     monkeypatch.setattr(rules, "rule_step", spy)
     torch.manual_seed(0)
-    layers = [torch.nn.Linear(4, 4).to(d) for d in dtypes]
-    x = torch.randn(8, 4)
+    layers = [torch.nn.Linear(4, 4).to(device=device, dtype=d) for d in dtypes]
+    x = torch.randn(8, 4, device=device)
     groups = [{"params": m.parameters()} for m in layers]
     opt = qf.QLABSGD(groups, alpha0=1e-2, momentum=0.9, backend="torch")
 
     def closure():
-        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        with torch.autocast(device, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             h = x
             for m in layers:
                 h = m(h.to(m.weight.dtype)).float()
