@@ -195,15 +195,16 @@ def resolve_threshold(loss_eps: float) -> float:
     return RESOLVE * (loss_eps / FP32_EPS)
 
 
-# Every rule, on bf16 and fp16 parameters: the next probe moves θ by at least PROBE_ULPS ulps of the
-# parameters' dtype (RMS over θ: β·|X| ≥ PROBE_ULPS·ε·|θ|, with this step's norms for the next
-# probe's direction). A shorter probe rounds back to θ on most elements of a bf16 model (θ − βX moves
-# an element only where βX exceeds half its ulp, 2⁻⁹..2⁻⁸ of it), and the fit of what little moved
-# reads a short step, which makes the next probe shorter still: QLAB-Momentum's α sank to
-# 1e-9..1e-28 on bf16 models. With 0.5, 1, 2 and 4 ulps measured, 1 cures that, and 4 makes Adam's
-# trust test reject most fits as too far. Not for fp32 parameters: there a probe of one ulp moves an
-# fp32 loss by about its own rounding, and the floor held the fp32 far-probe trap (log item 26) of
-# the Momentum default at α ≈ 1e-7 for good (docs/quality.md, log item 30).
+# Every rule, where the forward reads the parameters in bf16 or fp16 (their dtype, or autocast's):
+# the next probe moves θ by at least PROBE_ULPS ulps of that dtype (RMS over θ: β·|X| ≥
+# PROBE_ULPS·ε·|θ|, with this step's norms for the next probe's direction). A shorter probe rounds
+# back to θ on most elements of a bf16 model (θ − βX moves an element only where βX exceeds half its
+# ulp, 2⁻⁹..2⁻⁸ of it), and the fit of what little moved reads a short step, which makes the next
+# probe shorter still: QLAB-Momentum's α sank to 1e-9..1e-28 on bf16 models. With 0.5, 1, 2 and 4
+# ulps measured, 1 cures that, and 4 makes Adam's trust test reject most fits as too far. Not for
+# fp32 parameters: there a probe of one ulp moves an fp32 loss by about its own rounding, and the
+# floor held the fp32 far-probe trap (log item 26) of the Momentum default at α ≈ 1e-7, where
+# without it α underflows to 0 and the next probe starts over from α0 (docs/quality.md, log item 30).
 PROBE_ULPS = 1.0
 
 
@@ -222,6 +223,7 @@ def probe_floor(param_eps: float, tt: float, xx: float) -> float:
     if param_eps <= FP32_EPS or not (tt > 0 and xx > 0):
         return 0.0
     return PROBE_ULPS * param_eps * math.sqrt(tt / xx)
+
 
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
 
