@@ -25,7 +25,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow, _skip, _start, _guard, _hold, _still), defined below.
+# _slow, _skip, _start, _guard, _hold, _still, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -50,7 +50,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard",
          "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard",
          "alternate_trust_ema_rel_near_match_slow_guard_hold",
-         "safeguarded_rel_still", "alternate_wgeo_ema_rel_near_still")
+         "safeguarded_rel_still", "alternate_wgeo_ema_rel_near_still",
+         "safeguarded_rel_still_restart", "alternate_wgeo_ema_rel_near_restart",
+         "alternate_trust_ema_rel_near_match_slow_guard_hold_restart")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -70,7 +72,7 @@ def resolve_rule(rule: str, kind: int) -> str:
 
 # Rules that step to the fitted minimum along the probed direction (no alternating memory).
 FIT_RULES = ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust", "safeguarded_rel",
-             "safeguarded_rel_still")
+             "safeguarded_rel_still", "safeguarded_rel_still_restart")
 # Growth cap (α ≤ cap·β; inf: none) and probe-distance policy of each rule (see ``rule_step``):
 #   "paper": β_next = max(α0, α);  "last": β_next = α, or α0 after α = 0;  "keep": β_next = α, or
 #   the same β after α = 0 (a zeroed step says nothing about the scale).
@@ -121,10 +123,11 @@ NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_m
 NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
 NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, "*_guard"
 NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold"] = NEAR["alternate_trust_ema_rel_near"]
+NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold_restart"] = NEAR["alternate_trust_ema_rel_near"]
 for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard",
           "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
           "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard",
-          "alternate_wgeo_ema_rel_near_still"):
+          "alternate_wgeo_ema_rel_near_still", "alternate_wgeo_ema_rel_near_restart"):
     NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with a test of far fits
 for r in ("alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard"):
     NEAR[r] = NEAR["alternate_trust_ema_rel_near"]  # Adam's, `_skip` in place of `trust`
@@ -160,14 +163,14 @@ GUARD_RULES = tuple(r for r in RULES if "_guard" in r)
 # bit for bit unchanged (Lβ = L0: the probe moved no parameter). With bf16 parameters θ − βX rounds
 # back to θ wherever βX is below half a parameter's ulp (2⁻⁹ of it), and a loss that did not move
 # while β·d_X is above the threshold reads as a fit of β/2: the decay of item 26 (log item 29).
-HOLD_RULES = tuple(r for r in RULES if r.endswith("_hold"))
+HOLD_RULES = tuple(r for r in RULES if "_hold" in r)
 # "*still": a probe that left the loss bit for bit unchanged (Lβ = L0: it moved no parameter)
 # measured nothing: nothing is fitted or remembered, the next probe goes 10× farther, and the step is
 # the memory's (`_ema` rules, where V descends, as `_hold`) or none. Without it such a probe reads as
 # a fit of β/2 (a₂ = d_X/β), so a rule whose probes are too short to move a bf16 parameter halves its
 # step every step: QLAB-SGD from α₀ = 1e-3 and the Momentum default sank to α ~ 1e-12–1e-28 on bf16
 # models (log item 29). In fp32 it almost never fires.
-STILL_RULES = tuple(r for r in RULES if r.endswith("_still"))
+STILL_RULES = tuple(r for r in RULES if "_still" in r)
 # rules that step with the memory after a probe that measured nothing
 MEMORY_STEP_RULES = HOLD_RULES + tuple(r for r in STILL_RULES if "_ema" in r)
 # "*skip": the trust test's far fit (minimum below β/(TRUST_FAR·reach)) without its zero step: the
@@ -182,6 +185,13 @@ SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
 # Poisson task the first probe at α₀ = 1 fits a step of 1e-16 or less, which otherwise becomes the
 # EMA's first value (log item 26); later far fits are part of the noise the EMA averages.
 START_RULES = tuple(r for r in RULES if "_start" in r)
+# "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
+# β·|X| < ε·|θ|, as the probe floor measures it; with the floor, only fp32 and finer parameters get
+# there) cannot move θ: the rule forgets its EMA and probes next at α0 (× reach), as on its first
+# step. Without it such probes measure nothing and the memory sinks, until β underflows to 0 in fp32
+# and the EMA empties (the far-probe trap of item 26: 96 steps on a Poisson run of Momentum; QLAB-SGD
+# on the Poisson task gets there too; docs/quality.md, log item 32).
+RESTART_RULES = tuple(r for r in RULES if r.endswith("_restart"))
 # The rounding threshold for an fp32 loss (~8 ulps); another dtype scales it by its machine epsilon
 # (`loss_eps`: the optimizer passes the coarsest of the loss's dtypes and the parameters', these
 # counted at most as fp32, since an fp32 model's loss summed in float64 still carries fp32 rounding
@@ -217,12 +227,15 @@ def next_probe_direction(rule: str, probe_dir: int) -> int:
     return DIR_V
 
 
+def ulp_distance(param_eps: float, tt: float, xx: float) -> float:
+    """The probe distance, in units of a direction of squared norm xx, that moves θ by PROBE_ULPS
+    ulps (RMS) of parameters of machine epsilon param_eps (0 without both norms)."""
+    return PROBE_ULPS * param_eps * math.sqrt(tt / xx) if (tt > 0 and xx > 0) else 0.0
+
+
 def probe_floor(param_eps: float, tt: float, xx: float) -> float:
-    """The shortest probe distance, in units of a direction of squared norm xx (0: no floor, for
-    parameters of fp32 or finer, or without both norms)."""
-    if param_eps <= FP32_EPS or not (tt > 0 and xx > 0):
-        return 0.0
-    return PROBE_ULPS * param_eps * math.sqrt(tt / xx)
+    """The shortest probe distance (0: no floor, for parameters of fp32 or finer)."""
+    return ulp_distance(param_eps, tt, xx) if param_eps > FP32_EPS else 0.0
 
 
 SIGNAL_EMA = 0.9  # "signal" rules: decay of the EMA of the noise fraction of the slope
@@ -447,6 +460,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         new.beta = alpha if alpha > 0 else alpha0
     xx_next = red["pp"] if next_probe_direction(rule, probe_dir) == DIR_P else red["vv"]
     new.beta = max(new.beta, probe_floor(param_eps, tt, xx_next))
+    if rule in RESTART_RULES and new.beta < ulp_distance(param_eps, tt, xx_next):
+        new.beta = reach * alpha0 if rule in EMA_RULES else alpha0
+        new.ema = 0.0
     return alpha, new
 
 

@@ -12,7 +12,8 @@ from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_
 from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
                         FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES,
                         HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
-                        REL_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES, SLOW_RULES,
+                        REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
+                        SLOW_RULES,
                         START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V,
                         next_probe_direction, probe_direction, resolve_threshold)
 
@@ -179,11 +180,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     beta_next = torch.where(far & (alpha == 0) & (red[RED_GG] != 0),
                             torch.maximum(a_star, beta / 1000), beta_next)
     beta_next = torch.where(unresolved, 10 * beta, beta_next)
+    xx_next = red[RED_PP] if next_probe_direction(rule, probe_dir) == DIR_P else vv
+    ok = (tt > 0) & (xx_next > 0)
+    ulp = torch.where(ok, PROBE_ULPS * param_eps * (tt / torch.where(ok, xx_next, inf)).sqrt(), zero)
     if param_eps > FP32_EPS:  # the probe floor (bf16, fp16 parameters)
-        xx_next = red[RED_PP] if next_probe_direction(rule, probe_dir) == DIR_P else vv
-        ok = (tt > 0) & (xx_next > 0)
-        floor = PROBE_ULPS * param_eps * (tt / torch.where(ok, xx_next, torch.ones_like(xx_next))).sqrt()
-        beta_next = torch.maximum(beta_next, torch.where(ok, floor, zero))
+        beta_next = torch.maximum(beta_next, ulp)
+    restart = beta_next < ulp if rule in RESTART_RULES else false  # a probe that cannot move θ
+    beta_next = torch.where(restart, torch.full_like(zero, (reach if rule in EMA_RULES else 1.0)
+                                                     * alpha0), beta_next)
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
     new = {
@@ -191,7 +195,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "beta": torch.where(l0_ok, beta_next, beta),
         "kappa_v": torch.where(stepped, kappa_v, st64["kappa_v"]),
         "kappa_p": torch.where(stepped, kappa_p, st64["kappa_p"]),
-        "ema": torch.where(stepped, ema, st64["ema"]) if rule in EMA_RULES else st64["ema"],
+        "ema": torch.where(restart & stepped, zero,
+                           torch.where(stepped, ema, st64["ema"]) if rule in EMA_RULES else st64["ema"]),
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

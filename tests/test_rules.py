@@ -481,8 +481,8 @@ def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, g
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.HOLD_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
-       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+@given(rule=st.sampled_from([r for r in reference.HOLD_RULES if r not in reference.RESTART_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]), rounding=st.booleans())
 # a bf16 probe that moved nothing (Lβ = L0) while the EMA holds a step
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=2.0, dL=0.0, vg=1e-9, pg=1e-9,
@@ -534,8 +534,8 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.STILL_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
-       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+@given(rule=st.sampled_from([r for r in reference.STILL_RULES if r not in reference.RESTART_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]), still=st.booleans())
 # the bf16 decay of log item 29: θ − βX rounded back to θ, Lβ = L0, β·d_X far above rounding
 @example(rule="safeguarded_rel_still", L0=0.25, dL=0.0, vg=50.0, pg=50.0, vv=1.0, pp=1.0, gg=1.0,
@@ -641,3 +641,42 @@ def test_next_probe_direction_is_the_one_the_next_step_probes(rule, pdir, nxt):
     k = next(k for k in range(2) if reference.probe_direction(rule, kind, k) == pdir)
     assert reference.next_probe_direction(rule, pdir) == nxt == reference.probe_direction(rule, kind,
                                                                                            k + 1)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.RESTART_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, sg=finite, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa,
+       ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
+# the Poisson run of QLAB-SGD: a fit far shorter than an fp32 ulp of θ (α* ≈ 1e-20)
+@example(rule="safeguarded_rel_still_restart", L0=1.0, dL=1e19, vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0,
+         gg=1.0, tt=100.0, beta=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V, eps=PARAM_EPS[0])
+# the Momentum trap of log item 26: the EMA holds 1e-24 and the fit agrees
+@example(rule="alternate_wgeo_ema_rel_near_restart", L0=3.0, dL=-1e-24, vg=1.0, pg=1.0, vv=1.0, pp=4.0,
+         sg=0.0, gg=1.0, tt=9.0, beta=1e-24, kv=1e23, kp=1e23, ema=1e-24, pdir=DIR_P, eps=PARAM_EPS[0])
+def test_restart_rules_start_over_when_the_next_probe_cannot_move_theta(rule, L0, dL, vg, pg, vv, pp,
+                                                                       sg, gg, tt, beta, kv, kp,
+                                                                       ema, pdir, eps):
+    """`*_restart`: the rule without it, except where its next probe would move θ by less than one
+    ulp (RMS) of the parameters' dtype: then the EMA is emptied and the next probe goes to α0 (× reach
+    for the EMA rules), as on a first step. The step and the curvatures are the rule's own; with bf16
+    or fp16 parameters the floor keeps every probe at an ulp, so it never restarts; the device twin
+    does the same."""
+    beta, kv, kp, ema = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, kv, kp, ema))
+    base = rule[:-len("_restart")]
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    alpha0 = 1e-3
+    a_r, n_r = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, alpha0, pdir, param_eps=eps)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, alpha0, pdir, param_eps=eps)
+    assert a_r == a_b and (n_r.kappa_v, n_r.kappa_p, n_r.alpha) == (n_b.kappa_v, n_b.kappa_p, n_b.alpha)
+    xx = pp if reference.next_probe_direction(rule, pdir) == DIR_P else vv
+    if n_b.beta < reference.ulp_distance(eps, tt, xx):
+        assert eps <= reference.FP32_EPS  # the floor rules this out for bf16 and fp16
+        reach = reference.NEAR[rule][0] if rule in reference.EMA_RULES else 1.0
+        assert (n_r.beta, n_r.ema) == (reach * alpha0, 0.0)
+    else:
+        assert (n_r.beta, n_r.ema) == (n_b.beta, n_b.ema)
+    a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, alpha0, pdir, eps)
+    assert float(a_dev) == pytest.approx(a_r, rel=1e-5, abs=1e-30)
+    assert float(new_dev["beta"]) == pytest.approx(n_r.beta, rel=1e-5)
+    assert float(new_dev["ema"]) == pytest.approx(n_r.ema, rel=1e-5, abs=1e-30)
