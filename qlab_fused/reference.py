@@ -60,8 +60,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # quality bar (ties of both: the incumbent). Momentum's since round 5; round 7's Momentum choice did
 # not hold on three fresh seeds and was withdrawn (log item 26). From round 8 (twelve tasks, six
 # seeds, worst cases equal; log item 29): SGD's is round 1's with `_still` (353 against 352 of 360
-# runs within), Adam's round 7's with `_hold` (248 against 246).
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_still", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
+# runs within), Adam's round 7's with `_hold` (248 against 246). Round 9 (log item 32): SGD's with
+# `_restart` (354 against 353; Momentum's and Adam's with it tie their incumbents).
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_still_restart", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_hold"}
 
 
