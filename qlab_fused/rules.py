@@ -13,9 +13,8 @@ from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES, 
                         FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES,
                         HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
                         REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
-                        SLOW_RULES,
-                        START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES, WGEO_V,
-                        next_probe_direction, probe_direction, resolve_threshold)
+                        SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
+                        WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
 
