@@ -10,7 +10,8 @@
 # Phases (each logged; a failing phase does not stop the later ones), about 6 minutes in all:
 #   1. install from the working tree without network (builds the CUDA extension)      ≤ 170 s
 #   2. pytest -q tests/ -k "cuda or triton" (the GPU tests; they skip elsewhere)        ≤ 110 s
-#   3. sync-free steps (set_sync_debug_mode("error")) and CUDA-graph capture/replay     ≤ 60 s
+#   3. sync-free steps (set_sync_debug_mode("error")), bf16 and autocast training (a smoke
+#      check), CUDA-graph capture/replay                                               ≤ 60 s
 #   4. python -m qlab_fused bench --device cuda: copy bandwidth, sizes up to 1e9,
 #      the three training-step profiles; report + JSON + plots                           ≤ 170 s
 # At most 510 s of phases: give the device tool's run timeout_s=600.

@@ -1,6 +1,9 @@
 """GPU-only checks run by ``bench/gpu_check.sh``: (1) every QLAB step is free of host
 synchronisation (``torch.cuda.set_sync_debug_mode("error")``) per backend × optimizer × probe;
-(2) the optimizer step can be captured in a CUDA graph and replayed — the two passes alone, and the
+(2) low precision on the GPU: a bf16 model, and an fp32 model under bf16 autocast, against fp32 —
+final loss and median α (a smoke check; the probe floor, docs/quality.md log item 30, was measured on
+CPU only);
+(3) the optimizer step can be captured in a CUDA graph and replayed — the two passes alone, and the
 whole ``opt.step(closure, loss=loss)`` (probe forward included, the user's training forward and
 backward outside), with the replayed result compared against eager steps and both timed.
 
@@ -129,6 +132,41 @@ def graph_passes(backend, kind, probe, numel=1 << 24):
     return {"captured": "ok", "max_abs_diff_vs_eager": diff, "numel": numel, **t}
 
 
+def low_precision(backend, kind, steps=60):
+    """The same training (no dropout) in fp32, as a bf16 model, and as an fp32 model whose forward
+    runs under bf16 autocast: final loss and median α of each, with the GPU backend's bf16 passes.
+    A smoke check: on CPU (DEV set to cpu) the three end at 1.54-1.78 with median α alike, and this
+    short run does not reproduce the sinking α that the probe floor cures (docs/quality.md, log item
+    30), which is left to bench/quality/bf16.py."""
+    cls, kw = OPTS[kind]
+    g = torch.Generator(device=DEV).manual_seed(2)
+    X = torch.randn(8192, 256, device=DEV, generator=g)  # a noisy teacher: nothing to memorise
+    teacher = torch.randn(256, 10, device=DEV, generator=g) / 16
+    Y = (X @ teacher + torch.randn(8192, 10, device=DEV, generator=g)).argmax(1)
+    out = {}
+    for setting in ("fp32", "bf16", "autocast"):
+        m = _model()
+        m.eval()
+        if setting == "bf16":
+            m = m.to(torch.bfloat16)
+        opt = cls(m.parameters(), backend=backend, **kw)
+
+        def loss_on(x, y):
+            with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=setting == "autocast"):
+                logits = m(x.to(next(m.parameters()).dtype))
+            return F.cross_entropy(logits.float(), y)
+
+        order = torch.randint(0, 8192, (steps, 128), device=DEV, generator=g)
+        alphas = []
+        for i in range(steps):
+            opt.step(lambda: loss_on(X[order[i]], Y[order[i]]))
+            alphas.append(opt.alpha.reshape(()))
+        alphas = torch.stack(alphas).float().sort().values
+        with torch.no_grad():
+            out[setting] = {"final_loss": float(loss_on(X, Y)), "median_alpha": float(alphas[steps // 2])}
+    return out
+
+
 def graph_step(backend, kind, probe):
     """Capture opt.step(closure, loss=static_loss) (probe forward, rule and passes) and replay it,
     the training forward/backward eager outside the graph; compare with an eager twin."""
@@ -185,28 +223,33 @@ def graph_step(backend, kind, probe):
 def main(path):
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "backends": {k: v or "available" for k, v in qf.backends("cuda").items()},
-           "sync_free": {}, "graph_passes": {}, "graph_step": {}}
+           "sync_free": {}, "low_precision": {}, "graph_passes": {}, "graph_step": {}}
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     names = [b for b in ("cuda", "triton", "torch") if qf.backends("cuda")[b] is None]
-    # all sync checks first, graph captures last: a failed capture cannot spoil the other checks
-    for section, fn in (("sync_free", sync_free), ("graph_passes", graph_passes),
-                        ("graph_step", graph_step)):
-        for b in names:
-            for kind in OPTS:
-                for probe in ("inplace", "copy"):
-                    key = f"{b}/{kind}/{probe}"
-                    try:
-                        res[section][key] = fn(b, kind, probe)
-                    except Exception as exc:  # noqa: BLE001 - recorded, next check runs
-                        res[section][key] = {"error": _err(exc)}
-                    try:
-                        torch.cuda.synchronize()
-                    except Exception as exc:  # noqa: BLE001 - a broken context: say so, go on
-                        res[section][key]["sync_after"] = _err(exc)
-                    print(section, key, json.dumps(res[section][key]), flush=True)
-                    with open(path, "w") as f:  # after every check: a timeout keeps the rest
-                        json.dump(res, f, indent=1)
+    # sync checks first, then low precision, graph captures last: a failed capture cannot spoil the
+    # other checks. Each check: (section, key, thunk).
+    checks = [("sync_free", f"{b}/{kind}/{probe}", (lambda b=b, kind=kind, probe=probe:
+                                                     sync_free(b, kind, probe)))
+              for b in names for kind in OPTS for probe in ("inplace", "copy")]
+    checks += [("low_precision", f"{b}/{kind}", (lambda b=b, kind=kind: low_precision(b, kind)))
+               for b in names[:1] for kind in OPTS]  # the first backend (cuda where built)
+    checks += [(section, f"{b}/{kind}/{probe}", (lambda fn=fn, b=b, kind=kind, probe=probe:
+                                                 fn(b, kind, probe)))
+               for section, fn in (("graph_passes", graph_passes), ("graph_step", graph_step))
+               for b in names for kind in OPTS for probe in ("inplace", "copy")]
+    for section, key, thunk in checks:
+        try:
+            res[section][key] = thunk()
+        except Exception as exc:  # noqa: BLE001 - recorded, next check runs
+            res[section][key] = {"error": _err(exc)}
+        try:
+            torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001 - a broken context: say so, go on
+            res[section][key]["sync_after"] = _err(exc)
+        print(section, key, json.dumps(res[section][key]), flush=True)
+        with open(path, "w") as f:  # after every check: a timeout keeps the rest
+            json.dump(res, f, indent=1)
     bad = [k for sec in ("sync_free",) for k, v in res[sec].items()
            if any(str(x) != "ok" for x in v.values())]
     print(f"sync-free failures: {len(bad)} {bad}", flush=True)
