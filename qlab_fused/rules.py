@@ -179,14 +179,18 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     beta_next = torch.where(far & (alpha == 0) & (red[RED_GG] != 0),
                             torch.maximum(a_star, beta / 1000), beta_next)
     beta_next = torch.where(unresolved, 10 * beta, beta_next)
-    xx_next = red[RED_PP] if next_probe_direction(rule, probe_dir) == DIR_P else vv
-    ok = (tt > 0) & (xx_next > 0)
-    ulp = torch.where(ok, PROBE_ULPS * param_eps * (tt / torch.where(ok, xx_next, inf)).sqrt(), zero)
-    if param_eps > FP32_EPS:  # the probe floor (bf16, fp16 parameters)
-        beta_next = torch.maximum(beta_next, ulp)
-    restart = beta_next < ulp if rule in RESTART_RULES else false  # a probe that cannot move θ
-    beta_next = torch.where(restart, torch.full_like(zero, (reach if rule in EMA_RULES else 1.0)
-                                                     * alpha0), beta_next)
+    floor = param_eps > FP32_EPS  # the probe floor (bf16, fp16 parameters)
+    if floor or rule in RESTART_RULES:  # host-side test: no ops on the hot path of the others
+        xx_next = red[RED_PP] if next_probe_direction(rule, probe_dir) == DIR_P else vv
+        ok = (tt > 0) & (xx_next > 0)
+        ulp = torch.where(ok, PROBE_ULPS * param_eps * (tt / torch.where(ok, xx_next, inf)).sqrt(),
+                          zero)
+        if floor:
+            beta_next = torch.maximum(beta_next, ulp)
+    if rule in RESTART_RULES:  # a probe that cannot move θ: start over
+        restart = beta_next < ulp
+        beta_next = torch.where(restart, torch.full_like(zero, (reach if rule in EMA_RULES else 1.0)
+                                                         * alpha0), beta_next)
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
     new = {
@@ -194,10 +198,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "beta": torch.where(l0_ok, beta_next, beta),
         "kappa_v": torch.where(stepped, kappa_v, st64["kappa_v"]),
         "kappa_p": torch.where(stepped, kappa_p, st64["kappa_p"]),
-        "ema": torch.where(restart & stepped, zero,
-                           torch.where(stepped, ema, st64["ema"]) if rule in EMA_RULES else st64["ema"]),
+        "ema": torch.where(stepped, ema, st64["ema"]) if rule in EMA_RULES else st64["ema"],
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }
+    if rule in RESTART_RULES:
+        new["ema"] = torch.where(restart & stepped, zero, new["ema"])
     return alpha.float(), {k: v.float() for k, v in new.items()}
 
