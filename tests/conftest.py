@@ -29,3 +29,18 @@ def available_backends():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def record_rule_step_arg(monkeypatch, index: int, name: str) -> list:
+    """Spy on the device rule: returns the list that each optimizer step appends the value of
+    rules.rule_step's argument ``name`` (positional ``index``) to."""
+    from qlab_fused import rules
+    seen = []
+    real = rules.rule_step
+
+    def spy(*args, **kw):
+        seen.append(args[index] if len(args) > index else kw.get(name))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rules, "rule_step", spy)
+    return seen

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import qlab_fused as qf
-from conftest import DEVICES
+from conftest import DEVICES, record_rule_step_arg
 
 
 @pytest.mark.parametrize("dtypes,autocast,expected", [
@@ -25,15 +25,7 @@ def test_the_probe_floor_counts_the_coarsest_dtype_the_forward_reads(dtypes, aut
     keeps an fp32 master, but its probe is rounded to bf16), the coarsest of them if they differ, or
     autocast's dtype where the forward (here: inside the closure, out of the optimizer's sight) runs
     under autocast."""
-    from qlab_fused import rules
-    seen = []
-    real = rules.rule_step
-
-    def spy(*args, **kw):
-        seen.append(args[8] if len(args) > 8 else kw.get("param_eps"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(rules, "rule_step", spy)
+    seen = record_rule_step_arg(monkeypatch, 8, "param_eps")
     torch.manual_seed(0)
     layers = [torch.nn.Linear(4, 4).to(device=device, dtype=d) for d in dtypes]
     x = torch.randn(8, 4, device=device)

@@ -8,7 +8,7 @@ import qlab_fused as qf
 from qlab_fused import reference
 from qlab_fused.contract import Hyper
 
-from conftest import available_backends
+from conftest import available_backends, record_rule_step_arg
 from objectives import Quartic
 
 SHAPES = [(7, 5), (13,), (3, 4, 2), (1,)]
@@ -178,15 +178,7 @@ def test_the_rule_learns_the_rounding_of_the_loss(param_dtype, loss_dtype, round
     went through: the closure's loss (before the optimizer promotes a bf16 loss to fp32 for the rule)
     and the parameters, these at most fp32's (an fp32 model's loss summed in float64 still carries
     fp32 rounding; a bf16 model's loss computed in fp32 averages its rounding over the batch)."""
-    from qlab_fused import rules
-    seen = []
-    real = rules.rule_step
-
-    def spy(*args, **kw):
-        seen.append(args[7] if len(args) > 7 else kw.get("loss_eps"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(rules, "rule_step", spy)
+    seen = record_rule_step_arg(monkeypatch, 7, "loss_eps")
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1).to(param_dtype)
     x = torch.randn(8, 4, dtype=param_dtype)
