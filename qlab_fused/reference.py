@@ -124,14 +124,15 @@ NEAR.update({r + "_match": v for r, v in list(NEAR.items())})  # both: "*_near_m
 NEAR.update({r + "_slow": v for r, v in list(NEAR.items())})  # "*_near_slow", "*_near_match_slow"
 NEAR.update({r + "_guard": v for r, v in list(NEAR.items())})  # each of those, "*_guard"
 NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold"] = NEAR["alternate_trust_ema_rel_near"]
-NEAR["alternate_trust_ema_rel_near_match_slow_guard_hold_restart"] = NEAR["alternate_trust_ema_rel_near"]
 for r in ("alternate_wgeo_trust_ema_rel_near", "alternate_wgeo_trust_ema_rel_near_guard",
           "alternate_wgeo_ema_rel_near_skip", "alternate_wgeo_ema_rel_near_skip_guard",
           "alternate_wgeo_ema_rel_near_start", "alternate_wgeo_ema_rel_near_start_guard",
-          "alternate_wgeo_ema_rel_near_still", "alternate_wgeo_ema_rel_near_restart"):
+          "alternate_wgeo_ema_rel_near_still"):
     NEAR[r] = NEAR["alternate_wgeo_ema_rel_near"]  # Momentum's, with a test of far fits
 for r in ("alternate_skip_ema_rel_near_match_slow", "alternate_skip_ema_rel_near_match_slow_guard"):
     NEAR[r] = NEAR["alternate_trust_ema_rel_near"]  # Adam's, `_skip` in place of `trust`
+NEAR.update({r: NEAR[r[:-len("_restart")]] for r in RULES  # `*_restart`: as the rule without it
+             if r.endswith("_restart") and r[:-len("_restart")] in NEAR})
 # "*match": probe along P at the length of the step, β_P = α·|V|/|P| (this step's norms), instead of
 # at α in units of P. Mini-batch noise makes |P| ≈ 4–6 |V| (P is one batch's gradient, V a smoothed
 # one), so an unmatched P probe lands ~5× farther than the step; on some tasks the batch loss flattens
