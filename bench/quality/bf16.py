@@ -74,17 +74,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message="the closure returned a b?float16 loss")
     jobs = []
+    setup = dict(loss=args.loss, autocast=args.autocast, dtype=args.dtype)
     for task in args.task.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             for base in args.bases.split(","):
                 for lr in (float(v) for v in args.lrs.split(",") if v):
-                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, loss=args.loss,
-                                     autocast=args.autocast, dtype=args.dtype))
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr, **setup))
                 for rule in args.rules.split(","):
                     for a0 in (float(v) for v in args.alpha0.split(",")):
                         jobs.append(dict(task=task, seed=seed, method="qlab_" + base, lr=a0,
-                                         rule=None if rule == "auto" else rule, loss=args.loss,
-                                         autocast=args.autocast, dtype=args.dtype))
+                                         rule=None if rule == "auto" else rule, **setup))
     with get_context("fork").Pool(2) as pool:
         for r in pool.imap(run, jobs):
             extra = ("" if not r["method"].startswith("qlab_") else

@@ -264,14 +264,18 @@ def _friedman():
     return X[:1000], y[:1000], X[1000:], y[1000:]
 
 
-def friedman_mlp(seed: int) -> Task:
-    """MSE regression on sklearn's Friedman #1 (10 features, noise σ = 1), 10-32-32-1 tanh MLP,
-    batch 32, 20 epochs (620 steps). Test metric: test MSE."""
+def _friedman_task(name: str, seed: int, epochs: int) -> Task:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
                           nn.Linear(32, 1))
-    return _array_task("friedman_mlp", model, _friedman(), seed, batch=32, epochs=20, loss=_mse,
+    return _array_task(name, model, _friedman(), seed, batch=32, epochs=epochs, loss=_mse,
                        full_loss=_eval_mse, metric=("test_mse", _eval_mse))
+
+
+def friedman_mlp(seed: int) -> Task:
+    """MSE regression on sklearn's Friedman #1 (10 features, noise σ = 1), 10-32-32-1 tanh MLP,
+    batch 32, 20 epochs (620 steps). Test metric: test MSE."""
+    return _friedman_task("friedman_mlp", seed, epochs=20)
 
 
 def _standardised_split(X, y, n_train):
@@ -401,15 +405,19 @@ def _noisy_waves():
     return X[:2000], y[:2000], X[2000:], y[2000:]
 
 
-def waves_cnn1d(seed: int) -> Task:
-    """Held-out task of round 4: noisy sinusoid classes (2000 train / 1000 test), a 1-D CNN
-    (conv 1→8 k5, max-pool 2, conv 8→16 k5, global average pool, linear 16→4), batch 32, 6 epochs
-    (372 steps). Test metric: accuracy."""
+def _waves_task(name: str, seed: int, epochs: int) -> Task:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
                           nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
                           nn.Flatten(), nn.Linear(16, 4))
-    return _array_task("waves_cnn1d", model, _noisy_waves(), seed, batch=32, epochs=6)
+    return _array_task(name, model, _noisy_waves(), seed, batch=32, epochs=epochs)
+
+
+def waves_cnn1d(seed: int) -> Task:
+    """Held-out task of round 4: noisy sinusoid classes (2000 train / 1000 test), a 1-D CNN
+    (conv 1→8 k5, max-pool 2, conv 8→16 k5, global average pool, linear 16→4), batch 32, 6 epochs
+    (372 steps). Test metric: accuracy."""
+    return _waves_task("waves_cnn1d", seed, epochs=6)
 
 
 @functools.lru_cache(maxsize=1)
@@ -698,20 +706,12 @@ def char_transformer_3x(seed: int) -> Task:
 
 def friedman_mlp_3x(seed: int) -> Task:
     """friedman_mlp with 60 epochs (1860 steps) instead of 20."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
-                          nn.Linear(32, 1))
-    return _array_task("friedman_mlp_3x", model, _friedman(), seed, batch=32, epochs=60, loss=_mse,
-                       full_loss=_eval_mse, metric=("test_mse", _eval_mse))
+    return _friedman_task("friedman_mlp_3x", seed, epochs=60)
 
 
 def waves_cnn1d_3x(seed: int) -> Task:
     """waves_cnn1d with 18 epochs (1116 steps) instead of 6."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
-                          nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-                          nn.Flatten(), nn.Linear(16, 4))
-    return _array_task("waves_cnn1d_3x", model, _noisy_waves(), seed, batch=32, epochs=18)
+    return _waves_task("waves_cnn1d_3x", seed, epochs=18)
 
 
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
