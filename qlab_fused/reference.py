@@ -52,7 +52,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_hold",
          "safeguarded_rel_still", "alternate_wgeo_ema_rel_near_still",
          "safeguarded_rel_still_restart", "alternate_wgeo_ema_rel_near_restart",
-         "alternate_trust_ema_rel_near_match_slow_guard_hold_restart")
+         "alternate_trust_ema_rel_near_match_slow_guard_hold_restart",
+         "safeguarded_rel_edge", "safeguarded_rel_edge_still", "safeguarded_rel_edge_still_restart",
+         "alternate_wgeo_ema_rel_near_slow_restart", "alternate_wgeo_ema_rel_near_edge")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -73,7 +75,8 @@ def resolve_rule(rule: str, kind: int) -> str:
 
 # Rules that step to the fitted minimum along the probed direction (no alternating memory).
 FIT_RULES = ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trust", "safeguarded_rel",
-             "safeguarded_rel_still", "safeguarded_rel_still_restart")
+             "safeguarded_rel_still", "safeguarded_rel_still_restart", "safeguarded_rel_edge",
+             "safeguarded_rel_edge_still", "safeguarded_rel_edge_still_restart")
 # Growth cap (α ≤ cap·β; inf: none) and probe-distance policy of each rule (see ``rule_step``):
 #   "paper": β_next = max(α0, α);  "last": β_next = α, or α0 after α = 0;  "keep": β_next = α, or
 #   the same β after α = 0 (a zeroed step says nothing about the scale).
@@ -187,6 +190,21 @@ SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
 # Poisson task the first probe at α₀ = 1 fits a step of 1e-16 or less, which otherwise becomes the
 # EMA's first value (log item 26); later far fits are part of the noise the EMA averages.
 START_RULES = tuple(r for r in RULES if "_start" in r)
+# "*edge": the step holds while the smoothed fit allows it. m is the smoothed fit (fit rules: the
+# EMA, EMA_DECAY in log space, of the fitted minima; `_ema` rules: their EMA), h the held step: h
+# stays where it was while it lies in [m, EDGE·m] and moves to the nearer end otherwise. The step is
+# h, at most EDGE × this step's fit (fit rules; EDGE = 1.5 keeps ¾ of the quadratic model's one-step
+# decrease, 2 would keep none; the fit itself where its minimum lies below β/TRUST_FAR: from a far
+# probe the parabola is flatter than the loss near 0, and 1.5× its minimum raised the full-batch
+# convex loss by up to 9e-4 in a step) or scale × the fit along V (`_ema` rules, as without `_edge`).
+# A rule that steps to each fit follows the line minimum down as the batch's curvature along V
+# grows (QLAB-SGD at 3× the transformer's budget: α 0.8 → 0.1, against a tuned lr of 1; log item
+# 33); a held step is how a constant lr trains. The band is on the smoothed fit (held against single
+# noisy fits, the step ratchets up to their largest values), and the next probe goes to (reach ×) m,
+# not to the step (probes at a held long step fit long where the loss grows slower than a parabola).
+EDGE_RULES = tuple(r for r in RULES if "_edge" in r)
+EDGE = 1.5
+NEAR["alternate_wgeo_ema_rel_near_edge"] = NEAR["alternate_wgeo_ema_rel_near"]
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
 # β·|X| < ε·|θ|, as the probe floor measures it; with the floor, only fp32 and finer parameters get
 # there) cannot move θ: the rule forgets its EMA and probes next at α0 (× reach), as on its first
@@ -305,6 +323,7 @@ class RuleState:
     kappa_v: float = 0.0    # "alternate*": curvature per unit length along V (0: unknown)
     kappa_p: float = 0.0    # "alternate": same along P; "signal*": EMA of the noise fraction η
     ema: float = 0.0        # "*ema*": the smoothed step (0: none yet)
+    held: float = 0.0       # "*edge": the held step (0: none yet)
     #                         (kappa_v, kappa_p and ema are the scalar memory slots of a rule)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
@@ -374,6 +393,14 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
+        if rule in EDGE_RULES:
+            m = (math.exp(EMA_DECAY * math.log(st.ema) + (1 - EMA_DECAY) * math.log(fallback))
+                 if _good(st.ema) else fallback)
+            held = min(max(st.held, m), EDGE * m) if st.held > 0 else m
+            if remember:
+                new.ema, new.held = m, held
+            far_fit = _good(a_star) and a_star < beta / TRUST_FAR  # no step past a far fit's minimum
+            alpha = min(held, (1.0 if far_fit else EDGE) * fallback, cap)
     elif rule == "stale":  # slope from the previous state, curvature from the probe along V
         alpha = (max(red["sg"], 0.0) / (2 * a2)) if a2 > 0 else beta
     elif rule in ("signal", "signal_nocap"):
@@ -431,6 +458,10 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             if rule in GUARD_RULES:
                 alpha = min(alpha, rel_bound)
             new.ema = alpha if remember else st.ema
+            if rule in EDGE_RULES:
+                held = min(max(st.held, alpha), EDGE * alpha) if st.held > 0 else alpha
+                new.held = held if remember else st.held
+                alpha = held
             if _good(cv):  # the smoothed step never overshoots this step's fit along V (× scale)
                 alpha = min(alpha, scale * cv)
     if rule in FLOOR_RULES:
@@ -451,9 +482,12 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     elif far and alpha == 0 and red["gg"] != 0:
         new.beta = max(a_star, beta / 1000)
     elif rule in EMA_RULES:
-        new.beta = reach * (alpha if alpha > 0 else new.ema if _good(new.ema) else alpha0)
+        at = new.ema if (rule in EDGE_RULES and _good(new.ema)) else alpha  # `*edge`: probe at m
+        new.beta = reach * (at if at > 0 else new.ema if _good(new.ema) else alpha0)
         if rule in MATCH_RULES and probe_dir == DIR_V and red["vv"] > 0 and red["pp"] > 0:
             new.beta *= math.sqrt(red["vv"] / red["pp"])  # the next probe is along P
+    elif rule in EDGE_RULES and alpha > 0 and _good(new.ema):
+        new.beta = new.ema  # probe at the fit's scale: a probe at a held long step fits long
     elif policy == "paper":
         new.beta = max(alpha0, alpha)
     elif policy == "keep":
@@ -465,6 +499,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if rule in RESTART_RULES and new.beta < ulp_distance(param_eps, tt, xx_next):
         new.beta = reach * alpha0 if rule in EMA_RULES else alpha0
         new.ema = 0.0
+        if rule in EDGE_RULES:
+            new.held = 0.0
     return alpha, new
 
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
-from .reference import (EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES, FLOOR_RULES,  # noqa: F401
-                        FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES,
+from .reference import (EDGE, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
+                        FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES,
                         HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
                         REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
                         WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
-STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "skips", "step")
+STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
-    return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "skips": z(),
-            "step": z()}
+    return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
+            "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -35,6 +35,11 @@ def _weighted_geo(cv, cp, wv, wp):
     one = torch.ones_like(cv)
     mix = (wv * torch.where(both, cv, one).log() + wp * torch.where(both, cp, one).log()).exp()
     return torch.where(both, mix, torch.minimum(cv, cp))
+
+
+def _hold(last, m):
+    """`*edge`: the held step ``last`` moved into [m, EDGE·m] (m itself while none is held)."""
+    return torch.where(last > 0, torch.minimum(torch.maximum(last, m), EDGE * m), m)
 
 
 def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
@@ -87,6 +92,16 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
+        if rule in EDGE_RULES:  # the held step h in [m, EDGE·m], m the smoothed fit
+            prev = st64["ema"]
+            prev_ok = _good(prev)
+            lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
+            m = torch.where(prev_ok, (EMA_DECAY * lp + (1 - EMA_DECAY) * fallback.log()).exp(), fallback)
+            ema = torch.where(remember, m, prev)
+            held = _hold(st64["held"], m)
+            held_next = torch.where(remember, held, st64["held"])
+            far_fit = _good(a_star) & (a_star < beta / TRUST_FAR)  # no step past a far fit's minimum
+            alpha = torch.minimum(torch.minimum(held, torch.where(far_fit, 1.0, EDGE) * fallback), cap)
     elif rule == "stale":
         alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
     elif rule in ("signal", "signal_nocap"):
@@ -143,6 +158,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             if rule in GUARD_RULES:  # the EMA never holds more than the step bound lets a step take
                 alpha = torch.minimum(alpha, rel_bound)
             ema = torch.where(remember, alpha, prev)
+            if rule in EDGE_RULES:
+                held = _hold(st64["held"], alpha)
+                held_next = torch.where(remember, held, st64["held"])
+                alpha = held
             alpha = torch.minimum(alpha, scale * cv)  # cv is inf when there is no V estimate
     if rule in FLOOR_RULES:
         alpha = torch.maximum(alpha, beta / 2)
@@ -165,11 +184,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     policy = RULE_BETA.get(rule, "last")
     if rule in EMA_RULES:
         fallback_beta = torch.where(_good(ema), ema, torch.full_like(zero, alpha0))
-        beta_next = reach * torch.where(alpha > 0, alpha, fallback_beta)
+        at = torch.where(_good(ema), ema, alpha) if rule in EDGE_RULES else alpha  # `*edge`: at m
+        beta_next = reach * torch.where(at > 0, at, fallback_beta)
         if rule in MATCH_RULES and probe_dir == DIR_V:  # the next probe is along P
             ok = (vv > 0) & (pp > 0)
             one = torch.ones_like(pp)
             beta_next = beta_next * torch.where(ok, vv / torch.where(ok, pp, one), one).sqrt()
+    elif rule in EDGE_RULES:  # probe at the fit's scale m
+        beta_next = torch.where(alpha > 0, torch.where(_good(ema), ema, alpha), torch.full_like(zero, alpha0))
     elif policy == "paper":
         beta_next = torch.clamp_min(alpha, alpha0)
     elif policy == "keep":
@@ -198,11 +220,15 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "beta": torch.where(l0_ok, beta_next, beta),
         "kappa_v": torch.where(stepped, kappa_v, st64["kappa_v"]),
         "kappa_p": torch.where(stepped, kappa_p, st64["kappa_p"]),
-        "ema": torch.where(stepped, ema, st64["ema"]) if rule in EMA_RULES else st64["ema"],
+        "ema": (torch.where(stepped, ema, st64["ema"]) if (rule in EMA_RULES or rule in EDGE_RULES)
+                else st64["ema"]),
+        "held": torch.where(stepped, held_next, st64["held"]) if rule in EDGE_RULES else st64["held"],
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }
     if rule in RESTART_RULES:
         new["ema"] = torch.where(restart & stepped, zero, new["ema"])
+        if rule in EDGE_RULES:
+            new["held"] = torch.where(restart & stepped, zero, new["held"])
     return alpha.float(), {k: v.float() for k, v in new.items()}
 

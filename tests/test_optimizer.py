@@ -33,7 +33,8 @@ def sync_reference(ref, opt, params):
     ref.states = [{k: v.double().cpu() for k, v in opt.state[p].items()} for p in params]
     rs = {k: float(v) for k, v in opt._rs.items()}
     ref.rs = reference.RuleState(alpha=rs["alpha"], beta=rs["beta"], kappa_v=rs["kappa_v"],
-                                 kappa_p=rs["kappa_p"], ema=rs["ema"], skips=int(rs["skips"]))
+                                 kappa_p=rs["kappa_p"], ema=rs["ema"], held=rs["held"],
+                                 skips=int(rs["skips"]))
     ref.t, ref.k = int(rs["step"]), opt._k
 
 

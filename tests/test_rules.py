@@ -25,7 +25,7 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
     st_dev = rules.init_state(alpha0, "cpu")
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
-                  ema=torch.tensor(rs.ema))
+                  ema=torch.tensor(rs.ema), held=torch.tensor(rs.held))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -37,50 +37,58 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
 @settings(max_examples=600, deadline=None)
 @given(rule=rule_names, L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg,
        sg=finite, gg=nonneg, tt=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
-       ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
+       ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), held=kappa)
 @example(rule="alternate", L0=0.0, dL=972126.0, vg=-883740.0, pg=0.0, vv=1.0, pp=0.0, sg=0.0, gg=0.0,
-         tt=0.0, beta=1.1, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V)  # a₂ cancels 5 digits
+         tt=0.0, beta=1.1, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V, held=0.0)  # a₂ cancels 5 digits
+# `_edge`: a held step inside the band (kept), and a far fit (no step past its minimum)
+@example(rule="safeguarded_rel_edge_still_restart", L0=1.0, dL=-0.75, vg=1.0, pg=1.0, vv=1.0, pp=1.0,
+         sg=0.0, gg=1.0, tt=100.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=1.0, pdir=DIR_V, held=1.2)
+@example(rule="safeguarded_rel_edge", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0,
+         tt=100.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=1.0, pdir=DIR_V, held=1.2)
+@example(rule="alternate_wgeo_ema_rel_near_edge", L0=1.0, dL=-0.5, vg=1.0, pg=1.0, vv=1.0, pp=4.0,
+         sg=0.0, gg=1.0, tt=100.0, beta=0.25, alpha0=1.0, kv=1.0, kp=1.0, ema=0.5, pdir=DIR_P, held=0.7)
 # `_guard`: a probe that moved the loss by rounding only, and a fit the trust test rejects
 @example(rule="alternate_trust_ema_rel_near_guard", L0=1.0, dL=-1.0 + 5e-7, vg=1.0, pg=1.0, vv=1.0,
-         pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_V)
+         pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_V, held=0.0)
 @example(rule="alternate_trust_ema_rel_near_match_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P, held=0.0)
 # `_hold`: a rounding-only probe with a memory (a step) and without one (none)
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1.0 + 5e-7, vg=1.0,
          pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
-         pdir=DIR_V)
+         pdir=DIR_V, held=0.0)
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1.0 + 5e-7, vg=1.0,
          pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.0,
-         pdir=DIR_V)
+         pdir=DIR_V, held=0.0)
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1e-10, vg=0.0,
          pg=0.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
-         pdir=DIR_V)
+         pdir=DIR_V, held=0.0)
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=0.25, dL=0.0, vg=50.0, pg=50.0,
          vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=1.0, kp=1.0,
-         ema=2 ** -9, pdir=DIR_P)
+         ema=2 ** -9, pdir=DIR_P, held=0.0)
 # `_still`: a probe that left the loss bit for bit unchanged, fit rule (no step) and EMA rule (a step)
 @example(rule="safeguarded_rel_still", L0=0.25, dL=0.0, vg=50.0, pg=50.0, vv=1.0, pp=1.0, sg=0.0,
-         gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V)
+         gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V, held=0.0)
 @example(rule="alternate_wgeo_ema_rel_near_still", L0=0.25, dL=0.0, vg=50.0, pg=50.0, vv=1.0, pp=1.0,
-         sg=0.0, gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=1.0, kp=1.0, ema=2 ** -9, pdir=DIR_P)
+         sg=0.0, gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=1.0, kp=1.0, ema=2 ** -9, pdir=DIR_P, held=0.0)
 # `_start`: a far fit while the EMA is empty (no step), and once it holds a value (a step)
 @example(rule="alternate_wgeo_ema_rel_near_start_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, held=0.0)
 @example(rule="alternate_wgeo_ema_rel_near_start", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P, held=0.0)
 # `_skip`: a far fit, with a memory (the step comes from it) and without one (no step)
 @example(rule="alternate_wgeo_ema_rel_near_skip_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P, held=0.0)
 @example(rule="alternate_wgeo_ema_rel_near_skip", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, held=0.0)
 def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt, beta,
-                                                     alpha0, kv, kp, ema, pdir):
+                                                     alpha0, kv, kp, ema, pdir, held):
     # The device keeps β and the memory slots in fp32: both sides start from the same fp32 values
     # (a₂ = (Lβ − L0 + β·d)/β² can cancel digits, which would magnify a β that differs in its 8th).
-    beta, kv, kp, ema = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, kv, kp, ema))
+    beta, kv, kp, ema, held = (float(torch.tensor(x, dtype=torch.float32))
+                               for x in (beta, kv, kp, ema, held))
     Lb = L0 + dL
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema, held=held)
     alpha, new = reference.rule_step(rule, L0, Lb, red, beta, rs, alpha0, pdir)
     assert math.isfinite(alpha) and alpha >= 0
     if rule in ("safeguarded", "fresh", "alternate"):
@@ -96,6 +104,7 @@ def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, p
     assert float(new_dev["kappa_v"]) == pytest.approx(new.kappa_v, rel=1e-5, abs=1e-30)
     assert float(new_dev["kappa_p"]) == pytest.approx(new.kappa_p, rel=1e-5, abs=1e-30)
     assert float(new_dev["ema"]) == pytest.approx(new.ema, rel=1e-5, abs=1e-30)
+    assert float(new_dev["held"]) == pytest.approx(new.held, rel=1e-5, abs=1e-30)
 
 
 @pytest.mark.parametrize("rule", reference.RULES)
@@ -251,7 +260,9 @@ def test_near_rules_descend_on_a_quadratic(rule):
         alpha, st_ = reference.rule_step(rule, L0, Lb, red, beta, st_, 1e-3, pdir)
         assert alpha == pytest.approx(scale * d / (2 * a2))
         assert a2 * alpha ** 2 - d * alpha < 0
-        assert st_.beta == pytest.approx(reach * alpha)
+        # `*edge` probes at reach × the EMA (here still far above the step), the others at reach × α
+        at = st_.ema if rule in reference.EDGE_RULES else alpha
+        assert st_.beta == pytest.approx(reach * at)
 
 
 @settings(max_examples=300, deadline=None)
@@ -673,10 +684,97 @@ def test_restart_rules_start_over_when_the_next_probe_cannot_move_theta(rule, L0
     if n_b.beta < reference.ulp_distance(eps, tt, xx):
         assert eps <= reference.FP32_EPS  # the floor rules this out for bf16 and fp16
         reach = reference.NEAR[rule][0] if rule in reference.EMA_RULES else 1.0
-        assert (n_r.beta, n_r.ema) == (reach * alpha0, 0.0)
+        assert (n_r.beta, n_r.ema, n_r.held) == (reach * alpha0, 0.0, 0.0)
     else:
-        assert (n_r.beta, n_r.ema) == (n_b.beta, n_b.ema)
+        assert (n_r.beta, n_r.ema, n_r.held) == (n_b.beta, n_b.ema, n_b.held)
     a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, alpha0, pdir, eps)
     assert float(a_dev) == pytest.approx(a_r, rel=1e-5, abs=1e-30)
     assert float(new_dev["beta"]) == pytest.approx(n_r.beta, rel=1e-5)
     assert float(new_dev["ema"]) == pytest.approx(n_r.ema, rel=1e-5, abs=1e-30)
+
+
+EDGE_FIT_RULES = [r for r in reference.EDGE_RULES if r in reference.FIT_RULES]
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(EDGE_FIT_RULES), a_fit=st.floats(min_value=1e-3, max_value=1e3),
+       beta=st.floats(min_value=1e-3, max_value=1e3), m=st.one_of(st.just(0.0), positive),
+       held=st.one_of(st.just(0.0), positive))
+def test_edge_fit_rules_hold_the_step_inside_the_band_of_the_smoothed_fit(rule, a_fit, beta, m, held):
+    """`*edge` (fit rules), on an exact parabola with minimum a_fit probed at β: the smoothed fit m'
+    averages log a_fit in with EMA_DECAY; the held step stays where it was inside [m', EDGE·m'] and
+    moves to the nearer end otherwise; the step is the held one, never past EDGE × the fit (the fit
+    itself when the probe was more than TRUST_FAR times farther), nor past the 2β growth cap; the
+    next probe goes to m'. So on a parabola every step lowers the loss."""
+    beta, m, held = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, m, held))
+    d, L0 = 1.0, 5.0
+    a2 = d / (2 * a_fit)
+    Lb = L0 - d * beta + a2 * beta ** 2
+    red = dict(vg=d, pg=d, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=0.0)  # tt = 0: no step bound
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=m, held=held)
+    alpha, new = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V, **NO_FLOOR)
+    fit = d / (2 * ((Lb - L0 + beta * d) / beta ** 2))  # the minimum as the rule computes it
+    m_new = math.exp(reference.EMA_DECAY * math.log(m) + (1 - reference.EMA_DECAY) * math.log(fit)) \
+        if m > 0 else fit
+    h_new = min(max(held, m_new), reference.EDGE * m_new) if held > 0 else m_new
+    assert new.ema == pytest.approx(m_new, rel=1e-9)
+    assert new.held == pytest.approx(h_new, rel=1e-9)
+    far = fit < beta / reference.TRUST_FAR
+    assert alpha == pytest.approx(min(h_new, (1.0 if far else reference.EDGE) * fit, 2 * beta),
+                                  rel=1e-9)
+    assert new.beta == pytest.approx(m_new, rel=1e-9)
+    assert a2 * alpha ** 2 - d * alpha < 0  # the step descends on the parabola
+    a_dev, new_dev = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V, param_eps=0.0)
+    assert float(a_dev) == pytest.approx(alpha, rel=1e-5)
+    assert float(new_dev["held"]) == pytest.approx(new.held, rel=1e-5)
+    assert float(new_dev["beta"]) == pytest.approx(new.beta, rel=1e-5)
+
+
+def _run_on_sharpening_quadratic(rule, steps=200):
+    """A full-batch quadratic along V whose curvature grows 1 %/step (progressive sharpening): the
+    fitted minimum falls 0.99× per step. Returns the steps α and their fitted minima."""
+    rs = reference.RuleState(beta=0.1)
+    d, L0, out = 1.0, 5.0, []
+    for k in range(steps):
+        a_true = 1.0 * 0.99 ** k
+        a2 = d / (2 * a_true)
+        beta = rs.beta
+        alpha, rs = reference.rule_step(rule, L0, L0 - d * beta + a2 * beta ** 2,
+                                        dict(vg=d, pg=d, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=0.0),
+                                        beta, rs, 0.1, DIR_V, **NO_FLOOR)
+        out.append((alpha, a_true))
+    return out
+
+
+def test_edge_rule_holds_its_step_above_a_falling_fit_and_never_past_edge_times_it():
+    """Where the fitted minimum keeps falling, the edge rule's step stays above it (within EDGE× of
+    it) while the plain rule follows it down to its value."""
+    plain = _run_on_sharpening_quadratic("safeguarded_rel_still_restart")
+    edge = _run_on_sharpening_quadratic("safeguarded_rel_edge_still_restart")
+    late = range(100, 200)
+    assert all(plain[k][0] == pytest.approx(plain[k][1], rel=1e-6) for k in late)
+    ratios = [edge[k][0] / edge[k][1] for k in late]
+    assert min(ratios) > 1.2 and max(ratios) <= reference.EDGE * (1 + 1e-9)
+
+
+def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
+    """`*edge` on an `_ema` rule: the EMA is the base rule's; the held step moves into [EMA,
+    EDGE·EMA]; the step is that, at most scale × the fit along V; the next probe goes to reach × EMA."""
+    rule, base = "alternate_wgeo_ema_rel_near_edge", "alternate_wgeo_ema_rel_near"
+    reach, scale = reference.NEAR[rule]
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=4.0, sg=0.0, gg=1.0, tt=0.0)
+    for held, pdir, kv in ((0.0, DIR_P, 1.0), (0.6, DIR_P, 1.0), (5.0, DIR_P, 1.0), (0.6, DIR_P, 4.0),
+                           (0.6, DIR_V, 1.0)):
+        rs = reference.RuleState(alpha=0.1, beta=0.1, kappa_v=kv, kappa_p=1.0, ema=0.5, held=held)
+        a_e, n_e = reference.rule_step(rule, 1.0, 0.95, red, 0.1, rs, 1e-3, pdir, **NO_FLOOR)
+        a_b, n_b = reference.rule_step(base, 1.0, 0.95, red, 0.1, rs, 1e-3, pdir, **NO_FLOOR)
+        assert (n_e.ema, n_e.kappa_v, n_e.kappa_p) == (n_b.ema, n_b.kappa_v, n_b.kappa_p)
+        m = n_e.ema
+        h = min(max(held, m), reference.EDGE * m) if held > 0 else m
+        cv = red["vg"] / (2 * n_e.kappa_v * red["vv"])
+        assert n_e.held == pytest.approx(h, rel=1e-12)
+        assert a_e == pytest.approx(min(h, scale * cv), rel=1e-12)
+        assert n_e.beta == pytest.approx(reach * m, rel=1e-12)
+        a_dev, new_dev = run_device(rule, 1.0, 0.95, red, 0.1, rs, 1e-3, pdir, param_eps=0.0)
+        assert float(a_dev) == pytest.approx(a_e, rel=1e-5)
+        assert float(new_dev["held"]) == pytest.approx(n_e.held, rel=1e-5)
