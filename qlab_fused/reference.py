@@ -63,8 +63,12 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # not hold on three fresh seeds and was withdrawn (log item 26). From round 8 (twelve tasks, six
 # seeds, worst cases equal; log item 29): SGD's is round 1's with `_still` (353 against 352 of 360
 # runs within), Adam's round 7's with `_hold` (248 against 246). Round 9 (log item 32): SGD's with
-# `_restart` (354 against 353; Momentum's and Adam's with it tie their incumbents).
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_still_restart", KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
+# `_restart` (354 against 353; Momentum's and Adam's with it tie their incumbents). Round 10 (fifteen
+# tasks: the twelve and three at 3× their budget, six seeds; log item 33): SGD's with `_edge` (417
+# against 396 of 450 within, worst cases 1.34× and 1.42× tie), Momentum's with `_slow_restart`
+# (worst 2.23× against 3.46×; 288 of 450 within against 285).
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge_still_restart",
+                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_slow_restart",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_hold"}
 
 
