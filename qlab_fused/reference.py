@@ -195,7 +195,8 @@ SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
 # EMA's first value (log item 26); later far fits are part of the noise the EMA averages.
 START_RULES = tuple(r for r in RULES if "_start" in r)
 # "*edge": the step holds while the smoothed fit allows it. m is the smoothed fit (fit rules: the
-# EMA, EMA_DECAY in log space, of the fitted minima; `_ema` rules: their EMA), h the held step: h
+# EMA, EMA_DECAY in log space, of the fitted minima, β where a fit has none; `_ema` rules: their
+# EMA), h the held step: h
 # stays where it was while it lies in [m, EDGE·m] and moves to the nearer end otherwise. The step is
 # h, at most EDGE × this step's fit (fit rules; EDGE = 1.5 keeps ¾ of the quadratic model's one-step
 # decrease, 2 would keep none; the fit itself where its minimum lies below β/TRUST_FAR: from a far
@@ -328,7 +329,7 @@ class RuleState:
     kappa_p: float = 0.0    # "alternate": same along P; "signal*": EMA of the noise fraction η
     ema: float = 0.0        # "*ema*": the smoothed step (0: none yet)
     held: float = 0.0       # "*edge": the held step (0: none yet)
-    #                         (kappa_v, kappa_p and ema are the scalar memory slots of a rule)
+    #                         (kappa_v, kappa_p, ema and held are the scalar memory slots of a rule)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 

@@ -10,8 +10,8 @@ import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
-                        FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES, GUARD_RULES,
-                        HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
+                        FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
+                        GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
                         REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
                         WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
@@ -96,12 +96,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             prev = st64["ema"]
             prev_ok = _good(prev)
             lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
-            m = torch.where(prev_ok, (EMA_DECAY * lp + (1 - EMA_DECAY) * fallback.log()).exp(), fallback)
+            m = torch.where(prev_ok, (EMA_DECAY * lp + (1 - EMA_DECAY) * fallback.log()).exp(),
+                            fallback)
             ema = torch.where(remember, m, prev)
             held = _hold(st64["held"], m)
             held_next = torch.where(remember, held, st64["held"])
             far_fit = _good(a_star) & (a_star < beta / TRUST_FAR)  # no step past a far fit's minimum
-            alpha = torch.minimum(torch.minimum(held, torch.where(far_fit, 1.0, EDGE) * fallback), cap)
+            bound = torch.where(far_fit, 1.0, EDGE) * fallback
+            alpha = torch.minimum(torch.minimum(held, bound), cap)
     elif rule == "stale":
         alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
     elif rule in ("signal", "signal_nocap"):
@@ -191,7 +193,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             one = torch.ones_like(pp)
             beta_next = beta_next * torch.where(ok, vv / torch.where(ok, pp, one), one).sqrt()
     elif rule in EDGE_RULES:  # probe at the fit's scale m
-        beta_next = torch.where(alpha > 0, torch.where(_good(ema), ema, alpha), torch.full_like(zero, alpha0))
+        beta_next = torch.where(alpha > 0, torch.where(_good(ema), ema, alpha),
+                                torch.full_like(zero, alpha0))
     elif policy == "paper":
         beta_next = torch.clamp_min(alpha, alpha0)
     elif policy == "keep":
