@@ -66,7 +66,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # `_restart` (354 against 353; Momentum's and Adam's with it tie their incumbents). Round 10 (fifteen
 # tasks: the twelve and three at 3× their budget, six seeds; log item 33): SGD's with `_edge` (417
 # against 396 of 450 within, worst cases 1.34× and 1.42× tie), Momentum's with `_slow_restart`
-# (worst 2.23× against 3.46×; 288 of 450 within against 285).
+# (worst 2.23× against 3.46×; 288 of 450 within against 285). Round 11 (eighteen tasks: round 10's
+# held-out tasks joined; log item 34): the same two, on smaller worst cases (SGD 1.69× against 2.15×,
+# Momentum 4.38× against 7.24×), whose other candidates won more runs on the joined tasks.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_slow_restart",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_hold"}
