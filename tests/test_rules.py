@@ -39,19 +39,24 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
        sg=finite, gg=nonneg, tt=nonneg, beta=positive, alpha0=positive, kv=kappa, kp=kappa,
        ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), held=kappa)
 @example(rule="alternate", L0=0.0, dL=972126.0, vg=-883740.0, pg=0.0, vv=1.0, pp=0.0, sg=0.0, gg=0.0,
-         tt=0.0, beta=1.1, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V, held=0.0)  # a₂ cancels 5 digits
+         tt=0.0, beta=1.1, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0,
+         pdir=DIR_V, held=0.0)  # a₂ cancels 5 digits
 # `_edge`: a held step inside the band (kept), and a far fit (no step past its minimum)
 @example(rule="safeguarded_rel_edge_still_restart", L0=1.0, dL=-0.75, vg=1.0, pg=1.0, vv=1.0, pp=1.0,
-         sg=0.0, gg=1.0, tt=100.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=1.0, pdir=DIR_V, held=1.2)
+         sg=0.0, gg=1.0, tt=100.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=1.0,
+         pdir=DIR_V, held=1.2)
 @example(rule="safeguarded_rel_edge", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0,
          tt=100.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=1.0, pdir=DIR_V, held=1.2)
 @example(rule="alternate_wgeo_ema_rel_near_edge", L0=1.0, dL=-0.5, vg=1.0, pg=1.0, vv=1.0, pp=4.0,
-         sg=0.0, gg=1.0, tt=100.0, beta=0.25, alpha0=1.0, kv=1.0, kp=1.0, ema=0.5, pdir=DIR_P, held=0.7)
+         sg=0.0, gg=1.0, tt=100.0, beta=0.25, alpha0=1.0, kv=1.0, kp=1.0, ema=0.5,
+         pdir=DIR_P, held=0.7)
 # `_guard`: a probe that moved the loss by rounding only, and a fit the trust test rejects
 @example(rule="alternate_trust_ema_rel_near_guard", L0=1.0, dL=-1.0 + 5e-7, vg=1.0, pg=1.0, vv=1.0,
-         pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_V, held=0.0)
+         pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
+         pdir=DIR_V, held=0.0)
 @example(rule="alternate_trust_ema_rel_near_match_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P, held=0.0)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
+         pdir=DIR_P, held=0.0)
 # `_hold`: a rounding-only probe with a memory (a step) and without one (none)
 @example(rule="alternate_trust_ema_rel_near_match_slow_guard_hold", L0=1.0, dL=-1.0 + 5e-7, vg=1.0,
          pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
@@ -69,17 +74,22 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
 @example(rule="safeguarded_rel_still", L0=0.25, dL=0.0, vg=50.0, pg=50.0, vv=1.0, pp=1.0, sg=0.0,
          gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_V, held=0.0)
 @example(rule="alternate_wgeo_ema_rel_near_still", L0=0.25, dL=0.0, vg=50.0, pg=50.0, vv=1.0, pp=1.0,
-         sg=0.0, gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=1.0, kp=1.0, ema=2 ** -9, pdir=DIR_P, held=0.0)
+         sg=0.0, gg=1.0, tt=100.0, beta=2 ** -13, alpha0=1.0, kv=1.0, kp=1.0, ema=2 ** -9,
+         pdir=DIR_P, held=0.0)
 # `_start`: a far fit while the EMA is empty (no step), and once it holds a value (a step)
 @example(rule="alternate_wgeo_ema_rel_near_start_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, held=0.0)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0,
+         pdir=DIR_P, held=0.0)
 @example(rule="alternate_wgeo_ema_rel_near_start", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P, held=0.0)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
+         pdir=DIR_P, held=0.0)
 # `_skip`: a far fit, with a memory (the step comes from it) and without one (no step)
 @example(rule="alternate_wgeo_ema_rel_near_skip_guard", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5, pdir=DIR_P, held=0.0)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=2.0, kp=3.0, ema=0.5,
+         pdir=DIR_P, held=0.0)
 @example(rule="alternate_wgeo_ema_rel_near_skip", L0=1.0, dL=1e3, vg=1.0, pg=1.0, vv=1.0,
-         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0, pdir=DIR_P, held=0.0)
+         pp=4.0, sg=0.0, gg=1.0, tt=4.0, beta=1.0, alpha0=1.0, kv=0.0, kp=0.0, ema=0.0,
+         pdir=DIR_P, held=0.0)
 def test_rule_alpha_is_finite_nonnegative_and_capped(rule, L0, dL, vg, pg, vv, pp, sg, gg, tt, beta,
                                                      alpha0, kv, kp, ema, pdir, held):
     # The device keeps β and the memory slots in fp32: both sides start from the same fp32 values
