@@ -1,0 +1,55 @@
+"""Does a rule keep what it trained? The demo's digits MLP (qlab_fused/demo.py: 64-128-10, batch 64,
+15 epochs) trained into the interpolation regime, which the protocol's tasks avoid by design
+(docs/quality.md, log item 35): the final and the smallest per-epoch train loss of each run.
+
+    python -m bench.quality.interpolation --base momentum --rules auto,alternate_wgeo_ema_rel_near_slow
+    python -m bench.quality.interpolation --base sgd --rules auto,safeguarded_rel_still_restart
+
+A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Single-threaded, so
+reductions, and the numbers, are the same on every run.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from qlab_fused import demo
+from qlab_fused.optimizer import QLABAdam, QLABSGD
+
+LOST = 0.1
+
+
+def make(base: str, alpha0: float, rule: str):
+    if base == "adam":
+        return lambda p: QLABAdam(p, alpha0=alpha0, rule=rule)
+    return lambda p: QLABSGD(p, alpha0=alpha0, momentum=0.9 if base == "momentum" else 0.0, rule=rule)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", default="momentum", choices=["sgd", "momentum", "adam"])
+    ap.add_argument("--rules", default="auto")
+    ap.add_argument("--alpha0", default="1e-4,1e-2,1")
+    ap.add_argument("--seeds", default="0,1,2,3,4,5")
+    ap.add_argument("--epochs", type=int, default=15)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for rule in args.rules.split(","):
+        lost, worst = [], 0.0
+        for a0 in (float(x) for x in args.alpha0.split(",")):
+            for seed in (int(x) for x in args.seeds.split(",")):
+                demo.OPTIMIZERS["_check"] = (make(args.base, a0, rule), True)
+                losses = demo.train("_check", demo.load_digits(seed), args.epochs, 64, seed)["loss"]
+                print(f"{args.base} {rule} α₀={a0:g} seed {seed}: min {min(losses):.2e} "
+                      f"final {losses[-1]:.2e}", flush=True)
+                worst = max(worst, losses[-1])
+                if losses[-1] > LOST:
+                    lost.append(f"α₀={a0:g}/seed {seed}: {losses[-1]:.3g}")
+        print(f"== {args.base} {rule}: {len(lost)} runs end above {LOST} ({'; '.join(lost) or 'none'}); "
+              f"worst final {worst:.3g}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
