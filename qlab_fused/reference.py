@@ -58,7 +58,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
-# convex loss; worst cases within 10 % of each other tie, and ties go to the most runs within the
+# convex loss and (since log item 35) keep a model trained to near-zero loss
+# (bench/quality/interpolation.py); worst cases within 10 % of each other tie, and ties go to the most runs within the
 # quality bar (ties of both: the incumbent). Momentum's since round 5; round 7's Momentum choice did
 # not hold on three fresh seeds and was withdrawn (log item 26). From round 8 (twelve tasks, six
 # seeds, worst cases equal; log item 29): SGD's is round 1's with `_still` (353 against 352 of 360
