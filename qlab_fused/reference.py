@@ -59,8 +59,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
 # convex loss and (since log item 35) keep a model trained to near-zero loss
-# (bench/quality/interpolation.py); worst cases within 10 % of each other tie, and ties go to the most runs within the
-# quality bar (ties of both: the incumbent). Momentum's since round 5; round 7's Momentum choice did
+# (bench/quality/interpolation.py); worst cases within 10 % of each other tie, and ties go to the
+# most runs within the quality bar (ties of both: the incumbent). Momentum's since round 5; round 7's Momentum choice did
 # not hold on three fresh seeds and was withdrawn (log item 26). From round 8 (twelve tasks, six
 # seeds, worst cases equal; log item 29): SGD's is round 1's with `_still` (353 against 352 of 360
 # runs within), Adam's round 7's with `_hold` (248 against 246). Round 9 (log item 32): SGD's with
@@ -203,8 +203,8 @@ SKIP_RULES = tuple(r for r in RULES if "_skip" in r)
 START_RULES = tuple(r for r in RULES if "_start" in r)
 # "*edge": the step holds while the smoothed fit allows it. m is the smoothed fit (fit rules: the
 # EMA, EMA_DECAY in log space, of the fitted minima, β where a fit has none; `_ema` rules: their
-# EMA), h the held step: h
-# stays where it was while it lies in [m, EDGE·m] and moves to the nearer end otherwise. The step is
+# EMA), h the held step: h stays where it was while it lies in [m, EDGE·m] and moves to the nearer
+# end otherwise. The step is
 # h, at most EDGE × this step's fit (fit rules; EDGE = 1.5 keeps ¾ of the quadratic model's one-step
 # decrease, 2 would keep none; the fit itself where its minimum lies below β/TRUST_FAR: from a far
 # probe the parabola is flatter than the loss near 0, and 1.5× its minimum raised the full-batch
@@ -368,6 +368,16 @@ def _good(x) -> bool:
     return math.isfinite(x) and x > 0
 
 
+def _log_ema(prev: float, x: float, decay: float) -> float:
+    """x averaged into prev in log space with ``decay`` (x itself while prev holds nothing)."""
+    return math.exp(decay * math.log(prev) + (1 - decay) * math.log(x)) if _good(prev) else x
+
+
+def _held(last: float, m: float) -> float:
+    """`*edge`: the held step ``last`` moved into [m, EDGE·m] (m itself while none is held)."""
+    return min(max(last, m), EDGE * m) if last > 0 else m
+
+
 def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleState,
               alpha0: float, probe_dir: int, loss_eps: float = FP32_EPS,
               param_eps: float = FP32_EPS) -> tuple[float, RuleState]:
@@ -406,9 +416,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
         if rule in EDGE_RULES:
-            m = (math.exp(EMA_DECAY * math.log(st.ema) + (1 - EMA_DECAY) * math.log(fallback))
-                 if _good(st.ema) else fallback)
-            held = min(max(st.held, m), EDGE * m) if st.held > 0 else m
+            m = _log_ema(st.ema, fallback, EMA_DECAY)
+            held = _held(st.held, m)
             if remember:
                 new.ema, new.held = m, held
             far_fit = _good(a_star) and a_star < beta / TRUST_FAR  # no step past a far fit's minimum
@@ -464,14 +473,13 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             alpha = best if rule in EMA_RULES else min(best, cap)
         if rule in EMA_RULES:
             alpha *= scale
-            if _good(st.ema):
-                decay = EMA_DOWN if (rule in SLOW_RULES and alpha < st.ema) else EMA_DECAY
-                alpha = math.exp(decay * math.log(st.ema) + (1 - decay) * math.log(alpha))
+            decay = EMA_DOWN if (rule in SLOW_RULES and alpha < st.ema) else EMA_DECAY
+            alpha = _log_ema(st.ema, alpha, decay)
             if rule in GUARD_RULES:
                 alpha = min(alpha, rel_bound)
             new.ema = alpha if remember else st.ema
             if rule in EDGE_RULES:
-                held = min(max(st.held, alpha), EDGE * alpha) if st.held > 0 else alpha
+                held = _held(st.held, alpha)
                 new.held = held if remember else st.held
                 alpha = held
             if _good(cv):  # the smoothed step never overshoots this step's fit along V (× scale)

@@ -11,8 +11,8 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS, REL_CAP,
-                        REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
+                        GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS,
+                        REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
                         WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
@@ -35,6 +35,17 @@ def _weighted_geo(cv, cp, wv, wp):
     one = torch.ones_like(cv)
     mix = (wv * torch.where(both, cv, one).log() + wp * torch.where(both, cp, one).log()).exp()
     return torch.where(both, mix, torch.minimum(cv, cp))
+
+
+def _log_ema(prev, x, decay, down=None):
+    """x averaged into prev in log space with ``decay`` (``down`` where x lies below prev), x itself
+    while prev holds nothing."""
+    prev_ok = _good(prev)
+    lp = torch.where(prev_ok, prev, torch.ones_like(prev)).log()
+    lx = x.log()
+    if down is not None:
+        decay = torch.where(lx < lp, torch.full_like(lp, down), torch.full_like(lp, decay))
+    return torch.where(prev_ok, (decay * lp + (1 - decay) * lx).exp(), x)
 
 
 def _hold(last, m):
@@ -93,12 +104,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
         if rule in EDGE_RULES:  # the held step h in [m, EDGE·m], m the smoothed fit
-            prev = st64["ema"]
-            prev_ok = _good(prev)
-            lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
-            m = torch.where(prev_ok, (EMA_DECAY * lp + (1 - EMA_DECAY) * fallback.log()).exp(),
-                            fallback)
-            ema = torch.where(remember, m, prev)
+            m = _log_ema(st64["ema"], fallback, EMA_DECAY)
+            ema = torch.where(remember, m, st64["ema"])
             held = _hold(st64["held"], m)
             held_next = torch.where(remember, held, st64["held"])
             far_fit = _good(a_star) & (a_star < beta / TRUST_FAR)  # no step past a far fit's minimum
@@ -149,14 +156,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         else:
             alpha = alpha * scale
             prev = st64["ema"]
-            prev_ok = _good(prev)
-            lp = torch.where(prev_ok, prev, torch.ones_like(zero)).log()
-            la = alpha.log()
-            decay = EMA_DECAY
-            if rule in SLOW_RULES:
-                decay = torch.where(la < lp, torch.full_like(lp, EMA_DOWN), torch.full_like(lp, EMA_DECAY))
-            smooth = (decay * lp + (1 - decay) * la).exp()
-            alpha = torch.where(prev_ok, smooth, alpha)
+            alpha = _log_ema(prev, alpha, EMA_DECAY, EMA_DOWN if rule in SLOW_RULES else None)
             if rule in GUARD_RULES:  # the EMA never holds more than the step bound lets a step take
                 alpha = torch.minimum(alpha, rel_bound)
             ema = torch.where(remember, alpha, prev)
