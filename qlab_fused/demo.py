@@ -41,10 +41,14 @@ OPTIMIZERS = {
 }
 
 
-def train(name, data, epochs: int, batch: int, seed: int, bar=None) -> dict:
+def train(name, data, epochs: int, batch: int, seed: int, bar=None, make=None,
+          is_qlab=None) -> dict:
+    """One run of the demo's MLP with the optimizer ``OPTIMIZERS[name]``, or ``make(params)``
+    (``is_qlab``: whether it takes a closure) where given: per-epoch train loss, α, test accuracy."""
     Xtr, ytr, Xte, yte = data
     model = mlp(seed)
-    make, is_qlab = OPTIMIZERS[name]
+    if make is None:
+        make, is_qlab = OPTIMIZERS[name]
     opt = make(model.parameters())
     gen = torch.Generator().manual_seed(seed)
     losses, alphas = [], []

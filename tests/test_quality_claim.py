@@ -105,18 +105,7 @@ def test_qlab_momentum_keeps_what_it_trained(alpha0, seed):
     at these two settings (final loss 1.96 and 17.8 after minima near 1e-4; docs/quality.md, log
     item 35); round 5's rule ends below 1e-3 at both (measured)."""
     from qlab_fused import demo
-    data = demo.load_digits(seed)
-    torch.manual_seed(seed)
-    model = demo.mlp(seed)
-    opt = qf.QLABSGD(model.parameters(), alpha0=alpha0, momentum=0.9)
-    Xtr, ytr = data[0], data[1]
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(15):
-        for idx in torch.randperm(len(Xtr), generator=gen).split(64):
-            xb, yb = Xtr[idx], ytr[idx]
-            opt.step(lambda: F.cross_entropy(model(xb), yb))
-        with torch.no_grad():
-            losses.append(float(F.cross_entropy(model(Xtr), ytr)))
+    losses = demo.train("QLAB-Momentum", demo.load_digits(seed), 15, 64, seed, is_qlab=True,
+                        make=lambda p: qf.QLABSGD(p, alpha0=alpha0, momentum=0.9))["loss"]
     assert min(losses) < 0.01      # it does reach the interpolation regime
     assert losses[-1] < 0.05, losses

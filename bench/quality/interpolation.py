@@ -39,8 +39,8 @@ def main(argv=None) -> int:
         lost, worst = [], 0.0
         for a0 in (float(x) for x in args.alpha0.split(",")):
             for seed in (int(x) for x in args.seeds.split(",")):
-                demo.OPTIMIZERS["_check"] = (make(args.base, a0, rule), True)
-                losses = demo.train("_check", demo.load_digits(seed), args.epochs, 64, seed)["loss"]
+                losses = demo.train(f"QLAB-{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
+                                    seed, make=make(args.base, a0, rule), is_qlab=True)["loss"]
                 print(f"{args.base} {rule} α₀={a0:g} seed {seed}: min {min(losses):.2e} "
                       f"final {losses[-1]:.2e}", flush=True)
                 worst = max(worst, losses[-1])
