@@ -276,6 +276,7 @@ def run(task_name, base, seed, lr, rule=None, probe=False, sharp=0):
                         cP=red["pg"] / (2 * a2p) if a2p > 0 else math.nan,
                         lamV=lr * 2 * a2 / red["vv"], lamP=lr * 2 * a2p / red["pp"],
                         hind=lr + red["sg"] / (2 * prev_a2) if prev_a2 > 0 else math.nan,
+                        rho=red["sg"] / red["vg"] if red["vg"] > 0 else math.nan,
                         rel=lr * math.sqrt(red["vv"] / red["tt"]) if red["tt"] > 0 else math.nan))
                     prev_a2 = a2
             if rule is not None and rule.edge and (t - 1) % rule.every == 0:
@@ -350,7 +351,7 @@ def main(argv=None):
     for task, base, seed, lr, final, diag in res:
         ref = best.get((task, base, seed), (math.nan,))[0]
         line = f"{task:17s} {base:9s} seed {seed} lr/α₀ {lr:<7g} final {final:.4f}  ratio {final / ref:.2f}"
-        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rel", "bend", "bendP", "bendPr", "PV",
+        keys = [k for k in ("cV", "cP", "lamV", "lamP", "hind", "rho", "rel", "bend", "bendP", "bendPr", "PV",
                             "edge", "alpha") if any(k in d for d in diag)]
         if keys:
             line += "  " + "  ".join(f"{k} {_median_late([d for d in diag if k in d], k):.4g}" for k in keys)

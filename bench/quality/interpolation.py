@@ -6,18 +6,31 @@
     python -m bench.quality.interpolation --base sgd --rules auto,safeguarded_rel_still_restart
 
 A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Single-threaded, so
-reductions, and the numbers, are the same on every run.
+reductions, and the numbers, are the same on every run. Each rule's runs are written to
+bench/quality/results/interpolation/<base>__<rule>.json (``auto`` under its rule's name), where the
+choice of defaults reads them (bench/quality/choose.py: a candidate with a lost run is out).
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
+from bench.quality.run import RESULTS
 from qlab_fused import demo
+from qlab_fused.contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD
 from qlab_fused.optimizer import QLABAdam, QLABSGD
+from qlab_fused.reference import resolve_rule
 
 LOST = 0.1
+OUT = RESULTS / "interpolation"
+KINDS = {"sgd": KIND_SGD, "momentum": KIND_MOMENTUM, "adam": KIND_ADAM}
+
+
+def path_for(base: str, rule: str, epochs: int = 15):
+    """Where the check's runs of ``rule`` (a name; not "auto") on ``base`` are stored."""
+    return OUT / f"{base}__{rule}{'' if epochs == 15 else f'__{epochs}ep'}.json"
 
 
 def make(base: str, alpha0: float, rule: str):
@@ -36,18 +49,24 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     for rule in args.rules.split(","):
-        lost, worst = [], 0.0
+        lost, worst, runs = [], 0.0, []
         for a0 in (float(x) for x in args.alpha0.split(",")):
             for seed in (int(x) for x in args.seeds.split(",")):
                 losses = demo.train(f"QLAB-{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
                                     seed, make=make(args.base, a0, rule), is_qlab=True)["loss"]
                 print(f"{args.base} {rule} α₀={a0:g} seed {seed}: min {min(losses):.2e} "
                       f"final {losses[-1]:.2e}", flush=True)
+                runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1]))
                 worst = max(worst, losses[-1])
-                if losses[-1] > LOST:
+                if not losses[-1] <= LOST:  # NaN too
                     lost.append(f"α₀={a0:g}/seed {seed}: {losses[-1]:.3g}")
         print(f"== {args.base} {rule}: {len(lost)} runs end above {LOST} ({'; '.join(lost) or 'none'}); "
               f"worst final {worst:.3g}", flush=True)
+        name = resolve_rule(rule, KINDS[args.base])
+        OUT.mkdir(parents=True, exist_ok=True)
+        path_for(args.base, name, args.epochs).write_text(json.dumps(dict(
+            base=args.base, rule=name, epochs=args.epochs, lost_above=LOST, lost=len(lost), runs=runs),
+            indent=1))
     return 0
 
 

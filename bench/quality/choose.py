@@ -1,0 +1,133 @@
+"""The choice of a default rule, as code (docs/quality.md, "How the defaults were chosen").
+
+    python -m bench.quality.choose --base sgd \
+        --candidates safeguarded_rel_edge_still_restart,safeguarded_rel_still_restart
+
+Reads the stored runs (bench/quality/results/, seeds 0–2, every tag) on the selection tasks
+(bench/quality/tasks.py: SELECTION, without held-out tasks and without tasks below the loss floor)
+and the interpolation check of each candidate (bench/quality/interpolation.py). A candidate is
+eligible when it has every (task, α₀, seed) run, never raises the full-batch convex loss by more than
+MONOTONE_TOL over one step, and loses no run of the interpolation check. Among the eligible ones:
+the smallest worst ratio to X at its best grid lr, worst cases within 10 % of each other tie; ties
+go to the most runs within the bar, and ties of both to the incumbent (the current default).
+The current default's runs are the main suite's (rule None) where no run names it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+
+from bench.quality.analyze import best_plain, load
+from bench.quality.interpolation import KINDS, path_for
+from bench.quality.run import GRID, SEEDS
+from bench.quality.tasks import SELECTION
+from qlab_fused.reference import resolve_rule
+
+BAR = 1.10
+TIE = 1.10         # worst cases within 10 % of the smallest tie
+MONOTONE_TOL = 1e-6  # relative rise of the float64 convex loss; the defaults' is ~6e-9 (fp32 rounding)
+CONVEX = "convex_softmax"
+
+
+@dataclass
+class Candidate:
+    rule: str
+    ratios: dict = field(default_factory=dict)  # (task, α₀, seed) -> ratio
+    rise: float = 0.0                            # largest one-step rise on the convex task
+    missing: list = field(default_factory=list)  # selection tasks without all their runs
+    lost: int | None = None                      # interpolation check: runs lost (None: not run)
+
+    @property
+    def worst(self) -> tuple[float, str]:
+        key = max(self.ratios, key=self.ratios.get)
+        return self.ratios[key], key[0]
+
+    @property
+    def within(self) -> int:
+        return sum(r <= BAR for r in self.ratios.values())
+
+    @property
+    def cells(self) -> int:
+        """(task) cells where every α₀ and seed is within the bar."""
+        tasks = {k[0] for k in self.ratios}
+        return sum(all(v <= BAR for k, v in self.ratios.items() if k[0] == t) for t in tasks)
+
+    def why_not(self) -> str:
+        if self.missing:
+            return "missing runs on " + ", ".join(self.missing)
+        if self.rise > MONOTONE_TOL:
+            return f"raises the convex loss ({self.rise:.2e})"
+        if self.lost is None:
+            return "no interpolation check stored"
+        if self.lost:
+            return f"loses {self.lost} of the interpolation check's runs"
+        return ""
+
+
+def gather(runs, base: str, rules: list[str], tasks=SELECTION) -> list[Candidate]:
+    """The candidates' ratios from ``runs`` (dicts as bench.quality.analyze.load returns them)."""
+    incumbent = resolve_rule("auto", KINDS[base])
+    best = best_plain(runs)
+    cands = {r: Candidate(r) for r in rules}
+    mine = [r for r in runs if r["method"] == "qlab_" + base and r["seed"] in SEEDS and r["task"] in tasks]
+    named = [(r["rule"], r) for r in mine if r.get("rule") in cands]
+    default = [(incumbent, r) for r in mine if r.get("rule") is None and r.get("tag") == "main"
+               and incumbent in cands]
+    for rule, r in named + default:  # a run naming the rule first; the main suite's fills the gaps
+        key, ref = (r["task"], r["lr"], r["seed"]), best.get((r["task"], base, r["seed"]))
+        c = cands[rule]
+        if key in c.ratios or ref is None:
+            continue
+        v = r["final_train_loss"]
+        c.ratios[key] = (math.inf if v is None or not math.isfinite(v) else v) / ref[0]
+        if r["task"] == CONVEX:
+            c.rise = max(c.rise, r.get("max_rel_increase", 0.0))
+    for c in cands.values():
+        c.missing = [t for t in tasks if any((t, a, s) not in c.ratios for a in GRID for s in SEEDS)]
+    return list(cands.values())
+
+
+def read_interpolation(base: str, cands: list[Candidate]) -> None:
+    for c in cands:
+        p = path_for(base, c.rule)
+        if p.exists():
+            c.lost = json.loads(p.read_text())["lost"]
+
+
+def choose(cands: list[Candidate], incumbent: str) -> Candidate | None:
+    ok = [c for c in cands if not c.why_not()]
+    if not ok:
+        return None
+    low = min(c.worst[0] for c in ok)
+    tied = [c for c in ok if c.worst[0] <= TIE * low]
+    most = max(c.within for c in tied)
+    top = [c for c in tied if c.within == most]
+    return next((c for c in top if c.rule == incumbent), top[0])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--base", required=True, choices=sorted(KINDS))
+    ap.add_argument("--candidates", required=True, help="comma list of rule names")
+    args = ap.parse_args(argv)
+    incumbent = resolve_rule("auto", KINDS[args.base])
+    cands = gather(load(), args.base, args.candidates.split(","))
+    read_interpolation(args.base, cands)
+    print(f"{args.base}: {len(SELECTION)} selection tasks × {len(GRID)} α₀ × {len(SEEDS)} seeds; "
+          f"incumbent {incumbent}")
+    for c in cands:
+        if c.ratios:
+            w, t = c.worst
+            line = f"  {c.rule:55s} worst {w:6.2f} ({t}), {c.within} runs within, {c.cells} tasks hold"
+        else:
+            line = f"  {c.rule:55s} no runs"
+        print(line + (f"  -- out: {c.why_not()}" if c.why_not() else ""))
+    pick = choose(cands, incumbent)
+    print(f"  => {pick.rule if pick else 'no eligible candidate'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The choice of defaults as code (bench/quality/choose.py) and the loss floor (bench/quality/tasks.py)
+on made-up runs: what makes a candidate eligible, and how ties are broken."""
+import math
+
+import pytest
+
+pytest.importorskip("sklearn")  # bench.quality.tasks builds its data with it
+
+from bench.quality import choose as ch  # noqa: E402
+from bench.quality.run import GRID, SEEDS  # noqa: E402
+from bench.quality.tasks import BELOW_FLOOR, FLOOR, HELD_OUT, SELECTION, TASKS, floor_breaches  # noqa: E402
+from qlab_fused.reference import resolve_rule  # noqa: E402
+from qlab_fused.contract import KIND_SGD  # noqa: E402
+
+TASKS2 = ("task_a", ch.CONVEX)
+INCUMBENT = resolve_rule("auto", KIND_SGD)
+
+
+def _plain(loss=1.0):
+    return [dict(task=t, method="sgd", lr=lr, seed=s, final_train_loss=loss * (1 + abs(math.log10(lr))),
+                 tag="main") for t in TASKS2 for lr in GRID for s in SEEDS]
+
+
+def _qlab(rule, ratio, tag="ablation", rise=0.0, skip=None, worst=None):
+    """QLAB runs of ``rule`` at ``ratio`` × the best plain loss (1.0); ``worst`` = (task, α₀, seed,
+    ratio) for one run."""
+    out = []
+    for t in TASKS2:
+        for lr in GRID:
+            for s in SEEDS:
+                if skip == (t, lr, s):
+                    continue
+                r = worst[3] if worst and worst[:3] == (t, lr, s) else ratio
+                run = dict(task=t, method="qlab_sgd", lr=lr, seed=s, rule=rule, final_train_loss=r, tag=tag)
+                if t == ch.CONVEX:
+                    run["max_rel_increase"] = rise
+                out.append(run)
+    return out
+
+
+def _pick(runs, rules, lost=None):
+    cands = ch.gather(runs, "sgd", rules, tasks=TASKS2)
+    for c in cands:
+        c.lost = (lost or {}).get(c.rule, 0)
+    return cands, ch.choose(cands, INCUMBENT)
+
+
+def test_ratios_worst_and_counts():
+    runs = _plain() + _qlab("r1", 1.05, worst=("task_a", 1e-2, 1, 1.5))
+    (c,), _ = _pick(runs, ["r1"])
+    assert c.ratios[("task_a", 1e-2, 1)] == pytest.approx(1.5)
+    assert c.worst == (pytest.approx(1.5), "task_a")
+    assert c.within == 2 * len(GRID) * len(SEEDS) - 1
+    assert c.cells == 1  # task_a misses once; the convex task holds
+    assert not c.missing
+
+
+def test_smallest_worst_case_wins():
+    runs = _plain() + _qlab("r1", 1.0, worst=("task_a", 1.0, 0, 1.5)) + _qlab("r2", 1.2)
+    _, pick = _pick(runs, ["r1", "r2"])
+    assert pick.rule == "r2"
+
+
+def test_tied_worst_cases_go_to_most_runs_within():
+    runs = (_plain() + _qlab("r1", 1.0, worst=("task_a", 1.0, 0, 1.3))  # 29 within, worst 1.30
+            + _qlab("r2", 1.25))                                       # 0 within, worst 1.25 (ties)
+    _, pick = _pick(runs, ["r1", "r2"])
+    assert pick.rule == "r1"
+
+
+def test_full_ties_go_to_the_incumbent_whose_runs_may_come_from_the_main_suite():
+    runs = _plain() + _qlab("r1", 1.0) + _qlab(None, 1.0, tag="main")
+    cands, pick = _pick(runs, ["r1", INCUMBENT])
+    assert all(not c.missing for c in cands)
+    assert pick.rule == INCUMBENT
+    # a default-rule run outside the main suite (another round's default) does not count
+    cands, _ = _pick(_plain() + _qlab(None, 1.0, tag="seeds345_main"), [INCUMBENT])
+    assert cands[0].missing == list(TASKS2)
+
+
+@pytest.mark.parametrize("what", ["missing", "rise", "lost", "unchecked"])
+def test_ineligible_candidates_are_out_however_good(what):
+    bad = _qlab("bad", 0.5, rise=1e-3 if what == "rise" else 0.0,
+                skip=("task_a", 1e-4, 2) if what == "missing" else None)
+    runs = _plain() + bad + _qlab("ok", 1.4)
+    cands = ch.gather(runs, "sgd", ["bad", "ok"], tasks=TASKS2)
+    for c in cands:
+        c.lost = {"lost": 3, "unchecked": None}.get(what, 0) if c.rule == "bad" else 0
+    bad_c = next(c for c in cands if c.rule == "bad")
+    assert bad_c.why_not()
+    assert ch.choose(cands, INCUMBENT).rule == "ok"
+    for c in cands:
+        c.lost = 2
+    assert ch.choose(cands, INCUMBENT) is None
+
+
+def test_rounding_sized_convex_rises_pass():
+    runs = _plain() + _qlab("r1", 1.0, rise=6e-9)
+    cands, pick = _pick(runs, ["r1"])
+    assert pick.rule == "r1"
+
+
+def test_floor_and_task_lists():
+    assert not set(SELECTION) & (set(HELD_OUT) | set(BELOW_FLOOR))
+    assert set(SELECTION) | set(HELD_OUT) | set(BELOW_FLOOR) == set(TASKS)
+    runs = [dict(task="a", final_train_loss=FLOOR * 0.9), dict(task="a", final_train_loss=FLOOR * 0.5),
+            dict(task="b", final_train_loss=FLOOR * 1.1), dict(task="c", final_train_loss=None),
+            dict(task="d", final_train_loss=math.nan)]
+    assert floor_breaches(runs) == {"a": FLOOR * 0.5}
