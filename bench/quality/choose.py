@@ -55,15 +55,17 @@ class Candidate:
         return sum(all(v <= BAR for k, v in self.ratios.items() if k[0] == t) for t in tasks)
 
     def why_not(self) -> str:
+        """Why the candidate is not eligible ('' when it is)."""
+        out = []
         if self.missing:
-            return "missing runs on " + ", ".join(self.missing)
+            out.append("missing runs on " + ", ".join(self.missing))
         if self.rise > MONOTONE_TOL:
-            return f"raises the convex loss ({self.rise:.2e})"
+            out.append(f"raises the convex loss ({self.rise:.2e})")
         if self.lost is None:
-            return "no interpolation check stored"
-        if self.lost:
-            return f"loses {self.lost} of the interpolation check's runs"
-        return ""
+            out.append("no interpolation check stored")
+        elif self.lost:
+            out.append(f"loses {self.lost} of the interpolation check's runs")
+        return "; ".join(out)
 
 
 def gather(runs, base: str, rules: list[str], tasks=SELECTION) -> list[Candidate]:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from bench.quality.analyze import _loss, best_plain, load, ratios
 from bench.quality.run import BASES, GRID, PEERS
-from bench.quality.tasks import HELD_OUT, SELECTION
+from bench.quality.tasks import BELOW_FLOOR, FLOOR, HELD_OUT, SELECTION
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # Rows: the selection tasks in the order they were added, then the others in the order above.
-TASKS = SELECTION + tuple(HELD_OUT)
+TASKS = SELECTION + tuple(HELD_OUT) + tuple(BELOW_FLOOR)
+OUTSIDE = {**HELD_OUT, **{t: f"below the loss floor {FLOOR:g}" for t in BELOW_FLOOR}}
 NAMES = {"sgd": "SGD", "momentum": "Momentum", "adam": "Adam"}
 
 
@@ -32,7 +33,7 @@ def headline(runs, rule=None, bar=1.10):
              "|---|---|" + "---|" * (len(GRID) + 1)]
     tot_held = tot = 0
     for task in TASKS:
-        label = task + (f" ({HELD_OUT[task]})" if task in HELD_OUT else "")
+        label = task + (f" ({OUTSIDE[task]})" if task in OUTSIDE else "")
         for base in BASES:
             cells, held, n = [], 0, 0
             for a0 in GRID:
@@ -45,7 +46,7 @@ def headline(runs, rule=None, bar=1.10):
                 worst = max(rs)
                 cells.append(f"**{worst:.2f}**" if worst > bar else f"{worst:.2f}")
             if n:
-                if task not in HELD_OUT:
+                if task in SELECTION:
                     tot_held, tot = tot_held + held, tot + n
                 lines.append(f"| {label} | {NAMES[base]} | " + " | ".join(cells) + f" | {held}/{n} |")
     return lines, tot_held, tot
