@@ -107,3 +107,16 @@ def test_floor_and_task_lists():
             dict(task="b", final_train_loss=FLOOR * 1.1), dict(task="c", final_train_loss=None),
             dict(task="d", final_train_loss=math.nan)]
     assert floor_breaches(runs) == {"a": FLOOR * 0.5}
+
+
+def test_interpolation_checks_are_read_for_every_budget(tmp_path, monkeypatch):
+    import json
+    from bench.quality import interpolation
+    monkeypatch.setattr(interpolation, "OUT", tmp_path)
+    cands = [ch.Candidate("r1"), ch.Candidate("r2")]
+    for e, lost in zip(ch.INTERPOLATION_EPOCHS, (0, 2)):
+        interpolation.path_for("sgd", "r1", e).write_text(json.dumps(dict(lost=lost)))
+    interpolation.path_for("sgd", "r2", ch.INTERPOLATION_EPOCHS[0]).write_text(json.dumps(dict(lost=0)))
+    ch.read_interpolation("sgd", cands)
+    assert [c.lost for c in cands] == [2, None]
+    assert "loses 2" in cands[0].why_not() and "not stored" in cands[1].why_not()
