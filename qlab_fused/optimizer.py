@@ -34,8 +34,9 @@ _BACKWARD_IN_CLOSURE = (
 _HALF_LOSS = (
     "the closure returned a {dtype} loss: QLAB fits a parabola to loss differences Lβ − L0 that are "
     "finer than a {dtype} scalar resolves (8 significant bits in bfloat16, 11 in float16; with a "
-    "bfloat16 loss the Adam default measures nothing on about half its steps of the digits MLP and "
-    "CNN, and QLAB-Momentum does not train them; docs/quality.md, log items 29, 30). "
+    "bfloat16 loss neither the Adam default nor QLAB-Momentum trains the digits MLP and CNN, and "
+    "rule='alternate_trust_ema_rel_near_match_guard_hold' measures nothing on about half its "
+    "steps; docs/quality.md, log items 29, 30, 36). "
     "Compute the loss in float32, e.g. F.cross_entropy(logits.float(), y); the model itself may "
     "stay in {dtype}.")
 
@@ -253,8 +254,8 @@ class QLABOptimizer(torch.optim.Optimizer):
         # What `*_guard` counts as rounding: the coarsest of the losses' dtypes and the parameters',
         # the parameters' at most fp32's: an fp32 model's loss carries fp32 rounding even when summed
         # in float64, but a bf16 model's loss computed in fp32 averages its rounding over the batch
-        # (with bf16's threshold, 0.066·|L0|, the Adam default zeroed 202–220 of 222 steps of the
-        # digits MLP; with fp32's it trains: docs/quality.md, log item 29)
+        # (with bf16's threshold, 0.066·|L0|, round 8's Adam default zeroed 202–220 of 222 steps of
+        # the digits MLP; with fp32's it trains: docs/quality.md, log item 29)
         loss_eps = max([torch.finfo(loss_dtype).eps, torch.finfo(Lb.dtype).eps]
                        + [min(torch.finfo(seg.dtype).eps, FP32_EPS) for seg in self._segments])
         # The probe floor counts the coarsest dtype the probe forward reads the parameters in: their
