@@ -4,6 +4,7 @@
 
     python -m bench.quality.interpolation --base momentum --rules auto,alternate_wgeo_ema_rel_near_slow
     python -m bench.quality.interpolation --base sgd --rules auto,safeguarded_rel_still_restart
+    python -m bench.quality.interpolation --base adam --rules auto --epochs 30   # twice the budget
 
 A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Single-threaded, so
 reductions, and the numbers, are the same on every run. Each rule's runs are written to
