@@ -120,3 +120,11 @@ def test_interpolation_checks_are_read_for_every_budget(tmp_path, monkeypatch):
     ch.read_interpolation("sgd", cands)
     assert [c.lost for c in cands] == [2, None]
     assert "loses 2" in cands[0].why_not() and "not stored" in cands[1].why_not()
+
+
+def test_more_seeds_need_runs_on_every_seed():
+    runs = _plain() + _qlab("r1", 1.0)
+    (c,) = ch.gather(runs, "sgd", ["r1"], tasks=TASKS2, seeds=SEEDS + (7,))
+    assert c.missing == list(TASKS2)  # seed 7 has no runs
+    (c,) = ch.gather(runs, "sgd", ["r1"], tasks=TASKS2, seeds=SEEDS[:1])
+    assert not c.missing and len(c.ratios) == len(TASKS2) * len(GRID)

@@ -3,7 +3,7 @@
     python -m bench.quality.choose --base sgd \
         --candidates safeguarded_rel_edge_still_restart,safeguarded_rel_still_restart
 
-Reads the stored runs (bench/quality/results/, seeds 0–2, every tag) on the selection tasks
+Reads the stored runs (bench/quality/results/, seeds 0–2 unless --seeds, every tag) on the selection tasks
 (bench/quality/tasks.py: SELECTION, without held-out tasks and without tasks below the loss floor)
 and the interpolation check of each candidate (bench/quality/interpolation.py, at 15 and 30 epochs). A
 candidate is eligible when it has every (task, α₀, seed) run, never raises the full-batch convex loss
@@ -71,12 +71,12 @@ class Candidate:
         return "; ".join(out)
 
 
-def gather(runs, base: str, rules: list[str], tasks=SELECTION) -> list[Candidate]:
+def gather(runs, base: str, rules: list[str], tasks=SELECTION, seeds=SEEDS) -> list[Candidate]:
     """The candidates' ratios from ``runs`` (dicts as bench.quality.analyze.load returns them)."""
     incumbent = resolve_rule("auto", KINDS[base])
     best = best_plain(runs)
     cands = {r: Candidate(r) for r in rules}
-    mine = [r for r in runs if r["method"] == "qlab_" + base and r["seed"] in SEEDS and r["task"] in tasks]
+    mine = [r for r in runs if r["method"] == "qlab_" + base and r["seed"] in seeds and r["task"] in tasks]
     named = [(r["rule"], r) for r in mine if r.get("rule") in cands]
     default = [(incumbent, r) for r in mine if r.get("rule") is None and r.get("tag") == "main"
                and incumbent in cands]
@@ -90,7 +90,7 @@ def gather(runs, base: str, rules: list[str], tasks=SELECTION) -> list[Candidate
         if r["task"] == CONVEX:
             c.rise = max(c.rise, r.get("max_rel_increase", 0.0))
     for c in cands.values():
-        c.missing = [t for t in tasks if any((t, a, s) not in c.ratios for a in GRID for s in SEEDS)]
+        c.missing = [t for t in tasks if any((t, a, s) not in c.ratios for a in GRID for s in seeds)]
     return list(cands.values())
 
 
@@ -117,11 +117,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--base", required=True, choices=sorted(KINDS))
     ap.add_argument("--candidates", required=True, help="comma list of rule names")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                    help="a check on more seeds (e.g. 0,1,2,3,4,5): seeds outside 0-2 count runs that "
+                         "name their rule (the main suite's default-rule runs are seeds 0-2)")
     args = ap.parse_args(argv)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
     incumbent = resolve_rule("auto", KINDS[args.base])
-    cands = gather(load(), args.base, args.candidates.split(","))
+    cands = gather(load(), args.base, args.candidates.split(","), seeds=seeds)
     read_interpolation(args.base, cands)
-    print(f"{args.base}: {len(SELECTION)} selection tasks × {len(GRID)} α₀ × {len(SEEDS)} seeds; "
+    print(f"{args.base}: {len(SELECTION)} selection tasks × {len(GRID)} α₀ × {len(seeds)} seeds; "
           f"incumbent {incumbent}")
     for c in cands:
         if c.ratios:
