@@ -82,7 +82,7 @@ def test_qlab_momentum_alpha0_free_at_111_steps():
     q = [_train(lambda p: qf.QLABSGD(p, alpha0=a0, momentum=0.9), qlab=True) for a0 in (1e-4, 1.0)]
     print(f"Momentum(0.1) {tuned:.3f}, Momentum(1) {plain_large:.3f}, QLAB-Momentum {q}")
     assert plain_large > 2.0                    # the grid's top lr does not train
-    assert max(q) < 1.10 * tuned               # measured 0.165, 0.181 vs 0.253
+    assert max(q) < 1.10 * tuned               # measured 0.192, 0.140 vs 0.253
 
 
 def test_qlab_sgd_alpha0_free_on_a_cnn():
