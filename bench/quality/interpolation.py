@@ -20,13 +20,13 @@ import torch
 
 from bench.quality.run import RESULTS
 from qlab_fused import demo
-from qlab_fused.contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD
+from qlab_fused.contract import KIND_NAMES
 from qlab_fused.optimizer import QLABAdam, QLABSGD
 from qlab_fused.reference import resolve_rule
 
 LOST = 0.1
 OUT = RESULTS / "interpolation"
-KINDS = {"sgd": KIND_SGD, "momentum": KIND_MOMENTUM, "adam": KIND_ADAM}
+KINDS = {name: kind for kind, name in KIND_NAMES.items()}  # "sgd" -> KIND_SGD, ...
 
 
 def path_for(base: str, rule: str, epochs: int = 15):
@@ -42,7 +42,7 @@ def make(base: str, alpha0: float, rule: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--base", default="momentum", choices=["sgd", "momentum", "adam"])
+    ap.add_argument("--base", default="momentum", choices=sorted(KINDS))
     ap.add_argument("--rules", default="auto")
     ap.add_argument("--alpha0", default="1e-4,1e-2,1")
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
