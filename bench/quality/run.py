@@ -3,9 +3,12 @@
     python -m bench.quality.run --task digits_mlp --quick          # 1 seed, α₀ ∈ {1e-4, 1e-2, 1}
     python -m bench.quality.run --task all --suite main           # the full protocol
     python -m bench.quality.run --task all --suite ablation --rules paper,stale
+    python -m bench.quality.run --task selection --bases momentum --merge   # one base's main runs again
 
 Suites: ``main`` = plain SGD/Momentum/Adam over the lr grid, QLAB-X with the default rule over the
 α₀ grid, and the learning-rate-free peers; ``ablation`` = QLAB-X with each rule of ``--rules``.
+``--merge`` replaces only the runs it makes (same task, seed, method, lr/α₀ and rule) in an existing
+results file and keeps the others; without it a task's file is written anew.
 Workers run single-threaded (torch.set_num_threads(1)); at most 2 in parallel on a shared machine.
 """
 from __future__ import annotations
@@ -118,6 +121,19 @@ def run_one(job: dict, wrap=None) -> dict:
     return out
 
 
+def run_key(r: dict) -> tuple:
+    """What identifies a run within one results file."""
+    return (r["task"], r["seed"], r["method"], r["lr"], r.get("rule"))
+
+
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with every run that ``new`` re-made replaced by the new one, in ``old``'s order;
+    new runs with no old counterpart are appended."""
+    fresh = {run_key(r): r for r in new}
+    out = [fresh.pop(run_key(r), r) for r in old]
+    return out + [r for r in new if run_key(r) in fresh]
+
+
 def jobs_for(task: str, suite: str, rules: list[str], seeds, grid) -> list[dict]:
     jobs = []
     for seed in seeds:
@@ -148,12 +164,15 @@ def main(argv=None):
                     "tasks the defaults are chosen on, no held-out one): " + ", ".join(TASKS))
     ap.add_argument("--suite", default="main", choices=["main", "ablation", "baselines"])
     ap.add_argument("--rules", default="safeguarded,paper,fresh,stale,alternate")
-    ap.add_argument("--bases", default=",".join(BASES))
+    ap.add_argument("--bases", default=",".join(BASES + ("peers",)),
+                    help="which of sgd, momentum, adam (plain and QLAB) and peers to run")
     ap.add_argument("--quick", action="store_true", help="1 seed, α₀ ∈ {1e-4, 1e-2, 1}")
     ap.add_argument("--seeds", default=None, help="comma list (default 0,1,2; a fresh-seed check: "
                     "give it its own --tag, the report reads only the main and ablation tags)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tag", default=None, help="results file suffix (default: the suite)")
+    ap.add_argument("--merge", action="store_true", help="replace these runs in the tag's existing "
+                    "files and keep the rest (default: write each task's file anew)")
     args = ap.parse_args(argv)
     tasks = (list(TASKS) if args.task == "all" else list(SELECTION) if args.task == "selection"
              else args.task.split(","))
@@ -165,7 +184,7 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     for task in tasks:
         jobs = [j for j in jobs_for(task, args.suite, rules, seeds, grid)
-                if j["method"].replace("qlab_", "") in bases or j["method"] in PEERS]
+                if j["method"].replace("qlab_", "") in bases or (j["method"] in PEERS and "peers" in bases)]
         t0 = time.perf_counter()
         ctx = get_context("fork")
         with ctx.Pool(args.workers) as pool:
@@ -177,8 +196,13 @@ def main(argv=None):
         wall = time.perf_counter() - t0
         tag = args.tag or args.suite + ("_quick" if args.quick else "")
         path = RESULTS / f"{task}__{tag}.json"
-        path.write_text(json.dumps(dict(task=task, suite=args.suite, wall_s=wall,
-                                        workers=args.workers, runs=res), separators=(",", ":")))
+        out = dict(task=task, suite=args.suite, wall_s=wall, workers=args.workers)
+        if args.merge and path.exists():  # the file's wall time stays the whole protocol's
+            old = json.loads(path.read_text())
+            out = {k: v for k, v in old.items() if k != "runs"}
+            out["merges"] = old.get("merges", []) + [dict(wall_s=wall, runs=len(res))]
+            res = merged(old["runs"], res)
+        path.write_text(json.dumps(dict(out, runs=res), separators=(",", ":")))
         print(f"{task}: {len(jobs)} runs in {wall:.0f}s -> {path}", flush=True)
 
 

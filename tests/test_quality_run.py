@@ -1,0 +1,76 @@
+"""bench/quality/run.py's bookkeeping: which jobs a suite makes, and ``--merge`` replacing only the
+runs it re-made in a results file (the rest, and the file's protocol wall time, stay)."""
+import json
+
+import pytest
+
+pytest.importorskip("sklearn")  # bench.quality.tasks builds its data with it
+
+from bench.quality import run  # noqa: E402
+
+
+def _run(method, lr, seed, loss, rule=None, task="digits_mlp"):
+    return dict(task=task, seed=seed, method=method, lr=lr, rule=rule, final_train_loss=loss)
+
+
+def test_merged_replaces_matching_runs_in_place_and_appends_new_ones():
+    old = [_run("sgd", 0.1, 0, 1.0), _run("qlab_sgd", 0.1, 0, 2.0), _run("qlab_sgd", 0.1, 0, 3.0, rule="x"),
+           _run("qlab_sgd", 0.1, 1, 4.0)]
+    new = [_run("qlab_sgd", 0.1, 0, 20.0), _run("qlab_sgd", 1.0, 0, 50.0)]
+    out = run.merged(old, new)
+    assert [r["final_train_loss"] for r in out] == [1.0, 20.0, 3.0, 4.0, 50.0]
+    assert run.merged(old, []) == old and run.merged([], new) == new
+
+
+def test_main_suite_bases_select_plain_qlab_and_peers():
+    jobs = run.jobs_for("digits_mlp", "main", [], (0,), run.GRID)
+    methods = {j["method"] for j in jobs}
+    assert methods == set(run.BASES) | {"qlab_" + b for b in run.BASES} | set(run.PEERS)
+    assert all(j["rule"] is None for j in jobs if j["method"].startswith("qlab_"))
+
+
+def test_merge_keeps_the_other_runs_of_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    made = []
+
+    def fake_run_one(job):
+        made.append(job)
+        return dict(job, final_train_loss=7.0)
+
+    class Pool:  # in-process stand-in for the worker pool
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def imap_unordered(self, f, jobs):
+            return map(f, jobs)
+
+    class Ctx:
+        pass
+
+    Ctx.Pool = Pool
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    monkeypatch.setattr(run, "get_context", lambda kind: Ctx)
+    path = tmp_path / "digits_mlp__main.json"
+    old = [_run("sgd", 0.1, 0, 1.0), _run("qlab_momentum", 0.1, 0, 2.0), _run("prodigy", 1.0, 0, 3.0),
+           _run("qlab_momentum", 0.1, 5, 4.0)]
+    path.write_text(json.dumps(dict(task="digits_mlp", suite="main", wall_s=123.0, workers=2, runs=old)))
+    run.main(["--task", "digits_mlp", "--bases", "momentum", "--seeds", "0", "--merge"])
+    data = json.loads(path.read_text())
+    assert {j["method"] for j in made} == {"momentum", "qlab_momentum"}  # no peers unless asked
+    assert len(made) == 2 * len(run.GRID)
+    by = {run.run_key(r): r["final_train_loss"] for r in data["runs"]}
+    assert by[run.run_key(old[0])] == 1.0 and by[run.run_key(old[2])] == 3.0  # other bases, peers
+    assert by[run.run_key(old[3])] == 4.0  # another seed
+    assert by[run.run_key(old[1])] == 7.0  # re-made
+    assert len(data["runs"]) == len(old) - 1 + len(made)
+    assert data["wall_s"] == 123.0 and len(data["merges"]) == 1
+
+    run.main(["--task", "digits_mlp", "--bases", "momentum", "--seeds", "0"])  # no --merge: anew
+    data = json.loads(path.read_text())
+    assert len(data["runs"]) == 2 * len(run.GRID) and "merges" not in data
