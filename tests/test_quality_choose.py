@@ -7,11 +7,12 @@ import pytest
 pytest.importorskip("sklearn")  # bench.quality.tasks builds its data with it
 
 from bench.quality import choose as ch  # noqa: E402
-from bench.quality.run import GRID, SEEDS  # noqa: E402
+from bench.quality.run import GRID  # noqa: E402
 from bench.quality.tasks import BELOW_FLOOR, FLOOR, HELD_OUT, SELECTION, TASKS, floor_breaches  # noqa: E402
 from qlab_fused.reference import resolve_rule  # noqa: E402
 from qlab_fused.contract import KIND_SGD  # noqa: E402
 
+SEEDS = ch.CHOICE_SEEDS
 TASKS2 = ("task_a", ch.CONVEX)
 INCUMBENT = resolve_rule("auto", KIND_SGD)
 
@@ -128,3 +129,16 @@ def test_more_seeds_need_runs_on_every_seed():
     assert c.missing == list(TASKS2)  # seed 7 has no runs
     (c,) = ch.gather(runs, "sgd", ["r1"], tasks=TASKS2, seeds=SEEDS[:1])
     assert not c.missing and len(c.ratios) == len(TASKS2) * len(GRID)
+
+
+def test_the_choice_reads_six_seeds_by_default(monkeypatch, capsys):
+    runs = _plain() + _qlab("r1", 1.0) + _qlab("r2", 1.05)
+    runs = [r for r in runs if r.get("rule") != "r1" or r["seed"] < 3]  # r1 has no fresh-seed runs
+    monkeypatch.setattr(ch, "load", lambda: runs)
+    monkeypatch.setattr(ch, "SELECTION", TASKS2)
+    monkeypatch.setattr(ch, "read_interpolation", lambda base, cands: [setattr(c, "lost", 0) for c in cands])
+    ch.main(["--base", "sgd", "--candidates", "r1,r2"])
+    out = capsys.readouterr().out
+    assert "6 seeds" in out and "missing runs on task_a" in out and out.strip().endswith("=> r2")
+    ch.main(["--base", "sgd", "--candidates", "r1,r2", "--seeds", "0,1,2"])
+    assert capsys.readouterr().out.strip().endswith("=> r1")
