@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
-from .reference import (EDGE, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
+from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
@@ -48,9 +48,9 @@ def _log_ema(prev, x, decay, down=None):
     return torch.where(prev_ok, (decay * lp + (1 - decay) * lx).exp(), x)
 
 
-def _hold(last, m):
-    """`*edge`: the held step ``last`` moved into [m, EDGE·m] (m itself while none is held)."""
-    return torch.where(last > 0, torch.minimum(torch.maximum(last, m), EDGE * m), m)
+def _hold(last, m, edge):
+    """`*edge`: the held step ``last`` moved into [m, edge·m] (m itself while none is held)."""
+    return torch.where(last > 0, torch.minimum(torch.maximum(last, m), edge * m), m)
 
 
 def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
@@ -103,13 +103,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
-        if rule in EDGE_RULES:  # the held step h in [m, EDGE·m], m the smoothed fit
+        if rule in EDGE_RULES:  # the held step h in [m, edge·m], m the smoothed fit
             m = _log_ema(st64["ema"], fallback, EMA_DECAY)
             ema = torch.where(remember, m, st64["ema"])
-            held = _hold(st64["held"], m)
+            held = _hold(st64["held"], m, EDGE_OF[rule])
             held_next = torch.where(remember, held, st64["held"])
             far_fit = _good(a_star) & (a_star < beta / TRUST_FAR)  # no step past a far fit's minimum
-            bound = torch.where(far_fit, 1.0, EDGE) * fallback
+            bound = torch.where(far_fit, 1.0, EDGE_OF[rule]) * fallback
             alpha = torch.minimum(torch.minimum(held, bound), cap)
     elif rule == "stale":
         alpha = torch.where(a2 > 0, red[RED_SG].clamp_min(0) / (2 * a2), beta)
@@ -161,7 +161,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                 alpha = torch.minimum(alpha, rel_bound)
             ema = torch.where(remember, alpha, prev)
             if rule in EDGE_RULES:
-                held = _hold(st64["held"], alpha)
+                held = _hold(st64["held"], alpha, EDGE_OF[rule])
                 held_next = torch.where(remember, held, st64["held"])
                 alpha = held
             alpha = torch.minimum(alpha, scale * cv)  # cv is inf when there is no V estimate

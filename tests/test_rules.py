@@ -726,11 +726,12 @@ def test_edge_fit_rules_hold_the_step_inside_the_band_of_the_smoothed_fit(rule, 
     fit = d / (2 * ((Lb - L0 + beta * d) / beta ** 2))  # the minimum as the rule computes it
     m_new = math.exp(reference.EMA_DECAY * math.log(m) + (1 - reference.EMA_DECAY) * math.log(fit)) \
         if m > 0 else fit
-    h_new = min(max(held, m_new), reference.EDGE * m_new) if held > 0 else m_new
+    edge = reference.EDGE_OF[rule]
+    h_new = min(max(held, m_new), edge * m_new) if held > 0 else m_new
     assert new.ema == pytest.approx(m_new, rel=1e-9)
     assert new.held == pytest.approx(h_new, rel=1e-9)
     far = fit < beta / reference.TRUST_FAR
-    assert alpha == pytest.approx(min(h_new, (1.0 if far else reference.EDGE) * fit, 2 * beta),
+    assert alpha == pytest.approx(min(h_new, (1.0 if far else edge) * fit, 2 * beta),
                                   rel=1e-9)
     assert new.beta == pytest.approx(m_new, rel=1e-9)
     assert a2 * alpha ** 2 - d * alpha < 0  # the step descends on the parabola
@@ -758,13 +759,16 @@ def _run_on_sharpening_quadratic(rule, steps=200):
 
 def test_edge_rule_holds_its_step_above_a_falling_fit_and_never_past_edge_times_it():
     """Where the fitted minimum keeps falling, the edge rule's step stays above it (within EDGE× of
-    it) while the plain rule follows it down to its value."""
+    it) while the plain rule follows it down to its value; `_edge135` holds it within 1.35×."""
     plain = _run_on_sharpening_quadratic("safeguarded_rel_still_restart")
     edge = _run_on_sharpening_quadratic("safeguarded_rel_edge_still_restart")
     late = range(100, 200)
     assert all(plain[k][0] == pytest.approx(plain[k][1], rel=1e-6) for k in late)
     ratios = [edge[k][0] / edge[k][1] for k in late]
     assert min(ratios) > 1.2 and max(ratios) <= reference.EDGE * (1 + 1e-9)
+    narrow = _run_on_sharpening_quadratic("safeguarded_rel_edge135_still_restart")  # band 1.35
+    narrow_ratios = [narrow[k][0] / narrow[k][1] for k in late]
+    assert min(narrow_ratios) > 1.1 and max(narrow_ratios) <= 1.35 * (1 + 1e-9) < min(ratios)
 
 
 def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
@@ -780,7 +784,7 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
         a_b, n_b = reference.rule_step(base, 1.0, 0.95, red, 0.1, rs, 1e-3, pdir, **NO_FLOOR)
         assert (n_e.ema, n_e.kappa_v, n_e.kappa_p) == (n_b.ema, n_b.kappa_v, n_b.kappa_p)
         m = n_e.ema
-        h = min(max(held, m), reference.EDGE * m) if held > 0 else m
+        h = min(max(held, m), reference.EDGE_OF[rule] * m) if held > 0 else m
         cv = red["vg"] / (2 * n_e.kappa_v * red["vv"])
         assert n_e.held == pytest.approx(h, rel=1e-12)
         assert a_e == pytest.approx(min(h, scale * cv), rel=1e-12)
