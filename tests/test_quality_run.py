@@ -9,6 +9,26 @@ pytest.importorskip("sklearn")  # bench.quality.tasks builds its data with it
 from bench.quality import run  # noqa: E402
 
 
+class _Pool:
+    """In-process stand-in for the worker pool."""
+
+    def __init__(self, *a):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def imap_unordered(self, f, jobs):
+        return map(f, jobs)
+
+
+class _InProcess:
+    Pool = _Pool
+
+
 def _run(method, lr, seed, loss, rule=None, task="digits_mlp"):
     return dict(task=task, seed=seed, method=method, lr=lr, rule=rule, final_train_loss=loss)
 
@@ -37,25 +57,8 @@ def test_merge_keeps_the_other_runs_of_the_file(tmp_path, monkeypatch):
         made.append(job)
         return dict(job, final_train_loss=7.0)
 
-    class Pool:  # in-process stand-in for the worker pool
-        def __init__(self, *a):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-        def imap_unordered(self, f, jobs):
-            return map(f, jobs)
-
-    class Ctx:
-        pass
-
-    Ctx.Pool = Pool
     monkeypatch.setattr(run, "run_one", fake_run_one)
-    monkeypatch.setattr(run, "get_context", lambda kind: Ctx)
+    monkeypatch.setattr(run, "get_context", lambda kind: _InProcess)
     path = tmp_path / "digits_mlp__main.json"
     old = [_run("sgd", 0.1, 0, 1.0), _run("qlab_momentum", 0.1, 0, 2.0), _run("prodigy", 1.0, 0, 3.0),
            _run("qlab_momentum", 0.1, 5, 4.0)]
@@ -74,3 +77,36 @@ def test_merge_keeps_the_other_runs_of_the_file(tmp_path, monkeypatch):
     run.main(["--task", "digits_mlp", "--bases", "momentum", "--seeds", "0"])  # no --merge: anew
     data = json.loads(path.read_text())
     assert len(data["runs"]) == 2 * len(run.GRID) and "merges" not in data
+
+
+def test_edge_prototype_sets_every_band_and_labels_its_runs(monkeypatch):
+    """``--edge x`` runs the `_edge` rules with the band [m, x·m]: the 1.5 rule at 1.35 is, bit for
+    bit, the library's `_edge135` rule; the runs it writes are labelled so that no choice mistakes
+    them for the library rule's."""
+    from qlab_fused import reference
+    saved = dict(reference.EDGE_OF)
+    job = dict(task="waves_cnn1d", seed=0, method="qlab_sgd", lr=1e-2)
+    try:
+        wide = run.run_one(dict(job, rule="safeguarded_rel_edge_still_restart"))["final_train_loss"]
+        narrow = run.run_one(dict(job, rule="safeguarded_rel_edge135_still_restart"))["final_train_loss"]
+        assert wide != narrow
+        run.set_edge(1.35)
+        assert run.run_one(dict(job, rule="safeguarded_rel_edge_still_restart"))["final_train_loss"] == narrow
+    finally:
+        reference.EDGE_OF.update(saved)
+    assert reference.EDGE_OF == saved
+
+
+def test_edge_runs_are_labelled(tmp_path, monkeypatch):
+    from qlab_fused import reference
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(reference, "EDGE_OF", dict(reference.EDGE_OF))  # set_edge writes this copy
+    seen = []
+    monkeypatch.setattr(run, "run_one", lambda job: seen.append(reference.EDGE_OF[job["rule"]]) or
+                        dict(job, final_train_loss=1.0))
+    monkeypatch.setattr(run, "get_context", lambda kind: _InProcess)
+    run.main(["--task", "digits_mlp", "--suite", "ablation", "--bases", "sgd", "--seeds", "0",
+              "--rules", "safeguarded_rel_edge_still_restart", "--edge", "1.4", "--tag", "t"])
+    data = json.loads((tmp_path / "digits_mlp__t.json").read_text())
+    assert seen == [1.4] * len(run.GRID)
+    assert {r["rule"] for r in data["runs"]} == {"safeguarded_rel_edge_still_restart@EDGE=1.4"}

@@ -121,6 +121,13 @@ def run_one(job: dict, wrap=None) -> dict:
     return out
 
 
+def set_edge(edge: float) -> None:
+    """Every `_edge` rule's band [m, edge·m] in this process and the workers it forks."""
+    from qlab_fused import reference
+    for r in reference.EDGE_OF:
+        reference.EDGE_OF[r] = edge
+
+
 def run_key(r: dict) -> tuple:
     """What identifies a run within one results file."""
     return (r["task"], r["seed"], r["method"], r["lr"], r.get("rule"))
@@ -171,6 +178,10 @@ def main(argv=None):
                     "give it its own --tag, the report reads only the main and ablation tags)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tag", default=None, help="results file suffix (default: the suite)")
+    ap.add_argument("--edge", type=float, default=None,
+                    help="prototype: the `_edge` rules with this band width instead of their own "
+                         "(log item 37's sweep); their runs are labelled <rule>@EDGE=<x>, a name no "
+                         "choice takes for the library rule")
     ap.add_argument("--merge", action="store_true", help="replace these runs in the tag's existing "
                     "files and keep the rest (default: write each task's file anew)")
     args = ap.parse_args(argv)
@@ -182,6 +193,8 @@ def main(argv=None):
     rules = args.rules.split(",")
     bases = args.bases.split(",")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.edge is not None:
+        set_edge(args.edge)
     for task in tasks:
         jobs = [j for j in jobs_for(task, args.suite, rules, seeds, grid)
                 if j["method"].replace("qlab_", "") in bases or (j["method"] in PEERS and "peers" in bases)]
@@ -194,6 +207,8 @@ def main(argv=None):
                 if (i + 1) % 20 == 0:
                     print(f"  {task}: {i + 1}/{len(jobs)}", file=sys.stderr, flush=True)
         wall = time.perf_counter() - t0
+        if args.edge is not None:
+            res = [dict(r, rule=f"{r['rule']}@EDGE={args.edge:g}") for r in res]
         tag = args.tag or args.suite + ("_quick" if args.quick else "")
         path = RESULTS / f"{task}__{tag}.json"
         out = dict(task=task, suite=args.suite, wall_s=wall, workers=args.workers)
