@@ -142,3 +142,11 @@ def test_the_choice_reads_six_seeds_by_default(monkeypatch, capsys):
     assert "6 seeds" in out and "missing runs on task_a" in out and out.strip().endswith("=> r2")
     ch.main(["--base", "sgd", "--candidates", "r1,r2", "--seeds", "0,1,2"])
     assert capsys.readouterr().out.strip().endswith("=> r1")
+
+
+def test_rebound_is_the_largest_rise_over_the_lowest_loss_so_far():
+    from bench.quality.interpolation import rebound
+    assert rebound([2.0, 0.5, 0.05]) == 0.0  # never below 0.01
+    assert rebound([2.0, 0.005, 0.004, 0.003]) == 1.0
+    assert rebound([2.0, 0.5, 0.002, 0.02, 0.001, 0.05, 0.0011]) == pytest.approx(50.0)
+    assert rebound([2.0, 0.009, 0.2]) == pytest.approx(0.2 / 0.009)

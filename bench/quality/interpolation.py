@@ -6,7 +6,10 @@
     python -m bench.quality.interpolation --base sgd --rules auto,safeguarded_rel_still_restart
     python -m bench.quality.interpolation --base adam --rules auto --epochs 30   # twice the budget
 
-A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Single-threaded, so
+A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Each run's per-epoch
+train losses are stored too, with its largest rebound: the loss over the lowest loss before it, from
+the first epoch below 0.01 on (log item 37: where the end of the budget falls on a transient spike
+decides a check that reads the final loss alone). Single-threaded, so
 reductions, and the numbers, are the same on every run. Each rule's runs are written to
 bench/quality/results/interpolation/<base>__<rule>.json (``auto`` under its rule's name), where the
 choice of defaults reads them (bench/quality/choose.py: a candidate with a lost run is out).
@@ -34,6 +37,19 @@ def path_for(base: str, rule: str, epochs: int = 15):
     return OUT / f"{base}__{rule}{'' if epochs == 15 else f'__{epochs}ep'}.json"
 
 
+def rebound(losses, below: float = 0.01) -> float:
+    """The largest ratio of an epoch's loss to the lowest loss before it, once the loss has been below
+    ``below`` (1.0 where it never rises again; 0.0 where it never gets there)."""
+    worst, low = 0.0, None
+    for x in losses:
+        if low is not None:
+            worst = max(worst, x / low) if low > 0 else (worst if x == 0 else float("inf"))
+            low = min(low, x)
+        elif x < below:
+            low, worst = x, 1.0
+    return worst
+
+
 def make(base: str, alpha0: float, rule: str):
     if base == "adam":
         return lambda p: QLABAdam(p, alpha0=alpha0, rule=rule)
@@ -56,8 +72,9 @@ def main(argv=None) -> int:
                 losses = demo.train(f"QLAB-{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
                                     seed, make=make(args.base, a0, rule), is_qlab=True)["loss"]
                 print(f"{args.base} {rule} α₀={a0:g} seed {seed}: min {min(losses):.2e} "
-                      f"final {losses[-1]:.2e}", flush=True)
-                runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1]))
+                      f"final {losses[-1]:.2e} rebound {rebound(losses):.3g}", flush=True)
+                runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1],
+                                 rebound=rebound(losses), losses=losses))
                 worst = max(worst, losses[-1])
                 if not losses[-1] <= LOST:  # NaN too
                     lost.append(f"α₀={a0:g}/seed {seed}: {losses[-1]:.3g}")
