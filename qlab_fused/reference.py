@@ -57,7 +57,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_slow_restart", "alternate_wgeo_ema_rel_near_edge",
          "alternate_trust_ema_rel_near_match_guard_hold", "safeguarded_rel_edge135",
          "safeguarded_rel_edge135_still",
-         "safeguarded_rel_edge135_still_restart")
+         "safeguarded_rel_edge135_still_restart", "safeguarded_rel_edge135_polyak",
+         "safeguarded_rel_edge135_polyak_still", "safeguarded_rel_edge135_polyak_still_restart")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -99,7 +100,8 @@ FIT_RULES = ("paper", "safeguarded", "fresh", "nocap", "keep", "safeguarded_trus
              "safeguarded_rel_still", "safeguarded_rel_still_restart", "safeguarded_rel_edge",
              "safeguarded_rel_edge_still", "safeguarded_rel_edge_still_restart",
              "safeguarded_rel_edge135", "safeguarded_rel_edge135_still",
-             "safeguarded_rel_edge135_still_restart")
+             "safeguarded_rel_edge135_still_restart", "safeguarded_rel_edge135_polyak",
+             "safeguarded_rel_edge135_polyak_still", "safeguarded_rel_edge135_polyak_still_restart")
 # Growth cap (α ≤ cap·β; inf: none) and probe-distance policy of each rule (see ``rule_step``):
 #   "paper": β_next = max(α0, α);  "last": β_next = α, or α0 after α = 0;  "keep": β_next = α, or
 #   the same β after α = 0 (a zeroed step says nothing about the scale).
@@ -233,6 +235,15 @@ EDGE = 1.5
 # above the tuned lr on the noisy 3× tasks, the waves and the Poisson counts; a narrower band gives
 # back some of the hold on the 3× transformer and ViT).
 EDGE_OF = {r: 1.35 if "_edge135" in r else EDGE for r in EDGE_RULES}
+# `*polyak`: no step past POLYAK × L0/⟨V,G⟩ where L0 > 0, the step at which the fitted parabola's
+# minimum would be a loss below zero (POLYAK × the Polyak step for a minimum loss of 0). It bounds the
+# step only; the memory (EMA, held step) and the next probe stay the rule's own. Cross-entropy, squared
+# errors and deviances are ≥ 0; near zero loss the batch's line minimum grows without bound (QLAB-SGD's
+# α 0.6 → 300 over 30 epochs of the demo) and steps up to 60× L0/⟨V,G⟩ set off spikes of the train
+# loss (40–4000× its lowest; log item 37). A loss with a negative minimum gets shorter steps near it;
+# L0 ≤ 0 leaves the step alone.
+POLYAK_RULES = tuple(r for r in RULES if "_polyak" in r)
+POLYAK = 2.0
 NEAR["alternate_wgeo_ema_rel_near_edge"] = NEAR["alternate_wgeo_ema_rel_near"]
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
 # β·|X| < ε·|θ|, as the probe floor measures it; with the floor, only fp32 and finer parameters get
@@ -538,6 +549,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         new.ema = 0.0
         if rule in EDGE_RULES:
             new.held = 0.0
+    if rule in POLYAK_RULES and L0 > 0 and d > 0:  # the step only (above: the memory's own)
+        alpha = min(alpha, POLYAK * L0 / d)
+        new.alpha = alpha
     return alpha, new
 
 

@@ -11,7 +11,8 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, PROBE_ULPS,
+                        GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
+                        POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
                         WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
@@ -218,6 +219,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                                                          * alpha0), beta_next)
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
+    if rule in POLYAK_RULES:  # the step only: the memory and the next probe are the rule's own
+        ok = (L0 > 0) & (d > 0)
+        alpha = torch.where(ok, torch.minimum(alpha, POLYAK * L0 / torch.where(ok, d, zero + 1)), alpha)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),

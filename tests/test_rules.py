@@ -637,6 +637,8 @@ def test_probe_floor_keeps_every_probe_a_few_ulps_of_theta(rule, L0, dL, vg, pg,
     PROBE_ULPS ulps of θ (RMS) along the direction the next step probes, β·|X| ≥ PROBE_ULPS·ε·|θ|, with
     ε the parameters' machine epsilon; fp32 parameters: the rule's own. The step and the memory are
     the rule's own; the device twin does the same."""
+    # fp32 `*_restart` rules start over below one ulp, which NO_FLOOR (ε = 0) never does: their own test
+    assume(not (rule in reference.RESTART_RULES and eps <= reference.FP32_EPS))
     beta, kv, kp, ema = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, kv, kp, ema))
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=sg, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema)
@@ -703,7 +705,8 @@ def test_restart_rules_start_over_when_the_next_probe_cannot_move_theta(rule, L0
     assert float(new_dev["ema"]) == pytest.approx(n_r.ema, rel=1e-5, abs=1e-30)
 
 
-EDGE_FIT_RULES = [r for r in reference.EDGE_RULES if r in reference.FIT_RULES]
+EDGE_FIT_RULES = [r for r in reference.EDGE_RULES  # `*polyak`: the base rule's step, capped (below)
+                  if r in reference.FIT_RULES and r not in reference.POLYAK_RULES]
 
 
 @settings(max_examples=400, deadline=None)
@@ -720,6 +723,7 @@ def test_edge_fit_rules_hold_the_step_inside_the_band_of_the_smoothed_fit(rule, 
     d, L0 = 1.0, 5.0
     a2 = d / (2 * a_fit)
     Lb = L0 - d * beta + a2 * beta ** 2
+    assume(Lb != L0)  # at β = 2·a_fit the parabola returns to L0: `_still` rules fit nothing there
     red = dict(vg=d, pg=d, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=0.0)  # tt = 0: no step bound
     rs = reference.RuleState(alpha=beta, beta=beta, ema=m, held=held)
     alpha, new = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V, **NO_FLOOR)
@@ -792,3 +796,41 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
         a_dev, new_dev = run_device(rule, 1.0, 0.95, red, 0.1, rs, 1e-3, pdir, param_eps=0.0)
         assert float(a_dev) == pytest.approx(a_e, rel=1e-5)
         assert float(new_dev["held"]) == pytest.approx(n_e.held, rel=1e-5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.POLYAK_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
+       eps=st.sampled_from(PARAM_EPS))
+# the demo's spike (log item 37): a held step ~40× the Polyak step L0/⟨V,G⟩ near zero loss
+@example(rule="safeguarded_rel_edge135_polyak_still_restart", L0=2e-3, dL=-1.9e-3, vg=1e-3, pg=1e-3,
+         vv=1e-3, pp=1e-3, gg=1e-3, tt=100.0, beta=40.0, m=80.0, held=80.0, eps=PARAM_EPS[0])
+def test_polyak_rules_bound_the_step_by_twice_the_polyak_step_and_nothing_else(rule, L0, dL, vg, pg,
+                                                                             vv, pp, gg, tt, beta,
+                                                                             m, held, eps):
+    """`*polyak`: the rule without it, with the step at most POLYAK·L0/⟨V,G⟩ where L0 > 0 and
+    ⟨V,G⟩ > 0; the memory (EMA, held step) and the next probe are the base rule's; the device twin
+    agrees."""
+    beta, m, held = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, m, held))
+    base = rule.replace("_polyak", "")
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=m, held=held)
+    a_p, n_p = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V, param_eps=eps)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V, param_eps=eps)
+    cap = reference.POLYAK * L0 / vg if (L0 > 0 and vg > 0) else math.inf
+    assert a_p == min(a_b, cap) and n_p.alpha == a_p
+    assert (n_p.beta, n_p.ema, n_p.held, n_p.skips) == (n_b.beta, n_b.ema, n_b.held, n_b.skips)
+    a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V, eps)
+    assert float(a_dev) == pytest.approx(a_p, rel=1e-5, abs=1e-30)
+    assert float(new_dev["beta"]) == pytest.approx(n_p.beta, rel=1e-5)
+    assert float(new_dev["held"]) == pytest.approx(n_p.held, rel=1e-5, abs=1e-30)
+
+
+def test_polyak_cap_binds_on_the_demo_spike():
+    """The example above binds: the base rule steps far past 2·L0/⟨V,G⟩, the polyak rule at it."""
+    red = dict(vg=1e-3, pg=1e-3, vv=1e-3, pp=1e-3, sg=0.0, gg=1e-3, tt=100.0)
+    rs = reference.RuleState(alpha=40.0, beta=40.0, ema=80.0, held=80.0)
+    args = (2e-3, 1e-4, red, 40.0, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step("safeguarded_rel_edge135_still_restart", *args)
+    a_p, _ = reference.rule_step("safeguarded_rel_edge135_polyak_still_restart", *args)
+    assert a_b > 5 * a_p and a_p == pytest.approx(reference.POLYAK * 2e-3 / 1e-3)
