@@ -74,6 +74,10 @@ def test_merge_keeps_the_other_runs_of_the_file(tmp_path, monkeypatch):
     assert len(data["runs"]) == len(old) - 1 + len(made)
     assert data["wall_s"] == 123.0 and len(data["merges"]) == 1
 
+    made.clear()
+    run.main(["--task", "digits_mlp", "--bases", "qlab_momentum", "--seeds", "0", "--merge"])
+    assert {j["method"] for j in made} == {"qlab_momentum"}
+
     run.main(["--task", "digits_mlp", "--bases", "momentum", "--seeds", "0"])  # no --merge: anew
     data = json.loads(path.read_text())
     assert len(data["runs"]) == 2 * len(run.GRID) and "merges" not in data

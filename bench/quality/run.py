@@ -3,7 +3,7 @@
     python -m bench.quality.run --task digits_mlp --quick          # 1 seed, α₀ ∈ {1e-4, 1e-2, 1}
     python -m bench.quality.run --task all --suite main           # the full protocol
     python -m bench.quality.run --task all --suite ablation --rules paper,stale
-    python -m bench.quality.run --task selection --bases momentum --merge   # one base's main runs again
+    python -m bench.quality.run --task selection --bases qlab_momentum --merge   # its main runs again
 
 Suites: ``main`` = plain SGD/Momentum/Adam over the lr grid, QLAB-X with the default rule over the
 α₀ grid, and the learning-rate-free peers; ``ablation`` = QLAB-X with each rule of ``--rules``.
@@ -172,7 +172,8 @@ def main(argv=None):
     ap.add_argument("--suite", default="main", choices=["main", "ablation", "baselines"])
     ap.add_argument("--rules", default="safeguarded,paper,fresh,stale,alternate")
     ap.add_argument("--bases", default=",".join(BASES + ("peers",)),
-                    help="which of sgd, momentum, adam (plain and QLAB) and peers to run")
+                    help="which of sgd, momentum, adam (plain and QLAB), qlab_sgd, qlab_momentum, "
+                         "qlab_adam (QLAB only) and peers to run")
     ap.add_argument("--quick", action="store_true", help="1 seed, α₀ ∈ {1e-4, 1e-2, 1}")
     ap.add_argument("--seeds", default=None, help="comma list (default 0,1,2; a fresh-seed check: "
                     "give it its own --tag, the report reads only the main and ablation tags)")
@@ -197,7 +198,8 @@ def main(argv=None):
         set_edge(args.edge)
     for task in tasks:
         jobs = [j for j in jobs_for(task, args.suite, rules, seeds, grid)
-                if j["method"].replace("qlab_", "") in bases or (j["method"] in PEERS and "peers" in bases)]
+                if j["method"] in bases or j["method"].replace("qlab_", "") in bases
+                or (j["method"] in PEERS and "peers" in bases)]
         t0 = time.perf_counter()
         ctx = get_context("fork")
         with ctx.Pool(args.workers) as pool:
