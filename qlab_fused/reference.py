@@ -84,8 +84,12 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # runs within (180 of 285 on nineteen tasks; worst cases 2.42–2.58× tie); SGD keeps `_edge` (1.29×
 # against 1.46×). Momentum's round-5 rule with `_guard` won on seeds 0–2 (179 against 177) and lost
 # on fresh seeds 3–5 (196 against 204; six seeds 375 against 381), so, as in round 7, Momentum keeps
-# round 5's rule.
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge_still_restart",
+# round 5's rule. Round 13 (log item 37; six seeds in the choice, twenty-two tasks: round 12's held-out
+# tasks joined): SGD's held step in a narrower band, [m, 1.35·m] (`_edge135`: 633 against 606 of 660
+# runs within, worst 1.25× against 1.35×), lost a demo run to a spike near zero loss (0.18 after
+# 2.0e-3); with `_polyak` (no step past 2·L0/⟨V,G⟩) no demo run spikes (largest rebound 1.44× over
+# 30 epochs, the old default's up to 107×) and it has 628 of 660 within, worst 1.25×: SGD's default.
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_guard"}
 
