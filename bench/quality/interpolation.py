@@ -71,10 +71,11 @@ def main(argv=None) -> int:
             for seed in (int(x) for x in args.seeds.split(",")):
                 losses = demo.train(f"QLAB-{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
                                     seed, make=make(args.base, a0, rule), is_qlab=True)["loss"]
+                rb = rebound(losses)
                 print(f"{args.base} {rule} α₀={a0:g} seed {seed}: min {min(losses):.2e} "
-                      f"final {losses[-1]:.2e} rebound {rebound(losses):.3g}", flush=True)
-                runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1],
-                                 rebound=rebound(losses), losses=losses))
+                      f"final {losses[-1]:.2e} rebound {rb:.3g}", flush=True)
+                runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1], rebound=rb,
+                                 losses=losses))
                 worst = max(worst, losses[-1])
                 if not losses[-1] <= LOST:  # NaN too
                     lost.append(f"α₀={a0:g}/seed {seed}: {losses[-1]:.3g}")

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.quality.analyze import _loss, best_plain, load, ratios
-from bench.quality.run import BASES, GRID, PEERS
+from bench.quality.run import BASES, GRID, PEERS, run_key
 from bench.quality.tasks import BELOW_FLOOR, FLOOR, HELD_OUT, SELECTION
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -254,7 +254,7 @@ def main():
     seen = set()
     dedup = []
     for r in sorted(main_runs, key=lambda r: r["tag"] != "main"):
-        key = (r["task"], r["method"], r["lr"], r["seed"], r.get("rule"))
+        key = run_key(r)
         if key not in seen:
             seen.add(key)
             dedup.append(r)
