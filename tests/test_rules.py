@@ -277,9 +277,10 @@ def test_near_rules_descend_on_a_quadratic(rule):
 
 @settings(max_examples=300, deadline=None)
 # (`alternate_skip_*` against `alternate_trust_*`: test_skip_rules_step_from_memory_past_a_far_fit;
-# `*_hold` against `*_guard`: test_hold_rules_step_with_the_memory_after_a_rounding_only_probe)
-@given(rule=st.sampled_from([r for r in reference.MATCH_RULES
-                             if r not in reference.SKIP_RULES and r not in reference.HOLD_RULES]),
+# `*_hold` against `*_guard`: test_hold_rules_step_with_the_memory_after_a_rounding_only_probe;
+# `*_polyak` against the rule without it: test_polyak_rules_bound_the_step_by_twice_the_polyak_step_*)
+@given(rule=st.sampled_from([r for r in reference.MATCH_RULES if r not in reference.SKIP_RULES
+                             and r not in reference.HOLD_RULES and r not in reference.POLYAK_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 # a fit that says "too far" on a batch where V is not a descent direction but the probe lowered the
@@ -344,7 +345,9 @@ def test_slow_rules_follow_only_decreases_slowly(rule, L0, dL, vg, pg, vv, pp, g
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.GUARD_RULES if r not in reference.HOLD_RULES]),
+# (`*_polyak` against the rule without it: test_polyak_rules_bound_the_step_by_twice_the_polyak_step_*)
+@given(rule=st.sampled_from([r for r in reference.GUARD_RULES
+                             if r not in reference.HOLD_RULES and r not in reference.POLYAK_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
        rounding=st.booleans())
@@ -801,26 +804,31 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 @settings(max_examples=400, deadline=None)
 @given(rule=st.sampled_from(reference.POLYAK_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
-       eps=st.sampled_from(PARAM_EPS))
+       kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
 # the demo's spike (log item 37): a held step ~40× the Polyak step L0/⟨V,G⟩ near zero loss
 @example(rule="safeguarded_rel_edge135_polyak_still_restart", L0=2e-3, dL=-1.9e-3, vg=1e-3, pg=1e-3,
-         vv=1e-3, pp=1e-3, gg=1e-3, tt=100.0, beta=40.0, m=80.0, held=80.0, eps=PARAM_EPS[0])
+         vv=1e-3, pp=1e-3, gg=1e-3, tt=100.0, beta=40.0, m=80.0, held=80.0, kv=0.0, kp=0.0, pdir=DIR_V,
+         eps=PARAM_EPS[0])
 def test_polyak_rules_bound_the_step_by_twice_the_polyak_step_and_nothing_else(rule, L0, dL, vg, pg,
                                                                              vv, pp, gg, tt, beta,
-                                                                             m, held, eps):
+                                                                             m, held, kv, kp, pdir,
+                                                                             eps):
     """`*polyak`: the rule without it, with the step at most POLYAK·L0/⟨V,G⟩ where L0 > 0 and
-    ⟨V,G⟩ > 0; the memory (EMA, held step) and the next probe are the base rule's; the device twin
-    agrees."""
-    beta, m, held = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, m, held))
+    ⟨V,G⟩ > 0; the memory (curvatures, EMA, held step) and the next probe are the base rule's; the
+    device twin agrees."""
+    beta, m, held, kv, kp = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, m, held, kv, kp))
     base = rule.replace("_polyak", "")
+    if reference.probe_direction(base, reference.KIND_MOMENTUM, 0) == DIR_V:
+        pdir = DIR_V  # a fit rule probes along V only
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
-    rs = reference.RuleState(alpha=beta, beta=beta, ema=m, held=held)
-    a_p, n_p = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V, param_eps=eps)
-    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V, param_eps=eps)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=m, held=held, kappa_v=kv, kappa_p=kp)
+    a_p, n_p = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
     cap = reference.POLYAK * L0 / vg if (L0 > 0 and vg > 0) else math.inf
     assert a_p == min(a_b, cap) and n_p.alpha == a_p
-    assert (n_p.beta, n_p.ema, n_p.held, n_p.skips) == (n_b.beta, n_b.ema, n_b.held, n_b.skips)
-    a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V, eps)
+    assert ((n_p.beta, n_p.ema, n_p.held, n_p.kappa_v, n_p.kappa_p, n_p.skips)
+            == (n_b.beta, n_b.ema, n_b.held, n_b.kappa_v, n_b.kappa_p, n_b.skips))
+    a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, eps)
     assert float(a_dev) == pytest.approx(a_p, rel=1e-5, abs=1e-30)
     assert float(new_dev["beta"]) == pytest.approx(n_p.beta, rel=1e-5)
     assert float(new_dev["held"]) == pytest.approx(n_p.held, rel=1e-5, abs=1e-30)
