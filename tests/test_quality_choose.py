@@ -150,3 +150,24 @@ def test_rebound_is_the_largest_rise_over_the_lowest_loss_so_far():
     assert rebound([2.0, 0.005, 0.004, 0.003]) == 1.0
     assert rebound([2.0, 0.5, 0.002, 0.02, 0.001, 0.05, 0.0011]) == pytest.approx(50.0)
     assert rebound([2.0, 0.009, 0.2]) == pytest.approx(0.2 / 0.009)
+
+
+def test_the_check_runs_torchs_optimizer_under_its_own_name_with_plain(tmp_path, monkeypatch):
+    """`--plain LR`: torch's optimizer at that lr (a reference for the rebounds), stored as rule
+    'plain_lr<LR>', which no candidate is named."""
+    import json
+    import torch
+    from bench.quality import interpolation
+    from qlab_fused import demo
+    monkeypatch.setattr(interpolation, "OUT", tmp_path)
+    made = []
+    real = interpolation.make_plain
+    monkeypatch.setattr(interpolation, "make_plain", lambda b, lr: made.append((b, lr)) or real(b, lr))
+    monkeypatch.setattr(demo, "load_digits", lambda seed: (torch.randn(128, 64), torch.randint(0, 10, (128,)),
+                                                          torch.randn(32, 64), torch.randint(0, 10, (32,))))
+    interpolation.main(["--base", "adam", "--plain", "1e-3", "--seeds", "0", "--epochs", "1"])
+    assert made == [("adam", 1e-3)]
+    assert isinstance(real("adam", 1e-3)([torch.zeros(1, requires_grad=True)]), torch.optim.Adam)
+    stored = json.loads(interpolation.path_for("adam", "plain_lr0.001", 1).read_text())
+    assert stored["rule"] == "plain_lr0.001" and len(stored["runs"]) == 1
+    assert len(stored["runs"][0]["losses"]) == 1 and math.isfinite(stored["runs"][0]["final"])

@@ -5,6 +5,7 @@
     python -m bench.quality.interpolation --base momentum --rules auto,alternate_wgeo_ema_rel_near_slow
     python -m bench.quality.interpolation --base sgd --rules auto,safeguarded_rel_still_restart
     python -m bench.quality.interpolation --base adam --rules auto --epochs 30   # twice the budget
+    python -m bench.quality.interpolation --base adam --plain 1e-3,1e-2 --epochs 30  # torch's Adam
 
 A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Each run's per-epoch
 train losses are stored too, with its largest rebound: the loss over the lowest loss before it, from
@@ -50,6 +51,13 @@ def rebound(losses, below: float = 0.01) -> float:
     return worst
 
 
+def make_plain(base: str, lr: float):
+    """The torch optimizer QLAB-``base`` stands in for, at a fixed lr (the check's reference)."""
+    if base == "adam":
+        return lambda p: torch.optim.Adam(p, lr=lr)
+    return lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9 if base == "momentum" else 0.0)
+
+
 def make(base: str, alpha0: float, rule: str):
     if base == "adam":
         return lambda p: QLABAdam(p, alpha0=alpha0, rule=rule)
@@ -63,25 +71,32 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha0", default="1e-4,1e-2,1")
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--plain", default=None,
+                    help="comma list of lrs: run torch's optimizer at each instead of --rules (stored as "
+                         "rule 'plain_lr<lr>'; never a candidate)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    for rule in args.rules.split(","):
+    plain = [float(x) for x in args.plain.split(",")] if args.plain else []
+    for rule in [f"plain_lr{lr:g}" for lr in plain] or args.rules.split(","):
         lost, worst, runs = [], 0.0, []
-        for a0 in (float(x) for x in args.alpha0.split(",")):
+        for a0 in ([None] if plain else (float(x) for x in args.alpha0.split(","))):
             for seed in (int(x) for x in args.seeds.split(",")):
-                losses = demo.train(f"QLAB-{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
-                                    seed, make=make(args.base, a0, rule), is_qlab=True)["loss"]
+                opt = (make_plain(args.base, float(rule[len("plain_lr"):])) if plain
+                       else make(args.base, a0, rule))
+                losses = demo.train(f"{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
+                                    seed, make=opt, is_qlab=not plain)["loss"]
                 rb = rebound(losses)
-                print(f"{args.base} {rule} α₀={a0:g} seed {seed}: min {min(losses):.2e} "
+                at = "" if a0 is None else f" α₀={a0:g}"
+                print(f"{args.base} {rule}{at} seed {seed}: min {min(losses):.2e} "
                       f"final {losses[-1]:.2e} rebound {rb:.3g}", flush=True)
                 runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1], rebound=rb,
                                  losses=losses))
                 worst = max(worst, losses[-1])
                 if not losses[-1] <= LOST:  # NaN too
-                    lost.append(f"α₀={a0:g}/seed {seed}: {losses[-1]:.3g}")
+                    lost.append(f"{at.strip() + '/' if at else ''}seed {seed}: {losses[-1]:.3g}")
         print(f"== {args.base} {rule}: {len(lost)} runs end above {LOST} ({'; '.join(lost) or 'none'}); "
               f"worst final {worst:.3g}", flush=True)
-        name = resolve_rule(rule, KINDS[args.base])
+        name = rule if plain else resolve_rule(rule, KINDS[args.base])
         OUT.mkdir(parents=True, exist_ok=True)
         path_for(args.base, name, args.epochs).write_text(json.dumps(dict(
             base=args.base, rule=name, epochs=args.epochs, lost_above=LOST, lost=len(lost), runs=runs),
