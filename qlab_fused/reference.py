@@ -59,7 +59,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "safeguarded_rel_edge135", "safeguarded_rel_edge135_still", "safeguarded_rel_edge135_still_restart",
          "safeguarded_rel_edge135_polyak", "safeguarded_rel_edge135_polyak_still",
          "safeguarded_rel_edge135_polyak_still_restart",
-         "alternate_wgeo_ema_rel_near_polyak", "alternate_trust_ema_rel_near_match_guard_polyak")
+         "alternate_wgeo_ema_rel_near_polyak", "alternate_trust_ema_rel_near_match_guard_polyak",
+         "alternate_trust_ema_rel_near_match_slow_guard_hold_polyak")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch

@@ -505,7 +505,9 @@ def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, g
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.HOLD_RULES if r not in reference.RESTART_RULES]),
+# (`*_polyak` against the rule without it: test_polyak_rules_bound_the_step_by_twice_the_polyak_step_*)
+@given(rule=st.sampled_from([r for r in reference.HOLD_RULES
+                             if r not in reference.RESTART_RULES and r not in reference.POLYAK_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]), rounding=st.booleans())
 # a bf16 probe that moved nothing (Lβ = L0) while the EMA holds a step
