@@ -79,6 +79,36 @@ def test_full_ties_go_to_the_incumbent_whose_runs_may_come_from_the_main_suite()
     assert cands[0].missing == list(TASKS2)
 
 
+def test_full_ties_on_the_bar_go_to_a_rebound_more_than_rebound_tie_times_smaller():
+    runs = _plain() + _qlab("r1", 1.0) + _qlab(None, 1.0, tag="main")
+    cands = ch.gather(runs, "sgd", ["r1", INCUMBENT], tasks=TASKS2)
+    for rb_new, rb_inc, want in [(40.0, 6000.0, "r1"),                     # far calmer: it wins
+                                 (900.0, 2000.0, INCUMBENT),               # within 3×: a tie
+                                 (40.0, None, INCUMBENT)]:                  # one not stored: no test
+        for c in cands:
+            c.lost, c.rebound = 0, rb_new if c.rule == "r1" else rb_inc
+        assert ch.choose(cands, INCUMBENT).rule == want
+    # the rebound breaks ties only: a calmer rule with fewer runs within does not win
+    runs = _plain() + _qlab("r1", 1.0, worst=("task_a", 1.0, 0, 1.15)) + _qlab(None, 1.0, tag="main")
+    cands = ch.gather(runs, "sgd", ["r1", INCUMBENT], tasks=TASKS2)
+    for c in cands:
+        c.lost, c.rebound = 0, 1.0 if c.rule == "r1" else 1e4
+    assert ch.choose(cands, INCUMBENT).rule == INCUMBENT
+
+
+def test_the_largest_rebound_is_read_over_both_budgets(tmp_path, monkeypatch):
+    import json
+    from bench.quality import interpolation
+    monkeypatch.setattr(interpolation, "OUT", tmp_path)
+    for e, rbs in zip(ch.INTERPOLATION_EPOCHS, ([1.0, 7.0], [3.0, 2.0])):
+        runs = [dict(rebound=x) for x in rbs]
+        interpolation.path_for("sgd", "r1", e).write_text(json.dumps(dict(lost=0, runs=runs)))
+        interpolation.path_for("sgd", "r2", e).write_text(json.dumps(dict(lost=0, runs=[{}])))  # none
+    cands = [ch.Candidate("r1"), ch.Candidate("r2")]
+    ch.read_interpolation("sgd", cands)
+    assert [(c.lost, c.rebound) for c in cands] == [(0, 7.0), (0, None)]
+
+
 @pytest.mark.parametrize("what", ["missing", "rise", "lost", "unchecked"])
 def test_ineligible_candidates_are_out_however_good(what):
     bad = _qlab("bad", 0.5, rise=1e-3 if what == "rise" else 0.0,
