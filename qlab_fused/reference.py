@@ -66,7 +66,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
 # convex loss and (since log item 35) keep a model trained to near-zero loss
 # (bench/quality/interpolation.py); worst cases within 10 % of each other tie, and ties go to the
-# most runs within the quality bar (ties of both: the incumbent). Momentum's since round 5; round 7's Momentum choice did
+# most runs within the quality bar, then (since round 14) to a largest rebound near zero loss more
+# than 3× smaller (ties of all: the incumbent). Momentum's since round 5; round 7's Momentum choice did
 # not hold on three fresh seeds and was withdrawn (log item 26). From round 8 (twelve tasks, six
 # seeds, worst cases equal; log item 29): SGD's is round 1's with `_still` (353 against 352 of 360
 # runs within), Adam's round 7's with `_hold` (248 against 246). Round 9 (log item 32): SGD's with
@@ -91,7 +92,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # runs within, worst 1.25× against 1.35×), lost a demo run to a spike near zero loss (0.18 after
 # 2.0e-3); with `_polyak` (no step past 2·L0/⟨V,G⟩) no demo run spikes (largest rebound 1.44× over
 # 30 epochs; the old default's up to 107× at 15 epochs, 4275× at 30) and it has 628 of 660 within,
-# worst 1.25×: SGD's default.
+# worst 1.25×: SGD's default. Round 14 (log item 38; twenty-four tasks): the Momentum and Adam defaults
+# with `_polyak` step alike away from zero loss and tie them on the bar (492 against 493 of 720 runs
+# within; 503 and 503, rebounds within 3× of each other), so both defaults stand.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_guard"}
