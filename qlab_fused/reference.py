@@ -60,7 +60,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "safeguarded_rel_edge135_polyak", "safeguarded_rel_edge135_polyak_still",
          "safeguarded_rel_edge135_polyak_still_restart",
          "alternate_wgeo_ema_rel_near_polyak", "alternate_trust_ema_rel_near_match_guard_polyak",
-         "alternate_trust_ema_rel_near_match_slow_guard_hold_polyak")
+         "alternate_trust_ema_rel_near_match_slow_guard_hold_polyak",
+         "alternate_wgeo_ema_rel_near_polyak_restart")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -254,8 +255,8 @@ EDGE_OF = {r: 1.35 if "_edge135" in r else EDGE for r in EDGE_RULES}
 # L0 ≤ 0 leaves the step alone.
 POLYAK_RULES = tuple(r for r in RULES if "_polyak" in r)
 POLYAK = 2.0
-NEAR.update({r: NEAR[r[:-len("_polyak")]] for r in POLYAK_RULES  # `*_polyak`: as the rule without it
-             if r.endswith("_polyak") and r[:-len("_polyak")] in NEAR})
+NEAR.update({r: NEAR[r.replace("_polyak", "")] for r in POLYAK_RULES  # as the rule without `_polyak`
+             if r.replace("_polyak", "") in NEAR})
 NEAR["alternate_wgeo_ema_rel_near_edge"] = NEAR["alternate_wgeo_ema_rel_near"]
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
 # β·|X| < ε·|θ|, as the probe floor measures it; with the floor, only fp32 and finer parameters get

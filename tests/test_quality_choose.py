@@ -42,7 +42,7 @@ def _qlab(rule, ratio, tag="ablation", rise=0.0, skip=None, worst=None):
 def _pick(runs, rules, lost=None):
     cands = ch.gather(runs, "sgd", rules, tasks=TASKS2)
     for c in cands:
-        c.lost = (lost or {}).get(c.rule, 0)
+        c.lost, c.rebound = (lost or {}).get(c.rule, 0), 1.0
     return cands, ch.choose(cands, INCUMBENT)
 
 
@@ -82,9 +82,8 @@ def test_full_ties_go_to_the_incumbent_whose_runs_may_come_from_the_main_suite()
 def test_full_ties_on_the_bar_go_to_a_rebound_more_than_rebound_tie_times_smaller():
     runs = _plain() + _qlab("r1", 1.0) + _qlab(None, 1.0, tag="main")
     cands = ch.gather(runs, "sgd", ["r1", INCUMBENT], tasks=TASKS2)
-    for rb_new, rb_inc, want in [(40.0, 6000.0, "r1"),                     # far calmer: it wins
-                                 (900.0, 2000.0, INCUMBENT),               # within 3×: a tie
-                                 (40.0, None, INCUMBENT)]:                  # one not stored: no test
+    for rb_new, rb_inc, want in [(4.0, 60.0, "r1"),                        # far calmer: it wins
+                                 (40.0, 90.0, INCUMBENT)]:                 # within 3×: a tie
         for c in cands:
             c.lost, c.rebound = 0, rb_new if c.rule == "r1" else rb_inc
         assert ch.choose(cands, INCUMBENT).rule == want
@@ -92,8 +91,24 @@ def test_full_ties_on_the_bar_go_to_a_rebound_more_than_rebound_tie_times_smalle
     runs = _plain() + _qlab("r1", 1.0, worst=("task_a", 1.0, 0, 1.15)) + _qlab(None, 1.0, tag="main")
     cands = ch.gather(runs, "sgd", ["r1", INCUMBENT], tasks=TASKS2)
     for c in cands:
-        c.lost, c.rebound = 0, 1.0 if c.rule == "r1" else 1e4
+        c.lost, c.rebound = 0, 1.0 if c.rule == "r1" else 90.0
     assert ch.choose(cands, INCUMBENT).rule == INCUMBENT
+
+
+def test_a_rule_that_spikes_a_trained_model_is_out_however_good():
+    """Since round 15: a largest rebound above REBOUND_MAX, or none stored, makes a candidate
+    ineligible, even one that ends every check's run below the lost-run threshold."""
+    runs = _plain() + _qlab("calm", 1.05) + _qlab(None, 1.0, tag="main")
+    cands = ch.gather(runs, "sgd", ["calm", INCUMBENT], tasks=TASKS2)
+    for c in cands:
+        c.lost, c.rebound = 0, 40.0 if c.rule == "calm" else 6000.0
+    inc = next(c for c in cands if c.rule == INCUMBENT)
+    assert "rebounds 6e+03x" in inc.why_not()
+    assert ch.choose(cands, INCUMBENT).rule == "calm"
+    inc.rebound = ch.REBOUND_MAX  # at the bound: eligible, and it wins on the bar
+    assert ch.choose(cands, INCUMBENT).rule == INCUMBENT
+    inc.rebound = None
+    assert "without rebounds" in inc.why_not() and ch.choose(cands, INCUMBENT).rule == "calm"
 
 
 def test_the_largest_rebound_is_read_over_both_budgets(tmp_path, monkeypatch):
@@ -117,6 +132,7 @@ def test_ineligible_candidates_are_out_however_good(what):
     cands = ch.gather(runs, "sgd", ["bad", "ok"], tasks=TASKS2)
     for c in cands:
         c.lost = {"lost": 3, "unchecked": None}.get(what, 0) if c.rule == "bad" else 0
+        c.rebound = 1.0
     bad_c = next(c for c in cands if c.rule == "bad")
     assert bad_c.why_not()
     assert ch.choose(cands, INCUMBENT).rule == "ok"
@@ -166,7 +182,8 @@ def test_the_choice_reads_six_seeds_by_default(monkeypatch, capsys):
     runs = [r for r in runs if r.get("rule") != "r1" or r["seed"] < 3]  # r1 has no fresh-seed runs
     monkeypatch.setattr(ch, "load", lambda: runs)
     monkeypatch.setattr(ch, "SELECTION", TASKS2)
-    monkeypatch.setattr(ch, "read_interpolation", lambda base, cands: [setattr(c, "lost", 0) for c in cands])
+    monkeypatch.setattr(ch, "read_interpolation",
+                        lambda base, cands: [(setattr(c, "lost", 0), setattr(c, "rebound", 1.0)) for c in cands])
     ch.main(["--base", "sgd", "--candidates", "r1,r2"])
     out = capsys.readouterr().out
     assert "6 seeds" in out and "missing runs on task_a" in out and out.strip().endswith("=> r2")

@@ -7,7 +7,8 @@ Reads the stored runs (bench/quality/results/, seeds 0–5 unless --seeds, every
 (bench/quality/tasks.py: SELECTION, without held-out tasks and without tasks below the loss floor)
 and the interpolation check of each candidate (bench/quality/interpolation.py, at 15 and 30 epochs). A
 candidate is eligible when it has every (task, α₀, seed) run, never raises the full-batch convex loss
-by more than MONOTONE_TOL over one step, and loses no run of the interpolation checks. Among the eligible ones:
+by more than MONOTONE_TOL over one step, loses no run of the interpolation checks and (since round 15)
+never lets a run of them rebound more than REBOUND_MAX× above its lowest loss. Among the eligible ones:
 the smallest worst ratio to X at its best grid lr, worst cases within 10 % of each other tie; ties
 go to the most runs within the bar, then (since round 14) to the smallest largest rebound of the
 interpolation checks, rebounds within REBOUND_TIE× of each other tying, and ties of all three to the
@@ -42,6 +43,12 @@ CONVEX = "convex_softmax"
 # largest rebound of 18 runs is the size of one transient spike: dropping a rule's worst run moves
 # it by up to 3× (the rules with stored curves at 30 epochs: 1.0–3.0×), so closer rebounds tie.
 REBOUND_TIE = 3.0
+# Round 15 (log item 39), fixed before that round's runs: a default must not spike the train loss of a
+# model trained towards zero loss by more than REBOUND_MAX× its lowest (the largest rebound of the
+# check's runs at either budget). torch's SGD, heavy ball and Adam at a fixed lr rebound up to 9.6×,
+# 1.1× and 2.0× there (log item 38); 10× that is allowed. A run that ends below LOST but spiked
+# 6000× on the way (round 14's Momentum default) passes the lost-run test by where its last epoch fell.
+REBOUND_MAX = 100.0
 CHOICE_SEEDS = SEEDS + (3, 4, 5)  # the main suite's seeds and three more (runs that name their rule)
 
 
@@ -80,6 +87,10 @@ class Candidate:
             out.append(f"interpolation check not stored for every budget {INTERPOLATION_EPOCHS}")
         elif self.lost:
             out.append(f"loses {self.lost} of the interpolation check's runs")
+        if self.lost is not None and self.rebound is None:
+            out.append("interpolation check stored without rebounds (run it again)")
+        elif self.rebound is not None and self.rebound > REBOUND_MAX:
+            out.append(f"rebounds {self.rebound:.3g}x near zero loss (at most {REBOUND_MAX:g}x)")
         return "; ".join(out)
 
 
@@ -126,7 +137,7 @@ def choose(cands: list[Candidate], incumbent: str) -> Candidate | None:
     tied = [c for c in ok if c.worst[0] <= TIE * low]
     most = max(c.within for c in tied)
     top = [c for c in tied if c.within == most]
-    if all(c.rebound is not None for c in top):  # a rebound not stored: no tie-break on it
+    if all(c.rebound is not None for c in top):  # (always, since round 15: eligibility needs it)
         calm = min(c.rebound for c in top)
         top = [c for c in top if c.rebound <= REBOUND_TIE * calm]
     return next((c for c in top if c.rule == incumbent), top[0])
