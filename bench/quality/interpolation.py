@@ -13,7 +13,8 @@ the first epoch below 0.01 on (log item 37: where the end of the budget falls on
 decides a check that reads the final loss alone). Single-threaded, so
 reductions, and the numbers, are the same on every run. Each rule's runs are written to
 bench/quality/results/interpolation/<base>__<rule>.json (``auto`` under its rule's name), where the
-choice of defaults reads them (bench/quality/choose.py: a candidate with a lost run is out).
+choice of defaults reads them (bench/quality/choose.py: a candidate with a lost run, or since round
+15 with a run that rebounds above 100×, is out).
 """
 from __future__ import annotations
 
