@@ -25,12 +25,13 @@ import torch
 def trace(base: str, rule: str, alpha0: float, seed: int, epochs: int) -> list[dict]:
     from bench.quality.interpolation import make
     from qlab_fused import demo, rules
+    from qlab_fused.contract import RED_VG
     steps = []
     real = rules.rule_step
 
     def recording(rule_, L0, Lb, red, *args, **kw):
         alpha, new = real(rule_, L0, Lb, red, *args, **kw)
-        L, d = float(L0), float(red[0])  # red[0]: ⟨V,G⟩
+        L, d = float(L0), float(red[RED_VG])
         steps.append((float(alpha), float(alpha) * d / L if L > 0 and d > 0 else None))
         return alpha, new
 
@@ -57,6 +58,7 @@ def unseen(task_name: str, lr: float, seed: int = 0, every: int = 20) -> list[fl
     task = TASKS[task_name](seed)
     model = task.model
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    (beta1, beta2), eps = opt.defaults["betas"], opt.defaults["eps"]
     shares = []
     for k, (x, y) in enumerate(task.batches()):
         opt.zero_grad()
@@ -66,7 +68,7 @@ def unseen(task_name: str, lr: float, seed: int = 0, every: int = 20) -> list[fl
             for p in model.parameters():
                 st = opt.state[p]
                 t = float(st["step"])
-                v = (st["exp_avg"] / (1 - 0.9 ** t)) / ((st["exp_avg_sq"] / (1 - 0.999 ** t)).sqrt() + 1e-8)
+                v = (st["exp_avg"] / (1 - beta1 ** t)) / ((st["exp_avg_sq"] / (1 - beta2 ** t)).sqrt() + eps)
                 hidden += float((v[p.grad == 0] ** 2).sum())
                 total += float((v * v).sum())
             shares.append(hidden / total)
