@@ -137,9 +137,8 @@ def choose(cands: list[Candidate], incumbent: str) -> Candidate | None:
     tied = [c for c in ok if c.worst[0] <= TIE * low]
     most = max(c.within for c in tied)
     top = [c for c in tied if c.within == most]
-    if all(c.rebound is not None for c in top):  # (always, since round 15: eligibility needs it)
-        calm = min(c.rebound for c in top)
-        top = [c for c in top if c.rebound <= REBOUND_TIE * calm]
+    calm = min(c.rebound for c in top)  # stored for every eligible candidate (why_not)
+    top = [c for c in top if c.rebound <= REBOUND_TIE * calm]
     return next((c for c in top if c.rule == incumbent), top[0])
 
 

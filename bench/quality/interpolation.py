@@ -65,6 +65,16 @@ def make(base: str, alpha0: float, rule: str):
     return lambda p: QLABSGD(p, alpha0=alpha0, momentum=0.9 if base == "momentum" else 0.0, rule=rule)
 
 
+def checks(args) -> list[tuple[str, list]]:
+    """(stored rule name, [(α₀ or None, optimizer factory, is_qlab)]) of each check to run."""
+    if args.plain:
+        return [(f"plain_lr{lr:g}", [(None, make_plain(args.base, lr), False)])
+                for lr in (float(x) for x in args.plain.split(","))]
+    alpha0s = [float(x) for x in args.alpha0.split(",")]
+    return [(resolve_rule(rule, KINDS[args.base]), [(a0, make(args.base, a0, rule), True) for a0 in alpha0s])
+            for rule in args.rules.split(",")]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default="momentum", choices=sorted(KINDS))
@@ -77,27 +87,23 @@ def main(argv=None) -> int:
                          "rule 'plain_lr<lr>'; never a candidate)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    plain = [float(x) for x in args.plain.split(",")] if args.plain else []
-    for rule in [f"plain_lr{lr:g}" for lr in plain] or args.rules.split(","):
+    for name, settings in checks(args):
         lost, worst, runs = [], 0.0, []
-        for a0 in ([None] if plain else (float(x) for x in args.alpha0.split(","))):
+        for a0, opt, is_qlab in settings:
             for seed in (int(x) for x in args.seeds.split(",")):
-                opt = (make_plain(args.base, float(rule[len("plain_lr"):])) if plain
-                       else make(args.base, a0, rule))
-                losses = demo.train(f"{args.base} {rule}", demo.load_digits(seed), args.epochs, 64,
-                                    seed, make=opt, is_qlab=not plain)["loss"]
+                losses = demo.train(f"{args.base} {name}", demo.load_digits(seed), args.epochs, 64,
+                                    seed, make=opt, is_qlab=is_qlab)["loss"]
                 rb = rebound(losses)
-                at = "" if a0 is None else f" α₀={a0:g}"
-                print(f"{args.base} {rule}{at} seed {seed}: min {min(losses):.2e} "
+                where = f"seed {seed}" if a0 is None else f"α₀={a0:g}/seed {seed}"
+                print(f"{args.base} {name} {where}: min {min(losses):.2e} "
                       f"final {losses[-1]:.2e} rebound {rb:.3g}", flush=True)
                 runs.append(dict(alpha0=a0, seed=seed, min=min(losses), final=losses[-1], rebound=rb,
                                  losses=losses))
                 worst = max(worst, losses[-1])
                 if not losses[-1] <= LOST:  # NaN too
-                    lost.append(f"{at.strip() + '/' if at else ''}seed {seed}: {losses[-1]:.3g}")
-        print(f"== {args.base} {rule}: {len(lost)} runs end above {LOST} ({'; '.join(lost) or 'none'}); "
+                    lost.append(f"{where}: {losses[-1]:.3g}")
+        print(f"== {args.base} {name}: {len(lost)} runs end above {LOST} ({'; '.join(lost) or 'none'}); "
               f"worst final {worst:.3g}", flush=True)
-        name = rule if plain else resolve_rule(rule, KINDS[args.base])
         OUT.mkdir(parents=True, exist_ok=True)
         path_for(args.base, name, args.epochs).write_text(json.dumps(dict(
             base=args.base, rule=name, epochs=args.epochs, lost_above=LOST, lost=len(lost), runs=runs),
