@@ -25,7 +25,8 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _restart), defined below.
+# _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _restart), defined
+# below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -61,7 +62,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "safeguarded_rel_edge135_polyak_still_restart",
          "alternate_wgeo_ema_rel_near_polyak", "alternate_trust_ema_rel_near_match_guard_polyak",
          "alternate_trust_ema_rel_near_match_slow_guard_hold_polyak",
-         "alternate_wgeo_ema_rel_near_polyak_restart")
+         "alternate_wgeo_ema_rel_near_polyak_restart",
+         "alternate_trust_ema_rel_near_match_guard_len")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -259,8 +261,21 @@ EDGE_OF = {r: 1.35 if "_edge135" in r else EDGE for r in EDGE_RULES}
 # L0 ≤ 0 leaves the step alone.
 POLYAK_RULES = tuple(r for r in RULES if "_polyak" in r)
 POLYAK = 2.0
+# `*len`: no step longer than LEN_GROWTH × the log-EMA (decay EMA_DECAY) of the lengths α·|V| of the
+# steps taken before it. Adam's direction V = m̂/√v̂ jumps when one batch's gradient is large against
+# a second moment that follows it 1000 steps late: near zero loss on the demo's MLP, |V| grew 10× in
+# one step and 40× in eight while the smoothed α, fitted along the small V of the steps before, held
+# (step lengths 0.035 → 0.27 → 0.68; the probe after that read a loss 10⁷× L0). The α memory is one
+# of lengths per unit of V at its recent scale; a V that outgrows that scale gets the recent length,
+# not α times its own. An EMA of |V| itself follows the jump within a few steps and did not stop the
+# rebounds (276× and 5250× with 1.5 and 2 on the interpolation check, against 4.25× and 88× for the
+# step-length EMA; docs/quality.md, log item 40). The step only, as `_polyak`: the memory and the
+# next probe are the rule's own.
+LEN_RULES = tuple(r for r in RULES if "_len" in r)
+LEN_GROWTH = 1.5
 NEAR.update({r: NEAR[r.replace("_polyak", "")] for r in POLYAK_RULES  # as the rule without `_polyak`
              if r.replace("_polyak", "") in NEAR})
+NEAR.update({r: NEAR[r.replace("_len", "")] for r in LEN_RULES if r.replace("_len", "") in NEAR})
 NEAR["alternate_wgeo_ema_rel_near_edge"] = NEAR["alternate_wgeo_ema_rel_near"]
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
 # β·|X| < ε·|θ|, as the probe floor measures it; with the floor, only fp32 and finer parameters get
@@ -381,7 +396,8 @@ class RuleState:
     kappa_p: float = 0.0    # "alternate": same along P; "signal*": EMA of the noise fraction η
     ema: float = 0.0        # "*ema*": the smoothed step (0: none yet)
     held: float = 0.0       # "*edge": the held step (0: none yet)
-    #                         (kappa_v, kappa_p, ema and held are the scalar memory slots of a rule)
+    length: float = 0.0     # "*len": the smoothed length α·|V| of the steps taken (0: none yet)
+    #                         (kappa_v, kappa_p, ema, held and length: the scalar memory slots)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 
@@ -569,6 +585,13 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if rule in POLYAK_RULES and L0 > 0 and d > 0:  # the step only (above: the memory's own)
         alpha = min(alpha, POLYAK * L0 / d)
         new.alpha = alpha
+    if rule in LEN_RULES and vv > 0:
+        norm = math.sqrt(vv)
+        if _good(st.length):
+            alpha = min(alpha, LEN_GROWTH * st.length / norm)
+            new.alpha = alpha
+        if alpha > 0:
+            new.length = _log_ema(st.length, alpha * norm, EMA_DECAY)
     return alpha, new
 
 

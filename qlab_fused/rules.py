@@ -11,19 +11,20 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GUARD_RULES, HOLD_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
+                        GUARD_RULES, HOLD_RULES, LEN_GROWTH, LEN_RULES, MATCH_RULES,
+                        MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
                         WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
-STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "skips", "step")
+STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
-            "skips": z(), "step": z()}
+            "length": z(), "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -222,6 +223,15 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     if rule in POLYAK_RULES:  # the step only: the memory and the next probe are the rule's own
         ok = (L0 > 0) & (d > 0)
         alpha = torch.where(ok, torch.minimum(alpha, POLYAK * L0 / torch.where(ok, d, zero + 1)), alpha)
+    length = st64["length"]
+    if rule in LEN_RULES:  # the step only, as `*polyak`; its own memory: the smoothed step length
+        norm = vv.clamp_min(0).sqrt()
+        bounded = _good(length) & (vv > 0)
+        longest = LEN_GROWTH * length / torch.where(bounded, norm, zero + 1)
+        alpha = torch.where(bounded, torch.minimum(alpha, longest), alpha)
+        taken = stepped & (vv > 0) & (alpha > 0)
+        step_len = torch.where(taken, alpha * norm, zero + 1)
+        length = torch.where(taken, _log_ema(length, step_len, EMA_DECAY), length)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),
@@ -230,6 +240,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "ema": (torch.where(stepped, ema, st64["ema"]) if (rule in EMA_RULES or rule in EDGE_RULES)
                 else st64["ema"]),
         "held": torch.where(stepped, held_next, st64["held"]) if rule in EDGE_RULES else st64["held"],
+        "length": length,
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

@@ -25,7 +25,7 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
     st_dev = rules.init_state(alpha0, "cpu")
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
-                  ema=torch.tensor(rs.ema), held=torch.tensor(rs.held))
+                  ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -278,9 +278,11 @@ def test_near_rules_descend_on_a_quadratic(rule):
 @settings(max_examples=300, deadline=None)
 # (`alternate_skip_*` against `alternate_trust_*`: test_skip_rules_step_from_memory_past_a_far_fit;
 # `*_hold` against `*_guard`: test_hold_rules_step_with_the_memory_after_a_rounding_only_probe;
-# `*_polyak` against the rule without it: test_polyak_rules_bound_the_step_by_twice_the_polyak_step_*)
+# `*_polyak` and `*_len` against the rule without it: test_polyak_rules_bound_the_step_*,
+# test_len_rules_bound_the_step_*)
 @given(rule=st.sampled_from([r for r in reference.MATCH_RULES if r not in reference.SKIP_RULES
-                             and r not in reference.HOLD_RULES and r not in reference.POLYAK_RULES]),
+                             and r not in reference.HOLD_RULES and r not in reference.POLYAK_RULES
+                             and r not in reference.LEN_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
 # a fit that says "too far" on a batch where V is not a descent direction but the probe lowered the
@@ -345,9 +347,11 @@ def test_slow_rules_follow_only_decreases_slowly(rule, L0, dL, vg, pg, vv, pp, g
 
 
 @settings(max_examples=400, deadline=None)
-# (`*_polyak` against the rule without it: test_polyak_rules_bound_the_step_by_twice_the_polyak_step_*)
+# (`*_polyak` and `*_len` against the rule without it: test_polyak_rules_bound_the_step_*,
+# test_len_rules_bound_the_step_*)
 @given(rule=st.sampled_from([r for r in reference.GUARD_RULES
-                             if r not in reference.HOLD_RULES and r not in reference.POLYAK_RULES]),
+                             if r not in reference.HOLD_RULES and r not in reference.POLYAK_RULES
+                             and r not in reference.LEN_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, kv=kappa, kp=kappa, ema=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
        rounding=st.booleans())
@@ -505,9 +509,11 @@ def test_start_rules_reject_only_a_far_first_fit(rule, L0, dL, vg, pg, vv, pp, g
 
 
 @settings(max_examples=400, deadline=None)
-# (`*_polyak` against the rule without it: test_polyak_rules_bound_the_step_by_twice_the_polyak_step_*)
+# (`*_polyak` and `*_len` against the rule without it: test_polyak_rules_bound_the_step_*,
+# test_len_rules_bound_the_step_*)
 @given(rule=st.sampled_from([r for r in reference.HOLD_RULES
-                             if r not in reference.RESTART_RULES and r not in reference.POLYAK_RULES]),
+                             if r not in reference.RESTART_RULES and r not in reference.POLYAK_RULES
+                             and r not in reference.LEN_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]), rounding=st.booleans())
 # a bf16 probe that moved nothing (Lβ = L0) while the EMA holds a step
@@ -844,3 +850,61 @@ def test_polyak_cap_binds_on_the_demo_spike():
     a_b, _ = reference.rule_step("safeguarded_rel_edge135_still_restart", *args)
     a_p, _ = reference.rule_step("safeguarded_rel_edge135_polyak_still_restart", *args)
     assert a_b > 5 * a_p and a_p == pytest.approx(reference.POLYAK * 2e-3 / 1e-3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.LEN_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, kv=kappa, kp=kappa,
+       length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
+# the demo's spike (log item 40): |V| 10× the scale the smoothed α was fitted along
+@example(rule="alternate_trust_ema_rel_near_match_guard_len", L0=5.4e-4, dL=-5.0e-4, vg=3e-4,
+         pg=3e-4, vv=0.6, pp=0.6, gg=1e-3, tt=380.0, beta=0.35, m=0.35, kv=1e-3, kp=1e-3,
+         length=0.035, pdir=DIR_V, eps=PARAM_EPS[0])
+def test_len_rules_bound_the_step_by_the_smoothed_step_length_and_nothing_else(rule, L0, dL, vg, pg,
+                                                                             vv, pp, gg, tt, beta,
+                                                                             m, kv, kp, length,
+                                                                             pdir, eps):
+    """`*len`: the rule without it, with the step at most LEN_GROWTH × the smoothed length over |V|
+    (no bound while none is stored or V = 0); the length EMA takes each step's α·|V| where a step is
+    taken; the rest of the memory and the next probe are the base rule's; the device twin agrees."""
+    beta, m, kv, kp, length = (float(torch.tensor(x, dtype=torch.float32))
+                               for x in (beta, m, kv, kp, length))
+    base = rule.replace("_len", "")
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=m, kappa_v=kv, kappa_p=kp, length=length)
+    a_l, n_l = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
+    norm = math.sqrt(vv)
+    cap = reference.LEN_GROWTH * length / norm if (length > 0 and vv > 0) else math.inf
+    assert a_l == pytest.approx(min(a_b, cap), rel=1e-12) and n_l.alpha == a_l
+    assert ((n_l.beta, n_l.ema, n_l.held, n_l.kappa_v, n_l.kappa_p, n_l.skips)
+            == (n_b.beta, n_b.ema, n_b.held, n_b.kappa_v, n_b.kappa_p, n_b.skips))
+    if a_l > 0 and vv > 0:
+        want = (a_l * norm if length == 0 else
+                math.exp(reference.EMA_DECAY * math.log(length) + (1 - reference.EMA_DECAY) * math.log(a_l * norm)))
+        assert n_l.length == pytest.approx(want, rel=1e-9)
+        assert n_l.length <= max(length, a_l * norm) * (1 + 1e-12)
+    else:
+        assert n_l.length == length
+    a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, eps)
+    assert float(a_dev) == pytest.approx(a_l, rel=1e-5, abs=1e-30)
+    assert float(new_dev["length"]) == pytest.approx(n_l.length, rel=1e-5, abs=1e-30)
+    assert float(new_dev["beta"]) == pytest.approx(n_l.beta, rel=1e-5)
+
+
+def test_len_bound_binds_on_the_demo_spike():
+    """The spike of log item 40: the smoothed α times a V 10× its recent scale is a step 8× the
+    recent length; the `_len` rule takes LEN_GROWTH × that length, and the same rule on the steps
+    before it (|V| at its scale) takes the base rule's step."""
+    red = dict(vg=3e-4, pg=3e-4, vv=0.6, pp=0.6, sg=0.0, gg=1e-3, tt=380.0)
+    rs = reference.RuleState(alpha=0.35, beta=0.35, ema=0.35, kappa_v=1e-3, kappa_p=1e-3, length=0.035)
+    args = (5.4e-4, 4e-5, red, 0.35, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard", *args)
+    a_l, n_l = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
+    assert a_b * math.sqrt(0.6) > 3 * 0.035
+    assert a_l * math.sqrt(0.6) == pytest.approx(reference.LEN_GROWTH * 0.035)
+    calm = dict(red, vv=0.08 ** 2)
+    args = (2e-5, 1.9e-5, calm, 0.35, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard", *args)
+    a_l, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
+    assert a_l == a_b > 0
