@@ -11,7 +11,7 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GUARD_RULES, HOLD_RULES, LEN_GROWTH, LEN_RULES, MATCH_RULES,
+                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, MATCH_RULES,
                         MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
@@ -231,7 +231,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         alpha = torch.where(bounded, torch.minimum(alpha, longest), alpha)
         taken = stepped & (vv > 0) & (alpha > 0)
         step_len = torch.where(taken, alpha * norm, zero + 1)
-        length = torch.where(taken, _log_ema(length, step_len, EMA_DECAY), length)
+        length = torch.where(taken, _log_ema(length, step_len, LEN_DECAY_OF[rule]), length)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),

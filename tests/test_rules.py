@@ -865,11 +865,12 @@ def test_len_rules_bound_the_step_by_the_smoothed_step_length_and_nothing_else(r
                                                                              m, kv, kp, length,
                                                                              pdir, eps):
     """`*len`: the rule without it, with the step at most LEN_GROWTH × the smoothed length over |V|
-    (no bound while none is stored or V = 0); the length EMA takes each step's α·|V| where a step is
-    taken; the rest of the memory and the next probe are the base rule's; the device twin agrees."""
+    (no bound while none is stored or V = 0); the length EMA (its decay the rule's) takes each step's
+    α·|V| where a step is taken; the rest of the memory and the next probe are the base rule's; the
+    device twin agrees."""
     beta, m, kv, kp, length = (float(torch.tensor(x, dtype=torch.float32))
                                for x in (beta, m, kv, kp, length))
-    base = rule.replace("_len", "")
+    base = reference.without_len(rule)
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt)
     rs = reference.RuleState(alpha=beta, beta=beta, ema=m, kappa_v=kv, kappa_p=kp, length=length)
     a_l, n_l = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
@@ -880,8 +881,9 @@ def test_len_rules_bound_the_step_by_the_smoothed_step_length_and_nothing_else(r
     assert ((n_l.beta, n_l.ema, n_l.held, n_l.kappa_v, n_l.kappa_p, n_l.skips)
             == (n_b.beta, n_b.ema, n_b.held, n_b.kappa_v, n_b.kappa_p, n_b.skips))
     if a_l > 0 and vv > 0:
+        dec = reference.LEN_DECAY_OF[rule]
         want = (a_l * norm if length == 0 else
-                math.exp(reference.EMA_DECAY * math.log(length) + (1 - reference.EMA_DECAY) * math.log(a_l * norm)))
+                math.exp(dec * math.log(length) + (1 - dec) * math.log(a_l * norm)))
         assert n_l.length == pytest.approx(want, rel=1e-9)
         assert n_l.length <= max(length, a_l * norm) * (1 + 1e-12)
     else:
@@ -908,3 +910,25 @@ def test_len_bound_binds_on_the_demo_spike():
     a_b, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard", *args)
     a_l, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
     assert a_l == a_b > 0
+
+
+def test_len50_lets_the_step_length_grow_faster_than_len():
+    """A run whose first step was short while the base rule asks for a 1000× longer one: under
+    `_len` the step grows by LEN_GROWTH^0.1 a step, under `_len50` by LEN_GROWTH^0.5, each until it
+    reaches the base rule's step."""
+    import dataclasses
+    red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
+    base = reference.RuleState(alpha=0.1, beta=0.1, ema=0.1, kappa_v=0.5, kappa_p=0.5)
+    args = (1.0, 0.95, red, 0.1)
+    a_base, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard", *args, base, 0.1, DIR_V)
+    for rule, share in (("alternate_trust_ema_rel_near_match_guard_len", 0.1),
+                        ("alternate_trust_ema_rel_near_match_guard_len50", 0.5)):
+        length, steps = a_base * 2 / 1000, []
+        while len(steps) < 200 and (not steps or steps[-1] < a_base):
+            a, new = reference.rule_step(rule, *args, dataclasses.replace(base, length=length), 0.1, DIR_V)
+            steps.append(a)
+            length = new.length
+        growth = [b / a for a, b in zip(steps, steps[1:-1])]
+        assert growth == pytest.approx([reference.LEN_GROWTH ** share] * len(growth))
+        assert steps[-1] == a_base
+    assert reference.LEN_DECAY_OF["alternate_trust_ema_rel_near_match_guard_len50"] == 0.5
