@@ -103,9 +103,13 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # its lowest loss (torch's optimizers at a fixed lr: up to 9.6×). Momentum's round-5 rule spikes up
 # to 6260×, with `_polyak` 41× (549 against 550 of 780 runs within, the same worst case): Momentum's
 # default. No Adam rule measured passes (the default 2130×; with `_polyak` 863×): Adam's stands.
+# Round 16 (log item 40; twenty-seven tasks): Adam's with `_len` (no step longer than 1.5× the
+# smoothed length of the steps before it) rebounds at most 26.8× and has 558 of 810 runs within
+# (worst 3.03×), against the old default's 561 (3.06×, out on its 2130×) and `_len50`'s 550: Adam's
+# default.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak",
-                 KIND_ADAM: "alternate_trust_ema_rel_near_match_guard"}
+                 KIND_ADAM: "alternate_trust_ema_rel_near_match_guard_len"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
