@@ -73,7 +73,7 @@ def test_qlab_adam_alpha0_free():
           f"QLAB-Adam(1e-4) {q_small:.3f}, QLAB-Adam(1) {q_large:.3f}")
     assert plain_small > 2.0          # the lr grid's low end does not train in 111 steps
     assert q_small < 0.45 and q_large < 0.45
-    assert max(q_small, q_large) < 1.10 * tuned  # measured: 0.40× (0.127, 0.129 vs 0.323)
+    assert max(q_small, q_large) < 1.10 * tuned  # measured: 0.40× (0.127, 0.129 vs 0.323; rounds 12, 16)
 
 
 def test_qlab_momentum_alpha0_free_at_111_steps():
@@ -112,3 +112,18 @@ def test_qlab_momentum_keeps_what_it_trained(alpha0, seed):
     assert min(losses) < 0.01      # it does reach the interpolation regime
     assert losses[-1] < 0.05, losses
     assert rebound(losses) <= 100, losses
+
+
+def test_qlab_adam_does_not_spike_near_zero_loss():
+    """The demo's digits MLP trained for 30 epochs from α₀ = 1e-2 (seed 4), deep into the
+    interpolation regime: Adam's round-12 default, without `_len`, spikes the train loss from 3.2e-5
+    to 0.069 (2130× its lowest; docs/quality.md, log item 40); the default (round 16, `_len`) ends at
+    3.7e-6 without a rebound (measured)."""
+    from bench.quality.interpolation import rebound
+    from qlab_fused import demo
+    run = lambda rule: demo.train("QLAB-Adam", demo.load_digits(4), 30, 64, 4, is_qlab=True,  # noqa: E731
+                                  make=lambda p: qf.QLABAdam(p, alpha0=1e-2, rule=rule))["loss"]
+    losses = run("auto")
+    assert min(losses) < 1e-4 and rebound(losses) <= 100, losses
+    old = run("alternate_trust_ema_rel_near_match_guard")
+    assert rebound(old) > 100, old  # the check above can fail
