@@ -270,12 +270,12 @@ POLYAK = 2.0
 # steps taken before it. Adam's direction V = m̂/√v̂ jumps when one batch's gradient is large against
 # a second moment that follows it 1000 steps late: near zero loss on the demo's MLP, |V| grew 10× in
 # one step and 40× in eight while the smoothed α, fitted along the small V of the steps before, held
-# (step lengths 0.035 → 0.27 → 0.68; the probe after that read a loss 10⁷× L0). The α memory is one
+# (step lengths 0.035 → 0.27 → 0.68; the probe after that read a loss 10⁵× L0). The α memory is one
 # of lengths per unit of V at its recent scale; a V that outgrows that scale gets the recent length,
 # not α times its own. An EMA of |V| itself follows the jump within a few steps and did not stop the
-# rebounds (276× and 5250× with 1.5 and 2 on the interpolation check, against 4.25× and 88× for the
-# step-length EMA; docs/quality.md, log item 40). The step only, as `_polyak`: the memory and the
-# next probe are the rule's own.
+# rebounds (a prototype on the interpolation check: 276× and 5250× with 1.5 and 2, against 4.25× and
+# 88× for the step-length EMA; this rule at 1.5: 26.8×; docs/quality.md, log item 40). The step
+# only, as `_polyak`: the memory and the next probe are the rule's own.
 # `_len50`: the lengths' EMA with decay 0.5 instead. With 0.9 the bound lets the step's length grow by
 # at most 1.5^0.1 (4 %) a step, and a run whose first fits are short stays short for long (the CNN
 # from α₀ = 1e-4, seed 5: α 4e-4 → 1.6e-3 over the first 100 steps, where the rule without `_len`
@@ -289,6 +289,8 @@ LEN_DECAY_OF = {r: 0.5 if "_len50" in r else EMA_DECAY for r in LEN_RULES}
 def without_len(rule: str) -> str:
     """The rule a `*len` rule bounds (its name without the modifier)."""
     return re.sub(r"_len\d*", "", rule)
+
+
 NEAR.update({r: NEAR[r.replace("_polyak", "")] for r in POLYAK_RULES  # as the rule without `_polyak`
              if r.replace("_polyak", "") in NEAR})
 NEAR.update({r: NEAR[without_len(r)] for r in LEN_RULES if without_len(r) in NEAR})
