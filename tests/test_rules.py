@@ -902,7 +902,7 @@ def test_len_bound_binds_on_the_demo_spike():
     rs = reference.RuleState(alpha=0.35, beta=0.35, ema=0.35, kappa_v=1e-3, kappa_p=1e-3, length=0.035)
     args = (5.4e-4, 4e-5, red, 0.35, rs, 1e-3, DIR_V)
     a_b, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard", *args)
-    a_l, n_l = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
+    a_l, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
     assert a_b * math.sqrt(0.6) > 3 * 0.035
     assert a_l * math.sqrt(0.6) == pytest.approx(reference.LEN_GROWTH * 0.035)
     calm = dict(red, vv=0.08 ** 2)
