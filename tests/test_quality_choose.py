@@ -233,4 +233,3 @@ def test_the_check_runs_torchs_optimizer_under_its_own_name_with_plain(tmp_path,
     stored = json.loads(interpolation.path_for("adam", "plain_lr0.001", 1).read_text())
     assert stored["rule"] == "plain_lr0.001" and len(stored["runs"]) == 1
     assert len(stored["runs"][0]["losses"]) == 1 and math.isfinite(stored["runs"][0]["final"])
-

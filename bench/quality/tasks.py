@@ -959,19 +959,19 @@ def _digits_attributes():
     return Xtr, flip(table[ytr]), Xte, flip(table[yte])
 
 
-def digits_multilabel(seed: int) -> Task:
-    """Four binary attributes of each digit (10 % of labels flipped), 64-64-4 ReLU MLP, binary
-    cross-entropy averaged over the labels, batch 32, 6 epochs (222 steps). Test metric: label
-    accuracy."""
-    return _multilabel_task(seed, epochs=6)
-
-
 def _multilabel_task(seed: int, epochs: int) -> Task:
     data = _digits_attributes()
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
     return _array_task("digits_multilabel", model, data, seed, batch=32, epochs=epochs, loss=_bce,
                        full_loss=_eval_bce, metric=("test_acc", _bin_acc))
+
+
+def digits_multilabel(seed: int) -> Task:
+    """Four binary attributes of each digit (10 % of labels flipped), 64-64-4 ReLU MLP, binary
+    cross-entropy averaged over the labels, batch 32, 6 epochs (222 steps). Test metric: label
+    accuracy."""
+    return _multilabel_task(seed, epochs=6)
 
 
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
