@@ -39,3 +39,34 @@ def test_digits_lstm_reads_eight_rows_of_eight_pixels():
     x, _ = next(iter(t.batches()))
     assert x.shape[1] == 64 and t.model(x).shape == (x.shape[0], 10)
     assert t.model.rnn.input_size == 8
+
+
+def test_topics_bag_batches_touch_a_minority_of_the_embedding_rows():
+    """topics_bag is the sparse-embedding task: the gradient of one batch is zero on most rows."""
+    t = tasks.topics_bag(0)
+    x, y = next(iter(t.batches()))
+    t.loss(t.model, x, y).backward()
+    touched = (t.model.bag.weight.grad.abs().sum(1) > 0).float().mean()
+    assert 0.05 < float(touched) < 0.5
+    assert t.steps == 2 * (20000 // 64)
+
+
+def test_topics_bag_is_learnable_and_its_label_noise_caps_the_accuracy():
+    """Naive Bayes on the token counts predicts the test topics well above chance (1/8) and, with
+    15 % of the labels random, below the ceiling 0.85 + 0.15/8: the noise keeps every method's
+    loss far above the floor."""
+    Xtr, ytr, Xte, yte = tasks._topic_documents()
+    assert Xtr.shape == (20000, 24) and Xte.shape == (4000, 24)
+    counts = torch.stack([torch.bincount(Xtr[ytr == k].flatten(), minlength=3000) for k in range(8)])
+    logp = (counts.double() + 0.5).log() - (counts.double() + 0.5).sum(1, keepdim=True).log()
+    pred = logp[:, Xte].sum(-1).argmax(0)
+    acc = float((pred == yte).double().mean())
+    assert 0.6 < acc < 0.85 + 0.15 / 8
+
+
+def test_char_lstm_is_the_gru_task_with_an_lstm_cell():
+    t, g = tasks.char_lstm(0), tasks.char_gru(0)
+    assert isinstance(t.model.rnn, torch.nn.LSTM) and t.steps == g.steps
+    xt, yt = next(iter(t.batches()))
+    xg, yg = next(iter(g.batches()))
+    assert torch.equal(xt, xg) and torch.equal(yt, yg)
