@@ -64,7 +64,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak", "alternate_trust_ema_rel_near_match_guard_polyak",
          "alternate_trust_ema_rel_near_match_slow_guard_hold_polyak",
          "alternate_wgeo_ema_rel_near_polyak_restart",
-         "alternate_trust_ema_rel_near_match_guard_len", "alternate_trust_ema_rel_near_match_guard_len50")
+         "alternate_trust_ema_rel_near_match_guard_len", "alternate_trust_ema_rel_near_match_guard_len50",
+         "alternate_trust_ema_rel_near_match_guard_lenmem")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -281,14 +282,20 @@ POLYAK = 2.0
 # from α₀ = 1e-4, seed 5: α 4e-4 → 1.6e-3 over the first 100 steps, where the rule without `_len`
 # reaches 1e-2 in 40; final loss 2.70× tuned Adam's); with 0.5 it may grow 22 % a step, and a jump
 # of |V| over eight steps still gets at most 5× the length before it (log item 40).
+# `_lenmem` (round 17): as `_len`, but before the bound the stored length moves with the α memory,
+# by the ratio of the EMA after this step's fit to the EMA before it. A growing α memory (a run whose
+# first fits were short) then carries the bound with it, while a jump of |V| at a steady α memory
+# meets the recent length as under `_len`. Where α grows slowly (near zero loss, as |V| shrinks) the
+# stored length leads the steps taken by ~9 steps' worth of that growth (the EMA's lag at decay 0.9).
 LEN_RULES = tuple(r for r in RULES if "_len" in r)
+LENMEM_RULES = tuple(r for r in LEN_RULES if "_lenmem" in r)
 LEN_GROWTH = 1.5
 LEN_DECAY_OF = {r: 0.5 if "_len50" in r else EMA_DECAY for r in LEN_RULES}
 
 
 def without_len(rule: str) -> str:
     """The rule a `*len` rule bounds (its name without the modifier)."""
-    return re.sub(r"_len\d*", "", rule)
+    return re.sub(r"_len(\d+|mem)?", "", rule)
 
 
 NEAR.update({r: NEAR[r.replace("_polyak", "")] for r in POLYAK_RULES  # as the rule without `_polyak`
@@ -605,11 +612,14 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         new.alpha = alpha
     if rule in LEN_RULES and vv > 0:
         norm = math.sqrt(vv)
-        if _good(st.length):
-            alpha = min(alpha, LEN_GROWTH * st.length / norm)
+        length = st.length
+        if rule in LENMEM_RULES and _good(length) and _good(st.ema) and _good(new.ema):
+            length = length * new.ema / st.ema
+        if _good(length):
+            alpha = min(alpha, LEN_GROWTH * length / norm)
             new.alpha = alpha
         if alpha > 0:
-            new.length = _log_ema(st.length, alpha * norm, LEN_DECAY_OF[rule])
+            new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
     return alpha, new
 
 

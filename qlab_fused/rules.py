@@ -11,8 +11,8 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, MATCH_RULES,
-                        MEMORY_STEP_RULES, NEAR, POLYAK,
+                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LENMEM_RULES,
+                        MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
@@ -226,12 +226,17 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     length = st64["length"]
     if rule in LEN_RULES:  # the step only, as `*polyak`; its own memory: the smoothed step length
         norm = vv.clamp_min(0).sqrt()
-        bounded = _good(length) & (vv > 0)
-        longest = LEN_GROWTH * length / torch.where(bounded, norm, zero + 1)
+        moved = length
+        if rule in LENMEM_RULES:  # the stored length moves with the α memory (reference: `_lenmem`)
+            ema_new, one = torch.where(stepped, ema, st64["ema"]), zero + 1
+            shift = _good(length) & _good(st64["ema"]) & _good(ema_new)
+            moved = length * torch.where(shift, ema_new / torch.where(shift, st64["ema"], one), one)
+        bounded = _good(moved) & (vv > 0)
+        longest = LEN_GROWTH * moved / torch.where(bounded, norm, zero + 1)
         alpha = torch.where(bounded, torch.minimum(alpha, longest), alpha)
         taken = stepped & (vv > 0) & (alpha > 0)
         step_len = torch.where(taken, alpha * norm, zero + 1)
-        length = torch.where(taken, _log_ema(length, step_len, LEN_DECAY_OF[rule]), length)
+        length = torch.where(taken, _log_ema(moved, step_len, LEN_DECAY_OF[rule]), length)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),

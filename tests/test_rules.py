@@ -876,6 +876,8 @@ def test_len_rules_bound_the_step_by_the_smoothed_step_length_and_nothing_else(r
     a_l, n_l = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
     a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=eps)
     norm = math.sqrt(vv)
+    if rule in reference.LENMEM_RULES and length > 0 and m > 0 and n_b.ema > 0:
+        length = length * n_b.ema / m  # `_lenmem`: the stored length moves with the α memory
     cap = reference.LEN_GROWTH * length / norm if (length > 0 and vv > 0) else math.inf
     assert a_l == pytest.approx(min(a_b, cap), rel=1e-12) and n_l.alpha == a_l
     assert ((n_l.beta, n_l.ema, n_l.held, n_l.kappa_v, n_l.kappa_p, n_l.skips)
@@ -887,7 +889,7 @@ def test_len_rules_bound_the_step_by_the_smoothed_step_length_and_nothing_else(r
         assert n_l.length == pytest.approx(want, rel=1e-9)
         assert n_l.length <= max(length, a_l * norm) * (1 + 1e-12)
     else:
-        assert n_l.length == length
+        assert n_l.length == rs.length
     a_dev, new_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, eps)
     assert float(a_dev) == pytest.approx(a_l, rel=1e-5, abs=1e-30)
     assert float(new_dev["length"]) == pytest.approx(n_l.length, rel=1e-5, abs=1e-30)
@@ -932,3 +934,32 @@ def test_len50_lets_the_step_length_grow_faster_than_len():
         assert growth == pytest.approx([reference.LEN_GROWTH ** share] * len(growth))
         assert steps[-1] == a_base
     assert reference.LEN_DECAY_OF["alternate_trust_ema_rel_near_match_guard_len50"] == 0.5
+
+
+def test_lenmem_bound_follows_a_growing_alpha_memory_and_still_binds_on_the_spike():
+    """`_lenmem` on the slow start of `_len` (log item 41: a short first step, fits 1000× longer):
+    the stored length moves with the α memory, so the steps grow as the base rule's EMA does and
+    reach its step as soon as it does (under `_len`, 4 % a step). On the demo's spike (|V| 10×
+    its recent scale at a steady α memory) it binds as `_len` does."""
+    import dataclasses
+    red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
+    start = reference.RuleState(alpha=1e-4, beta=1e-4, ema=1e-4, kappa_v=0.5, kappa_p=0.5,
+                                length=2e-4)
+    runs = {}
+    for rule in ("alternate_trust_ema_rel_near_match_guard", "alternate_trust_ema_rel_near_match_guard_len",
+                 "alternate_trust_ema_rel_near_match_guard_lenmem"):
+        st_, steps = start, []
+        for _ in range(60):
+            a, st_ = reference.rule_step(rule, 1.0, 0.95, red, st_.beta, st_, 1e-4, DIR_V)
+            steps.append(a)
+        runs[rule] = steps
+    base, len_, mem = runs.values()
+    assert base[-1] > 50 * len_[-1]                       # `_len` is still short after 60 steps
+    assert mem == pytest.approx(base, rel=1e-12)          # `_lenmem` steps as the base rule
+    spike = dict(vg=3e-4, pg=3e-4, vv=0.6, pp=0.6, sg=0.0, gg=1e-3, tt=380.0)
+    rs = reference.RuleState(alpha=0.35, beta=0.35, ema=0.35, kappa_v=1e-3, kappa_p=1e-3, length=0.035)
+    args = (5.4e-4, 4e-5, spike, 0.35, rs, 1e-3, DIR_V)
+    a_len, n_len = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
+    a_mem, n_mem = reference.rule_step("alternate_trust_ema_rel_near_match_guard_lenmem", *args)
+    assert a_mem * math.sqrt(0.6) == pytest.approx(reference.LEN_GROWTH * 0.035 * n_mem.ema / 0.35)
+    assert a_mem * math.sqrt(0.6) < 2 * 0.035 and n_mem.ema == n_len.ema
