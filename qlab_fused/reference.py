@@ -65,7 +65,7 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_hold_polyak",
          "alternate_wgeo_ema_rel_near_polyak_restart",
          "alternate_trust_ema_rel_near_match_guard_len", "alternate_trust_ema_rel_near_match_guard_len50",
-         "alternate_trust_ema_rel_near_match_guard_lenmem")
+         "alternate_trust_ema_rel_near_match_guard_lenmem", "alternate_wgeo_ema_rel_near_polyak_lenmem")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
