@@ -810,7 +810,8 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.POLYAK_RULES if r not in reference.LEN_RULES]), L0=finite, dL=finite, vg=finite, pg=nonneg,
+@given(rule=st.sampled_from([r for r in reference.POLYAK_RULES if r not in reference.LEN_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
 # the demo's spike (log item 37): a held step ~40× the Polyak step L0/⟨V,G⟩ near zero loss
