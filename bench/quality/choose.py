@@ -13,6 +13,9 @@ the smallest worst ratio to X at its best grid lr, worst cases within 10 % of ea
 go to the most runs within the bar, then (since round 14) to the smallest largest rebound of the
 interpolation checks, rebounds within REBOUND_TIE× of each other tying, and ties of all three to the
 incumbent (the current default).
+Not read here: CI's pinned claims (tests/test_quality_claim.py). A default that fails them cannot
+land, so a pick is run against them with DEFAULT_RULES changed before it is made the default (round
+17: Momentum's `_lenmem` pick failed them and the default stood; docs/quality.md, log item 41).
 The current default's runs are the main suite's (rule None) where no run names it. Six seeds since
 round 13: twice (log items 26, 36) a choice made on seeds 0–2 reversed on fresh seeds 3–5, so the
 fresh seeds are part of the choice, not a check after it.
