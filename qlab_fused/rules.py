@@ -229,8 +229,6 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         moved = length
         if rule in LENMEM_RULES:  # the stored length moves with the α memory (reference: `_lenmem`)
             ema_new, one = torch.where(stepped, ema, st64["ema"]), zero + 1
-            if rule in RESTART_RULES:
-                ema_new = torch.where(restart & stepped, zero, ema_new)
             shift = _good(length) & _good(st64["ema"]) & _good(ema_new)
             moved = length * torch.where(shift, ema_new / torch.where(shift, st64["ema"], one), one)
         bounded = _good(moved) & (vv > 0)

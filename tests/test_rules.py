@@ -942,12 +942,12 @@ def test_lenmem_bound_follows_a_growing_alpha_memory_and_still_binds_on_the_spik
     the stored length moves with the α memory, so the steps grow as the base rule's EMA does and
     reach its step as soon as it does (under `_len`, 4 % a step). On the demo's spike (|V| 10×
     its recent scale at a steady α memory) it binds as `_len` does."""
-    import dataclasses
     red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
     start = reference.RuleState(alpha=1e-4, beta=1e-4, ema=1e-4, kappa_v=0.5, kappa_p=0.5,
                                 length=2e-4)
     runs = {}
-    for rule in ("alternate_trust_ema_rel_near_match_guard", "alternate_trust_ema_rel_near_match_guard_len",
+    for rule in ("alternate_trust_ema_rel_near_match_guard",
+                 "alternate_trust_ema_rel_near_match_guard_len",
                  "alternate_trust_ema_rel_near_match_guard_lenmem"):
         st_, steps = start, []
         for _ in range(60):
@@ -958,7 +958,8 @@ def test_lenmem_bound_follows_a_growing_alpha_memory_and_still_binds_on_the_spik
     assert base[-1] > 50 * len_[-1]                       # `_len` is still short after 60 steps
     assert mem == pytest.approx(base, rel=1e-12)          # `_lenmem` steps as the base rule
     spike = dict(vg=3e-4, pg=3e-4, vv=0.6, pp=0.6, sg=0.0, gg=1e-3, tt=380.0)
-    rs = reference.RuleState(alpha=0.35, beta=0.35, ema=0.35, kappa_v=1e-3, kappa_p=1e-3, length=0.035)
+    rs = reference.RuleState(alpha=0.35, beta=0.35, ema=0.35, kappa_v=1e-3, kappa_p=1e-3,
+                             length=0.035)
     args = (5.4e-4, 4e-5, spike, 0.35, rs, 1e-3, DIR_V)
     a_len, n_len = reference.rule_step("alternate_trust_ema_rel_near_match_guard_len", *args)
     a_mem, n_mem = reference.rule_step("alternate_trust_ema_rel_near_match_guard_lenmem", *args)

@@ -901,10 +901,11 @@ def digits_lstm_2x(seed: int) -> Task:
 
 # ---------------------------------------------------------------------------------------------
 # Held out of round 16 (selection tasks from round 17): two new kinds of task (a robust loss on
-# heavy-tailed targets; several sigmoid outputs with noisy labels), their budgets fixed from plain runs at seed 0 before any QLAB
-# run on them (the best plain lr's final loss above FLOOR, and still falling at the end): at seed 0
-# the Huber task's best plain runs end at 0.19–0.21 (0.18–0.19 with twice the budget), the
-# multi-label task's at 0.36–0.41 (label noise alone costs 0.325; at half the budget 0.39–0.65).
+# heavy-tailed targets; several sigmoid outputs with noisy labels), their budgets fixed from plain
+# runs at seed 0 before any QLAB run on them (the best plain lr's final loss above FLOOR, and still
+# falling at the end): at seed 0 the Huber task's best plain runs end at 0.19–0.21 (0.18–0.19
+# with twice the budget), the multi-label task's at 0.36–0.41 (label noise alone costs 0.325; at
+# half the budget 0.39–0.65).
 # ---------------------------------------------------------------------------------------------
 HUBER_DELTA = 1.0  # friedman3_huber: quadratic within one (standardised) unit of the target
 
@@ -1004,7 +1005,7 @@ def char_lstm(seed: int) -> Task:
 def _topic_documents():
     """Bags of tokens from one fixed seed: 3000 token types with Zipf frequencies, 8 topics; each
     document (24 tokens) draws half its tokens from its topic's own Zipf ranking of the vocabulary
-    and half from the common one, and 15 % of the labels are replaced by a random topic. 6000
+    and half from the common one, and 15 % of the labels are replaced by a random topic. 24000
     documents, 20000 for training: a batch of 64 touches about a quarter of the 3000 embedding rows."""
     rng = np.random.default_rng(2029)
     n_tokens, n_topics, length, n = 3000, 8, 24, 24000
