@@ -34,7 +34,7 @@ def sync_reference(ref, opt, params):
     rs = {k: float(v) for k, v in opt._rs.items()}
     ref.rs = reference.RuleState(alpha=rs["alpha"], beta=rs["beta"], kappa_v=rs["kappa_v"],
                                  kappa_p=rs["kappa_p"], ema=rs["ema"], held=rs["held"],
-                                 skips=int(rs["skips"]))
+                                 length=rs["length"], skips=int(rs["skips"]))
     ref.t, ref.k = int(rs["step"]), opt._k
 
 
@@ -103,6 +103,7 @@ def test_matches_reference(config, rule, probe, backend, device):
                                            msg=lambda m: f"{name}, step {step}: {m}")
         assert float(opt.alpha) == pytest.approx(ref.rs.alpha, rel=tol, abs=1e-12), step
         assert float(opt._rs["beta"]) == pytest.approx(ref.rs.beta, rel=tol), step
+        assert float(opt._rs["length"]) == pytest.approx(ref.rs.length, rel=tol, abs=1e-12), step
         assert float(opt._rs["skips"]) == ref.rs.skips
         assert float(opt._rs["step"]) == ref.t
 
