@@ -199,6 +199,7 @@ def test_the_choice_reads_six_seeds_by_default(monkeypatch, capsys):
     monkeypatch.setattr(ch, "SELECTION", TASKS2)
     monkeypatch.setattr(ch, "read_interpolation",
                         lambda base, cands: [(setattr(c, "lost", 0), setattr(c, "rebound", 1.0)) for c in cands])
+    monkeypatch.setattr(ch, "claims_pass", lambda base, rule: True)  # made-up rules: no claims to run
     ch.main(["--base", "sgd", "--candidates", "r1,r2"])
     out = capsys.readouterr().out
     assert "6 seeds" in out and "missing runs on task_a" in out and out.strip().endswith("=> r2")
@@ -233,3 +234,30 @@ def test_the_check_runs_torchs_optimizer_under_its_own_name_with_plain(tmp_path,
     stored = json.loads(interpolation.path_for("adam", "plain_lr0.001", 1).read_text())
     assert stored["rule"] == "plain_lr0.001" and len(stored["runs"]) == 1
     assert len(stored["runs"][0]["losses"]) == 1 and math.isfinite(stored["runs"][0]["final"])
+
+
+def test_claims_run_with_the_candidate_as_the_default_and_put_it_back():
+    """Since round 18 a candidate must pass CI's pinned claims for its base as that base's default:
+    the claim tests see the candidate through rule="auto", and the library's default is restored."""
+    from qlab_fused import reference
+    from qlab_fused.contract import KIND_MOMENTUM
+    before = dict(reference.DEFAULT_RULES)
+    seen = []
+
+    def run(args):
+        seen.append((reference.resolve_rule("auto", KIND_MOMENTUM), args[-1]))
+        return 1 if seen[-1][0] == "bad" else 0
+
+    assert ch.claims_pass("momentum", "good", run=run) is True
+    assert ch.claims_pass("momentum", "bad", run=run) is False
+    assert seen == [("good", "test_qlab_momentum_"), ("bad", "test_qlab_momentum_")]
+    assert reference.DEFAULT_RULES == before
+    assert ch.CLAIMS.exists()
+
+
+def test_a_candidate_failing_the_claims_is_out():
+    runs = _plain() + _qlab("r1", 1.0) + _qlab("r2", 1.0)
+    cands, _ = _pick(runs, ["r1", "r2"])
+    cands[0].claims = False
+    assert "claims" in cands[0].why_not() and not cands[1].why_not()
+    assert ch.choose(cands, INCUMBENT).rule == "r2"

@@ -13,9 +13,10 @@ the smallest worst ratio to X at its best grid lr, worst cases within 10 % of ea
 go to the most runs within the bar, then (since round 14) to the smallest largest rebound of the
 interpolation checks, rebounds within REBOUND_TIE× of each other tying, and ties of all three to the
 incumbent (the current default).
-Not read here: CI's pinned claims (tests/test_quality_claim.py). A default that fails them cannot
-land, so a pick is run against them with DEFAULT_RULES changed before it is made the default (round
-17: Momentum's `_lenmem` pick failed them and the default stood; docs/quality.md, log item 41).
+Since round 18 a candidate must also pass CI's pinned claims for its base (tests/test_quality_claim.py,
+the tests named test_qlab_<base>_*), run here with the candidate as that base's default: a default
+that fails them cannot land (round 17 checked this by hand: Momentum's `_lenmem` pick failed them and
+the default stood; docs/quality.md, log item 41). They run only for candidates eligible otherwise.
 The current default's runs are the main suite's (rule None) where no run names it. Six seeds since
 round 13: twice (log items 26, 36) a choice made on seeds 0–2 reversed on fresh seeds 3–5, so the
 fresh seeds are part of the choice, not a check after it.
@@ -26,6 +27,7 @@ import argparse
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.quality.analyze import best_plain, load
 from bench.quality.interpolation import KINDS, path_for
@@ -53,6 +55,7 @@ REBOUND_TIE = 3.0
 # 6000× on the way (round 14's Momentum default) passes the lost-run test by where its last epoch fell.
 REBOUND_MAX = 100.0
 CHOICE_SEEDS = SEEDS + (3, 4, 5)  # the main suite's seeds and three more (runs that name their rule)
+CLAIMS = Path(__file__).resolve().parents[2] / "tests" / "test_quality_claim.py"
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Candidate:
     missing: list = field(default_factory=list)  # selection tasks without all their runs
     lost: int | None = None                      # interpolation check: runs lost (None: not run)
     rebound: float | None = None                 # its largest rebound (None: not stored for every run)
+    claims: bool | None = None                   # CI's pinned claims pass as the default (None: not run)
 
     @property
     def worst(self) -> tuple[float, str]:
@@ -94,6 +98,8 @@ class Candidate:
             out.append("interpolation check stored without rebounds (run it again)")
         elif self.rebound is not None and self.rebound > REBOUND_MAX:
             out.append(f"rebounds {self.rebound:.3g}x near zero loss (at most {REBOUND_MAX:g}x)")
+        if self.claims is False:
+            out.append(f"fails CI's pinned claims as the default ({CLAIMS.name})")
         return "; ".join(out)
 
 
@@ -132,6 +138,23 @@ def read_interpolation(base: str, cands: list[Candidate], epochs=INTERPOLATION_E
                      else None)
 
 
+def claims_pass(base: str, rule: str, run=None) -> bool:
+    """Whether CI's pinned claims for ``base`` pass with ``rule`` as its direction family's default
+    (DEFAULT_RULES patched in this process, and put back). ``run(args)`` -> exit status: pytest.main
+    unless given; no test collected is a failure."""
+    from qlab_fused import reference
+    if run is None:
+        import pytest
+        run = pytest.main
+    kind, old = KINDS[base], reference.DEFAULT_RULES[KINDS[base]]
+    reference.DEFAULT_RULES[kind] = rule
+    try:
+        status = run(["-q", "-p", "no:cacheprovider", str(CLAIMS), "-k", f"test_qlab_{base}_"])
+    finally:
+        reference.DEFAULT_RULES[kind] = old
+    return status == 0
+
+
 def choose(cands: list[Candidate], incumbent: str) -> Candidate | None:
     ok = [c for c in cands if not c.why_not()]
     if not ok:
@@ -157,6 +180,9 @@ def main(argv=None) -> int:
     incumbent = resolve_rule("auto", KINDS[args.base])
     cands = gather(load(), args.base, args.candidates.split(","), tasks=SELECTION, seeds=seeds)
     read_interpolation(args.base, cands)
+    for c in cands:
+        if c.ratios and not c.why_not():
+            c.claims = claims_pass(args.base, c.rule)
     print(f"{args.base}: {len(SELECTION)} selection tasks × {len(GRID)} α₀ × {len(seeds)} seeds; "
           f"incumbent {incumbent}")
     for c in cands:
