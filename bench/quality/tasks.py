@@ -310,10 +310,12 @@ def synth_mlp(seed: int) -> Task:
     return _synth_task("synth_mlp", seed, epochs=8)
 
 
-class _CharGRU(nn.Module):
-    def __init__(self, vocab, d=48):
+class _CharRNN(nn.Module):
+    """Embedding, one recurrent layer of ``cell`` (nn.GRU or nn.LSTM, d 48), linear read-out."""
+
+    def __init__(self, vocab, cell, d=48):
         super().__init__()
-        self.tok, self.rnn, self.head = nn.Embedding(vocab, d), nn.GRU(d, d, batch_first=True), nn.Linear(d, vocab)
+        self.tok, self.rnn, self.head = nn.Embedding(vocab, d), cell(d, d, batch_first=True), nn.Linear(d, vocab)
 
     def forward(self, idx):
         return self.head(self.rnn(self.tok(idx))[0])
@@ -322,7 +324,7 @@ class _CharGRU(nn.Module):
 def char_gru(seed: int) -> Task:
     """Held-out task (added after the final choice of defaults, run once): a 1-layer GRU (d 48) on
     the generated corpus, batch 16, context 32, 300 steps."""
-    return _char_task("char_gru", lambda vocab, ctx: _CharGRU(vocab), seed)
+    return _char_task("char_gru", lambda vocab, ctx: _CharRNN(vocab, nn.GRU), seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,7 +823,7 @@ def moons_resmlp_3x(seed: int) -> Task:
 # ---------------------------------------------------------------------------------------------
 def char_gru_3x(seed: int) -> Task:
     """char_gru with 900 steps instead of 300."""
-    return _char_task("char_gru_3x", lambda vocab, ctx: _CharGRU(vocab), seed, steps=900)
+    return _char_task("char_gru_3x", lambda vocab, ctx: _CharRNN(vocab, nn.GRU), seed, steps=900)
 
 
 def graph_gcn_3x(seed: int) -> Task:
@@ -986,19 +988,10 @@ def digits_multilabel(seed: int) -> Task:
 # with 5000 documents at batch 32 for 4 epochs was memorised by Adam at lr 0.1 (0.014): hence 20000
 # documents and two passes.
 # ---------------------------------------------------------------------------------------------
-class _CharLSTM(nn.Module):
-    def __init__(self, vocab, d=48):
-        super().__init__()
-        self.tok, self.rnn, self.head = nn.Embedding(vocab, d), nn.LSTM(d, d, batch_first=True), nn.Linear(d, vocab)
-
-    def forward(self, idx):
-        return self.head(self.rnn(self.tok(idx))[0])
-
-
 def char_lstm(seed: int) -> Task:
     """A 1-layer LSTM (d 48) on the generated corpus, batch 16, context 32, 300 steps (char_gru with
     an LSTM cell). Test metric: bits per character."""
-    return _char_task("char_lstm", lambda vocab, ctx: _CharLSTM(vocab), seed)
+    return _char_task("char_lstm", lambda vocab, ctx: _CharRNN(vocab, nn.LSTM), seed)
 
 
 @functools.lru_cache(maxsize=1)
