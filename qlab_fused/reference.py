@@ -109,8 +109,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # (worst 3.03×), against the old default's 561 (3.06×, out on its 2130×) and `_len50`'s 550: Adam's
 # default. Round 17 (log item 41; twenty-nine tasks): `_lenmem` (the length bound moves with the α
 # memory) has 612 against `_len`'s 618 of 870 for Adam (worst cases tie): Adam's stands. For
-# Momentum `choose` picks it on its worst case (5.01× against 5.85×, 594 against 638 within), but
-# with it CI's pinned Momentum claim fails (a slow start while the buffer fills): Momentum's stands.
+# Momentum the round's `choose`, before it ran CI's claim tests, picked it on its worst case (5.01×
+# against 5.85×, 594 against 638 within), but with it the pinned Momentum claim fails (a slow start
+# while the buffer fills): Momentum's stands, as `choose` now decides.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_guard_len"}

@@ -223,14 +223,16 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     if rule in POLYAK_RULES:  # the step only: the memory and the next probe are the rule's own
         ok = (L0 > 0) & (d > 0)
         alpha = torch.where(ok, torch.minimum(alpha, POLYAK * L0 / torch.where(ok, d, zero + 1)), alpha)
+    ema_next = (torch.where(stepped, ema, st64["ema"]) if (rule in EMA_RULES or rule in EDGE_RULES)
+                else st64["ema"])
     length = st64["length"]
     if rule in LEN_RULES:  # the step only, as `*polyak`; its own memory: the smoothed step length
         norm = vv.clamp_min(0).sqrt()
         moved = length
         if rule in LENMEM_RULES:  # the stored length moves with the α memory (reference: `_lenmem`)
-            ema_new, one = torch.where(stepped, ema, st64["ema"]), zero + 1
-            shift = _good(length) & _good(st64["ema"]) & _good(ema_new)
-            moved = length * torch.where(shift, ema_new / torch.where(shift, st64["ema"], one), one)
+            one = zero + 1
+            shift = _good(length) & _good(st64["ema"]) & _good(ema_next)
+            moved = length * torch.where(shift, ema_next / torch.where(shift, st64["ema"], one), one)
         bounded = _good(moved) & (vv > 0)
         longest = LEN_GROWTH * moved / torch.where(bounded, norm, zero + 1)
         alpha = torch.where(bounded, torch.minimum(alpha, longest), alpha)
@@ -242,8 +244,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "beta": torch.where(l0_ok, beta_next, beta),
         "kappa_v": torch.where(stepped, kappa_v, st64["kappa_v"]),
         "kappa_p": torch.where(stepped, kappa_p, st64["kappa_p"]),
-        "ema": (torch.where(stepped, ema, st64["ema"]) if (rule in EMA_RULES or rule in EDGE_RULES)
-                else st64["ema"]),
+        "ema": ema_next,
         "held": torch.where(stepped, held_next, st64["held"]) if rule in EDGE_RULES else st64["held"],
         "length": length,
         "skips": st64["skips"] + (~stepped).to(f64),

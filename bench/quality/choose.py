@@ -146,7 +146,8 @@ def claims_pass(base: str, rule: str, run=None) -> bool:
     if run is None:
         import pytest
         run = pytest.main
-    kind, old = KINDS[base], reference.DEFAULT_RULES[KINDS[base]]
+    kind = KINDS[base]
+    old = reference.DEFAULT_RULES[kind]
     reference.DEFAULT_RULES[kind] = rule
     try:
         status = run(["-q", "-p", "no:cacheprovider", str(CLAIMS), "-k", f"test_qlab_{base}_"])
