@@ -70,3 +70,11 @@ def test_char_lstm_is_the_gru_task_with_an_lstm_cell():
     xt, yt = next(iter(t.batches()))
     xg, yg = next(iter(g.batches()))
     assert torch.equal(xt, xg) and torch.equal(yt, yg)
+
+
+def test_char_lstm_3x_is_char_lstm_at_three_times_its_steps():
+    t, s = tasks.char_lstm_3x(0), tasks.char_lstm(0)
+    assert isinstance(t.model.rnn, torch.nn.LSTM) and t.steps == 3 * s.steps
+    xt, yt = next(iter(t.batches()))
+    xs, ys = next(iter(s.batches()))
+    assert torch.equal(xt, xs) and torch.equal(yt, ys)
