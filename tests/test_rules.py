@@ -879,6 +879,8 @@ def test_len_rules_bound_the_step_by_the_smoothed_step_length_and_nothing_else(r
     norm = math.sqrt(vv)
     if rule in reference.LENMEM_RULES and length > 0 and m > 0 and n_b.ema > 0:
         length = length * n_b.ema / m  # `_lenmem`: the stored length moves with the α memory
+    if rule in reference.LENUP_RULES and length > 0 and m > 0 and n_b.ema > 0:
+        length = length * max(n_b.ema / m, 1.0)  # `_lenup`: only up
     cap = reference.LEN_GROWTH * length / norm if (length > 0 and vv > 0) else math.inf
     assert a_l == pytest.approx(min(a_b, cap), rel=1e-12) and n_l.alpha == a_l
     assert ((n_l.beta, n_l.ema, n_l.held, n_l.kappa_v, n_l.kappa_p, n_l.skips)
@@ -965,3 +967,39 @@ def test_lenmem_bound_follows_a_growing_alpha_memory_and_still_binds_on_the_spik
     a_mem, n_mem = reference.rule_step("alternate_trust_ema_rel_near_match_guard_lenmem", *args)
     assert a_mem * math.sqrt(0.6) == pytest.approx(reference.LEN_GROWTH * 0.035 * n_mem.ema / 0.35)
     assert a_mem * math.sqrt(0.6) < 2 * 0.035 and n_mem.ema == n_len.ema
+
+
+def test_lenup_follows_a_growing_alpha_memory_and_keeps_the_length_where_it_falls():
+    """`_lenup` (log item 42): on the slow start of `_len` it steps as `_lenmem` (as the base rule);
+    where the α memory falls because |V| grows at a steady step length it keeps the stored length,
+    where `_lenmem` moves it down with α (the growth of |V| counted twice) and cuts the step."""
+    red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
+    start = reference.RuleState(alpha=1e-4, beta=1e-4, ema=1e-4, kappa_v=0.5, kappa_p=0.5,
+                                length=2e-4)
+    runs = {}
+    for rule in ("alternate_trust_ema_rel_near_match_guard_lenmem",
+                 "alternate_trust_ema_rel_near_match_guard_lenup"):
+        st_, steps = start, []
+        for _ in range(60):
+            a, st_ = reference.rule_step(rule, 1.0, 0.95, red, st_.beta, st_, 1e-4, DIR_V)
+            steps.append(a)
+        runs[rule] = steps
+    assert runs["alternate_trust_ema_rel_near_match_guard_lenup"] == pytest.approx(
+        runs["alternate_trust_ema_rel_near_match_guard_lenmem"], rel=1e-12)
+    # |V| twice its scale, a fit a quarter of the memory: the α memory falls by more than 5 %; the
+    # stored length is the step's own (α·|V|) over LEN_GROWTH, plus 5 %, which `_lenup` keeps
+    grown = dict(vg=4.0, pg=4.0, vv=4.0, pp=4.0, sg=0.0, gg=4.0, tt=1e8)
+    fit = 0.05  # Lβ from a parabola with its minimum at 0.05 along V, probed at β = 0.1
+    Lb = 1.0 - 0.1 * 4.0 + 4.0 / (2 * fit) * 0.1 ** 2
+    probe = reference.RuleState(alpha=0.2, beta=0.1, ema=0.2, kappa_v=0.5, kappa_p=0.5)
+    a_b, n_b = reference.rule_step("alternate_trust_ema_rel_near_match_guard", 1.0, Lb, grown, 0.1,
+                                   probe, 1e-4, DIR_V)
+    assert n_b.ema < probe.ema / 1.05 and a_b > 0          # the α memory falls by more than 5 %
+    length = a_b * 2.0 / reference.LEN_GROWTH * 1.05
+    st_ = reference.RuleState(**{**vars(probe), "length": length})
+    args = (1.0, Lb, grown, 0.1, st_, 1e-4, DIR_V)
+    a_up, n_up = reference.rule_step("alternate_trust_ema_rel_near_match_guard_lenup", *args)
+    a_mem, _ = reference.rule_step("alternate_trust_ema_rel_near_match_guard_lenmem", *args)
+    assert a_up == a_b                                     # the step is the base rule's
+    assert a_mem < a_b                                     # `_lenmem` cuts it
+    assert n_up.length == pytest.approx(math.exp(0.9 * math.log(length) + 0.1 * math.log(a_up * 2.0)))
