@@ -112,7 +112,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # memory) has 612 against `_len`'s 618 of 870 for Adam (worst cases tie): Adam's stands. For
 # Momentum the round's `choose`, before it ran CI's claim tests, picked it on its worst case (5.01×
 # against 5.85×, 594 against 638 within), but with it the pinned Momentum claim fails (a slow start
-# while the buffer fills): Momentum's stands, as `choose` now decides.
+# while the buffer fills): Momentum's stands, as `choose` now decides. Round 18 (log item 42;
+# thirty-one tasks): `_lenup` (the stored length follows the α memory up only) has 645 against
+# `_len`'s 648 of 930 for Adam (worst cases tie): Adam's stands; no SGD or Momentum candidate.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_guard_len"}
