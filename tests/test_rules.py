@@ -939,24 +939,26 @@ def test_len50_lets_the_step_length_grow_faster_than_len():
     assert reference.LEN_DECAY_OF["alternate_trust_ema_rel_near_match_guard_len50"] == 0.5
 
 
+def _slow_start_steps(rule, n=60):
+    """The steps of ``rule`` over ``n`` steps from the slow start of `_len` (log item 41): a stored
+    length of 2e-4 and an α memory of 1e-4, while every fit asks for a step ~1000× longer."""
+    red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
+    st_ = reference.RuleState(alpha=1e-4, beta=1e-4, ema=1e-4, kappa_v=0.5, kappa_p=0.5, length=2e-4)
+    steps = []
+    for _ in range(n):
+        a, st_ = reference.rule_step(rule, 1.0, 0.95, red, st_.beta, st_, 1e-4, DIR_V)
+        steps.append(a)
+    return steps
+
+
 def test_lenmem_bound_follows_a_growing_alpha_memory_and_still_binds_on_the_spike():
     """`_lenmem` on the slow start of `_len` (log item 41: a short first step, fits 1000× longer):
     the stored length moves with the α memory, so the steps grow as the base rule's EMA does and
     reach its step as soon as it does (under `_len`, 4 % a step). On the demo's spike (|V| 10×
     its recent scale at a steady α memory) it binds as `_len` does."""
-    red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
-    start = reference.RuleState(alpha=1e-4, beta=1e-4, ema=1e-4, kappa_v=0.5, kappa_p=0.5,
-                                length=2e-4)
-    runs = {}
-    for rule in ("alternate_trust_ema_rel_near_match_guard",
-                 "alternate_trust_ema_rel_near_match_guard_len",
-                 "alternate_trust_ema_rel_near_match_guard_lenmem"):
-        st_, steps = start, []
-        for _ in range(60):
-            a, st_ = reference.rule_step(rule, 1.0, 0.95, red, st_.beta, st_, 1e-4, DIR_V)
-            steps.append(a)
-        runs[rule] = steps
-    base, len_, mem = runs.values()
+    base, len_, mem = (_slow_start_steps(rule) for rule in (
+        "alternate_trust_ema_rel_near_match_guard", "alternate_trust_ema_rel_near_match_guard_len",
+        "alternate_trust_ema_rel_near_match_guard_lenmem"))
     assert base[-1] > 50 * len_[-1]                       # `_len` is still short after 60 steps
     assert mem == pytest.approx(base, rel=1e-12)          # `_lenmem` steps as the base rule
     spike = dict(vg=3e-4, pg=3e-4, vv=0.6, pp=0.6, sg=0.0, gg=1e-3, tt=380.0)
@@ -973,19 +975,8 @@ def test_lenup_follows_a_growing_alpha_memory_and_keeps_the_length_where_it_fall
     """`_lenup` (log item 42): on the slow start of `_len` it steps as `_lenmem` (as the base rule);
     where the α memory falls because |V| grows at a steady step length it keeps the stored length,
     where `_lenmem` moves it down with α (the growth of |V| counted twice) and cuts the step."""
-    red = dict(vg=1.0, pg=1.0, vv=4.0, pp=4.0, sg=0.0, gg=1.0, tt=1e8)
-    start = reference.RuleState(alpha=1e-4, beta=1e-4, ema=1e-4, kappa_v=0.5, kappa_p=0.5,
-                                length=2e-4)
-    runs = {}
-    for rule in ("alternate_trust_ema_rel_near_match_guard_lenmem",
-                 "alternate_trust_ema_rel_near_match_guard_lenup"):
-        st_, steps = start, []
-        for _ in range(60):
-            a, st_ = reference.rule_step(rule, 1.0, 0.95, red, st_.beta, st_, 1e-4, DIR_V)
-            steps.append(a)
-        runs[rule] = steps
-    assert runs["alternate_trust_ema_rel_near_match_guard_lenup"] == pytest.approx(
-        runs["alternate_trust_ema_rel_near_match_guard_lenmem"], rel=1e-12)
+    assert _slow_start_steps("alternate_trust_ema_rel_near_match_guard_lenup") == pytest.approx(
+        _slow_start_steps("alternate_trust_ema_rel_near_match_guard_lenmem"), rel=1e-12)
     # |V| twice its scale, a fit a quarter of the memory: the α memory falls by more than 5 %; the
     # stored length is the step's own (α·|V|) over LEN_GROWTH, plus 5 %, which `_lenup` keeps
     grown = dict(vg=4.0, pg=4.0, vv=4.0, pp=4.0, sg=0.0, gg=4.0, tt=1e8)
