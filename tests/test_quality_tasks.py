@@ -78,3 +78,34 @@ def test_char_lstm_3x_is_char_lstm_at_three_times_its_steps():
     xt, yt = next(iter(t.batches()))
     xs, ys = next(iter(s.batches()))
     assert torch.equal(xt, xs) and torch.equal(yt, ys)
+
+
+def test_sine_field_targets_carry_noise_of_variance_009_over_a_unit_variance_field():
+    """The field is standardised and its noise σ 0.3: a least-squares fit on the field's own twelve
+    sinusoids (the true features) leaves about 0.09, which keeps every method above the floor."""
+    import numpy as np
+    Xtr, ytr, Xte, yte = tasks._noisy_field()
+    assert Xtr.shape == (4000, 2) and Xte.shape == (1000, 2) and float(Xtr.abs().max()) <= 1
+    assert 0.9 < float(ytr.var()) < 1.2
+    rng = np.random.default_rng(2031)
+    rng.uniform(-1, 1, size=(5000, 2))
+    W, b = rng.normal(0, 3.0, size=(2, 12)), rng.uniform(0, 2 * np.pi, 12)
+    F_ = torch.tensor(np.sin(Xtr.double().numpy() @ W + b))
+    F_ = torch.cat([F_, torch.ones(len(F_), 1, dtype=F_.dtype)], 1)
+    coef = torch.linalg.lstsq(F_, ytr.double()).solution
+    assert 0.08 < float(((F_ @ coef - ytr.double()) ** 2).mean()) < 0.10
+
+
+def test_sine_field_model_uses_sine_activations():
+    t = tasks.sine_field(0)
+    x = torch.tensor([[0.25]])
+    assert [m.omega for m in t.model if isinstance(m, tasks._Sine)] == [3.0, 1.0]
+    assert float(tasks._Sine(3.0)(x)) == pytest.approx(math.sin(0.75))
+    assert t.steps == 4 * (4000 // 64)
+
+
+def test_digits_deep_tanh_has_six_hidden_tanh_layers_and_no_normalisation():
+    t = tasks.digits_deep_tanh(0)
+    kinds = [type(m) for m in t.model]
+    assert kinds.count(torch.nn.Tanh) == 6 and kinds.count(torch.nn.Linear) == 7
+    assert set(kinds) == {torch.nn.Linear, torch.nn.Tanh} and t.steps == 222
