@@ -1,0 +1,103 @@
+"""The split-half signal fraction behind docs/quality.md log item 43: how much of a batch gradient's
+squared norm is signal, measured along a QLAB default run.
+
+    python -m bench.quality.split_signal --task selection --base sgd,momentum,adam
+
+At eight evenly spaced steps of a run (seed 0, α₀ = 0.01, the default rule) the batch is split in
+two halves A and B and both gradients are taken at the current parameters (extra backward passes,
+outside the run: the RNG stream and BatchNorm's statistics are restored afterwards). With G = (G_A +
+G_B)/2, E⟨G_A, G_B⟩ = |∇L|² and E|G|² = |∇L|² + tr(Σ)/n, so ⟨G_A, G_B⟩/|G|² estimates the share of
+the batch's squared gradient norm that the training set shares: the factor by which noise inflates a
+batch's own line minimum along its gradient (McCandlish et al. 2018, "An empirical model of
+large-batch training"). It needs two gradients at one point, which one step of the optimizer does
+not have. Printed per task: the median over the eight points, the run's median α, plain X's best
+grid lr at seed 0 and their ratio, and the run's final loss over X at that lr.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from multiprocessing import get_context
+
+import torch
+
+POINTS = 8
+
+
+def signal_fraction(grads_a, grads_b) -> float:
+    """⟨G_A, G_B⟩ / |(G_A + G_B)/2|² over matching lists of tensors (None entries skipped)."""
+    cross = norm = 0.0
+    for a, b in zip(grads_a, grads_b):
+        if a is None or b is None:
+            continue
+        cross += float((a.double() * b.double()).sum())
+        norm += float((((a.double() + b.double()) / 2) ** 2).sum())
+    return cross / norm if norm > 0 else math.nan
+
+
+def _half_gradients(task, model, params, x, y):
+    """The two halves' gradients at the current parameters, leaving no trace on the run."""
+    rng = torch.get_rng_state()
+    buffers = [b.detach().clone() for b in model.buffers()]
+    n = len(y) // 2
+    out = [torch.autograd.grad(task.loss(model, xs, ys), params, allow_unused=True)
+           for xs, ys in ((x[:n], y[:n]), (x[n:2 * n], y[n:2 * n]))]
+    torch.set_rng_state(rng)
+    with torch.no_grad():
+        for b, c in zip(model.buffers(), buffers):
+            b.copy_(c)
+    return out
+
+
+def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
+    """(fractions at the eight points, median α of the run, final train loss). Each fraction is at
+    most 1 (|G_A − G_B|² ≥ 0) and is negative where the halves disagree."""
+    import qlab_fused as qf
+    from bench.quality.tasks import TASKS
+    torch.set_num_threads(1)
+    task = TASKS[task_name](seed)
+    model = task.model
+    params = list(model.parameters())
+    kw = dict(alpha0=alpha0, backend="torch")
+    opt = (qf.QLABAdam(params, **kw) if base == "adam" else
+           qf.QLABSGD(params, momentum=0.9 if base == "momentum" else 0.0, **kw))
+    at = {int(task.steps * (k + 0.5) / POINTS) for k in range(POINTS)}
+    fractions, alphas = [], []
+    for i, (x, y) in enumerate(task.batches()):
+        if i in at and not task.full_batch:
+            fractions.append(signal_fraction(*_half_gradients(task, model, params, x, y)))
+        opt.step(lambda: task.loss(model, x, y))
+        alphas.append(float(opt.alpha))
+    return fractions, sorted(alphas)[len(alphas) // 2], task.train_loss(model)  # run_one's median
+
+
+def _job(args):
+    return args + run(*args)
+
+
+def main(argv=None):
+    from bench.quality.analyze import best_plain, load
+    from bench.quality.tasks import SELECTION
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--task", default="selection", help="comma list, or 'selection'")
+    ap.add_argument("--base", default="sgd,momentum,adam", help="comma list of sgd, momentum, adam")
+    args = ap.parse_args(argv)
+    tasks = SELECTION if args.task == "selection" else tuple(args.task.split(","))
+    jobs = [(t, b) for b in args.base.split(",") for t in tasks if t != "convex_softmax"]  # full batch
+    with get_context("fork").Pool(2) as pool:
+        res = pool.map(_job, jobs)
+    best = best_plain(load())
+    for base in args.base.split(","):
+        print(f"{base}: task, median signal fraction, median α, best grid lr, α / best lr, final / best")
+        rows = []
+        for task, b, fr, alpha, final in res:
+            if b == base:
+                ref, lr = best[(task, base, 0)]
+                rows.append((statistics.median(fr), task, alpha, lr, final / ref))
+        for frac, task, alpha, lr, ratio in sorted(rows):
+            print(f"  {task:22s} {frac:7.3f}  {alpha:9.3g}  {lr:<7g}  {alpha / lr:7.2f}  {ratio:5.2f}")
+
+
+if __name__ == "__main__":
+    main()

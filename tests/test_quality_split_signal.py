@@ -1,0 +1,33 @@
+"""The split-half signal fraction (log item 43) and its measurement's hygiene."""
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+from bench.quality import split_signal  # noqa: E402
+from bench.quality.run import run_one  # noqa: E402
+
+
+def test_signal_fraction_is_one_for_equal_halves_and_near_zero_for_independent_noise():
+    g = [torch.randn(5, 3), torch.randn(7)]
+    assert split_signal.signal_fraction(g, [t.clone() for t in g]) == pytest.approx(1.0)
+    torch.manual_seed(0)
+    a, b = [torch.randn(20000)], [torch.randn(20000)]
+    assert abs(split_signal.signal_fraction(a, b)) < 0.05
+    # signal s plus noise of the same norm in each half: E⟨A,B⟩ = |s|², E|(A+B)/2|² = |s|² + |n|²/2
+    s = torch.randn(20000)
+    frac = split_signal.signal_fraction([s + torch.randn(20000)], [s + torch.randn(20000)])
+    assert frac == pytest.approx(2 / 3, abs=0.03)
+    assert split_signal.signal_fraction([None, s], [torch.ones(1), s]) == pytest.approx(1.0)
+
+
+def test_the_measurement_leaves_the_run_as_it_would_have_been():
+    """Dropout's RNG stream and BatchNorm's running statistics are restored after the extra
+    backward passes: the measured run ends exactly where the stored protocol's run ends."""
+    fractions, alpha, final = split_signal.run("bn_dropout_mlp", "sgd")
+    ref = run_one(dict(task="bn_dropout_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
+    assert final == ref["final_train_loss"]
+    assert len(fractions) == split_signal.POINTS and all(math.isfinite(f) for f in fractions)
+    assert all(f <= 1.0 for f in fractions)  # ⟨A,B⟩ ≤ |(A+B)/2|² since |A − B|² ≥ 0
+    assert alpha == ref["alpha_median"]
