@@ -115,6 +115,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # while the buffer fills): Momentum's stands, as `choose` now decides. Round 18 (log item 42;
 # thirty-one tasks): `_lenup` (the stored length follows the α memory up only) has 645 against
 # `_len`'s 648 of 930 for Adam (worst cases tie): Adam's stands; no SGD or Momentum candidate.
+# Round 19 (log item 43; thirty-two tasks): no candidate (the gradient's signal fraction, measured
+# with two half-batch gradients, does not tell the failing groups apart); all three stand.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_guard_len"}
