@@ -1,0 +1,131 @@
+"""Steps longer than the fitted one, behind docs/quality.md log item 43.
+
+    python -m bench.quality.long_steps scale --task digits_lstm --scales 1,1.5,2,silver --seeds 0,1,2
+    python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60,100,140,166
+    python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60 --at 0.5
+
+Both take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend it to
+s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s for
+the whole run, a constant or ``silver`` (Altschuler and Parrilo's long-step schedule for smooth convex
+gradient descent, s_t = 1 + ρ^(v(t)−1), ρ = 1 + √2, v(t) the 2-adic valuation of t, capped at 8);
+prints the final train loss over plain X's at its best grid lr, same seed. ``horizon``: the run is
+branched at a quarter of its steps (``--at``); each branch takes the next k steps (the same batches and
+dropout masks) with s = 0.5, 1 or 2; prints, per k, each branch's training-set loss and the mean of
+its batch losses over the window, over the s = 1 branch's.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from multiprocessing import get_context
+
+import torch
+
+RHO = 1 + math.sqrt(2)
+SILVER_CAP = 8.0
+BRANCH_SCALES = (0.5, 1.0, 2.0)
+
+
+def silver(t: int) -> float:
+    """The silver step multiple of step t ≥ 1: √2, 2, √2, 1 + ρ, √2, 2, √2, 1 + ρ², … (capped)."""
+    v = (t & -t).bit_length() - 1  # 2-adic valuation
+    return min(SILVER_CAP, 1 + RHO ** (v - 1))
+
+
+def _setup(task_name, base, seed):
+    import qlab_fused as qf
+    from bench.quality.tasks import TASKS
+    torch.set_num_threads(1)
+    task = TASKS[task_name](seed)
+    params = list(task.model.parameters())
+    opt = (qf.QLABAdam(params, alpha0=0.01, backend="torch") if base == "adam" else
+           qf.QLABSGD(params, alpha0=0.01, momentum=0.9 if base == "momentum" else 0.0, backend="torch"))
+    return task, params, opt
+
+
+def _step(task, params, opt, x, y, s: float) -> float:
+    """One optimizer step, then the displacement it made stretched to s times its length."""
+    before = [p.detach().clone() for p in params]
+    loss = float(opt.step(lambda: task.loss(task.model, x, y)))
+    if s != 1.0:
+        with torch.no_grad():
+            for p, b in zip(params, before):
+                p.add_((p - b) * (s - 1))
+    return loss
+
+
+def scaled_run(task_name: str, base: str, seed: int, scale: str) -> float:
+    """Final train loss of a default run whose every step is stretched by ``scale`` (a number or
+    'silver')."""
+    task, params, opt = _setup(task_name, base, seed)
+    for i, (x, y) in enumerate(task.batches()):
+        _step(task, params, opt, x, y, silver(i + 1) if scale == "silver" else float(scale))
+    return task.train_loss(task.model)
+
+
+def horizon(task_name: str, base: str, seed: int, ks, at: float = 0.25):
+    """({k: {s: (train loss, mean batch loss over the window) / the s = 1 branch's}}, branch step,
+    final train loss of the unbranched run)."""
+    task, params, opt = _setup(task_name, base, seed)
+    model, batches = task.model, list(task.batches())
+    start = int(task.steps * at)
+    for x, y in batches[:start]:
+        _step(task, params, opt, x, y, 1.0)
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), torch.get_rng_state()
+    branches = {}
+    for s in BRANCH_SCALES:
+        model.load_state_dict(saved[0])
+        opt.load_state_dict(copy.deepcopy(saved[1]))  # one optimizer: a second would re-flatten the params
+        torch.set_rng_state(saved[2])
+        losses, row = [], {}
+        for k, (x, y) in enumerate(batches[start:], start=1):
+            losses.append(_step(task, params, opt, x, y, s))
+            if k in ks:
+                row[k] = (task.train_loss(model), sum(losses) / len(losses))
+            if k >= max(ks):
+                break
+        branches[s] = row
+    final = branches[1.0].get(len(batches) - start, (None,))[0]
+    rel = {k: {s: tuple(a / b for a, b in zip(branches[s][k], branches[1.0][k])) for s in BRANCH_SCALES}
+           for k in branches[1.0]}
+    return rel, start, final
+
+
+def _scale_job(args):
+    return args, scaled_run(*args)
+
+
+def main(argv=None):
+    from bench.quality.analyze import best_plain, load
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("mode", choices=["scale", "horizon"])
+    ap.add_argument("--task", default="digits_lstm", help="comma list")
+    ap.add_argument("--base", default="sgd", help="sgd, momentum or adam")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--scales", default="1,2", help="scale: constants and/or 'silver'")
+    ap.add_argument("--ks", default="1,5,20,60", help="horizon: window lengths (steps after the branch)")
+    ap.add_argument("--at", default="0.25", help="horizon: where to branch, fractions of the run")
+    args = ap.parse_args(argv)
+    tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.mode == "scale":
+        jobs = [(t, args.base, s, sc) for t in tasks for s in seeds for sc in args.scales.split(",")]
+        with get_context("fork").Pool(2) as pool:
+            res = pool.map(_scale_job, jobs)
+        best = best_plain(load())
+        for (t, b, s, sc), final in res:
+            print(f"{t:20s} seed {s}  s {sc:6s}  final {final:.4f}  ratio {final / best[(t, b, s)][0]:.2f}")
+        return
+    ks = sorted(int(k) for k in args.ks.split(","))
+    for t in tasks:
+        for s, at in ((s, float(a)) for s in seeds for a in args.at.split(",")):
+            rel, start, final = horizon(t, args.base, s, ks, at)
+            print(f"{t} seed {s}: branched at step {start}"
+                  + (f"; the s = 1 branch ends at {final:.4f}" if final is not None else ""))
+            for k, row in rel.items():
+                print(f"  k {k:4d}  " + "  ".join(f"s {sc:g}: train {v[0]:.3f} batch {v[1]:.3f}"
+                                                  for sc, v in row.items() if sc != 1.0))
+
+
+if __name__ == "__main__":
+    main()

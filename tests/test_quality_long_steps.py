@@ -1,0 +1,33 @@
+"""Steps stretched past the fitted one (log item 43): the tool changes only what it says it does."""
+import math
+
+import pytest
+
+pytest.importorskip("sklearn")
+from bench.quality import long_steps  # noqa: E402
+from bench.quality.run import run_one  # noqa: E402
+
+
+def test_silver_schedule_follows_the_two_adic_valuation_and_its_cap():
+    rho = 1 + math.sqrt(2)
+    want = [1 + 1 / rho, 2, 1 + 1 / rho, 1 + rho, 1 + 1 / rho, 2, 1 + 1 / rho, 1 + rho ** 2]
+    assert [long_steps.silver(t) for t in range(1, 9)] == pytest.approx(want)
+    assert long_steps.silver(16) == long_steps.SILVER_CAP  # 1 + ρ³ ≈ 15.1, capped
+    assert 1 + 1 / rho == pytest.approx(math.sqrt(2))
+
+
+def test_scale_one_is_the_protocols_run_and_scale_two_is_not():
+    ref = run_one(dict(task="digits_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
+    assert long_steps.scaled_run("digits_mlp", "sgd", 0, "1") == ref["final_train_loss"]
+    assert long_steps.scaled_run("digits_mlp", "sgd", 0, "2") != ref["final_train_loss"]
+
+
+def test_horizon_branches_restart_from_one_state_and_the_unit_branch_is_the_run():
+    """BatchNorm + dropout: the branches restore the model, the optimizer and the RNG stream, so
+    the s = 1 branch run to the end is the protocol's run, bit for bit."""
+    ref = run_one(dict(task="bn_dropout_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
+    steps = ref["steps"]
+    rel, start, final = long_steps.horizon("bn_dropout_mlp", "sgd", 0, ks=[5, steps - steps // 4])
+    assert start == steps // 4 and final == ref["final_train_loss"]
+    assert all(v[1.0] == (1.0, 1.0) for v in rel.values())
+    assert rel[5][2.0] != (1.0, 1.0) and rel[5][0.5] != (1.0, 1.0)
