@@ -118,13 +118,14 @@ def main(argv=None):
         return
     ks = sorted(int(k) for k in args.ks.split(","))
     for t in tasks:
-        for s, at in ((s, float(a)) for s in seeds for a in args.at.split(",")):
-            rel, start, final = horizon(t, args.base, s, ks, at)
-            print(f"{t} seed {s}: branched at step {start}"
-                  + (f"; the s = 1 branch ends at {final:.4f}" if final is not None else ""))
-            for k, row in rel.items():
-                print(f"  k {k:4d}  " + "  ".join(f"s {sc:g}: train {v[0]:.3f} batch {v[1]:.3f}"
-                                                  for sc, v in row.items() if sc != 1.0))
+        for seed in seeds:
+            for at in (float(a) for a in args.at.split(",")):
+                rel, start, final = horizon(t, args.base, seed, ks, at)
+                print(f"{t} seed {seed}: branched at step {start}"
+                      + (f"; the s = 1 branch ends at {final:.4f}" if final is not None else ""))
+                for k, row in rel.items():
+                    print(f"  k {k:4d}  " + "  ".join(f"s {sc:g}: train {v[0]:.3f} batch {v[1]:.3f}"
+                                                      for sc, v in row.items() if sc != 1.0))
 
 
 if __name__ == "__main__":
