@@ -31,3 +31,10 @@ def test_the_measurement_leaves_the_run_as_it_would_have_been():
     assert len(fractions) == split_signal.POINTS and all(math.isfinite(f) for f in fractions)
     assert all(f <= 1.0 for f in fractions)  # ⟨A,B⟩ ≤ |(A+B)/2|² since |A − B|² ≥ 0
     assert alpha == ref["alpha_median"]
+
+
+def test_rank_correlation_is_one_for_monotone_pairs_and_minus_one_for_reversed():
+    xs = [0.3, -0.1, 0.7, 0.2]
+    assert split_signal.rank_correlation(xs, [2 * x + 5 for x in xs]) == pytest.approx(1.0)
+    assert split_signal.rank_correlation(xs, [-(x ** 3) for x in xs]) == pytest.approx(-1.0)
+    assert split_signal.rank_correlation([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)

@@ -11,7 +11,8 @@ the batch's squared gradient norm that the training set shares: the factor by wh
 batch's own line minimum along its gradient (McCandlish et al. 2018, "An empirical model of
 large-batch training"). It needs two gradients at one point, which one step of the optimizer does
 not have. Printed per task: the median over the eight points, the run's median α, plain X's best
-grid lr at seed 0 and their ratio, and the run's final loss over X at that lr.
+grid lr at seed 0 and their ratio, and the run's final loss over X at that lr; per base, the rank
+correlation of the fraction with log(α / best lr).
 """
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ def signal_fraction(grads_a, grads_b) -> float:
         cross += float((a.double() * b.double()).sum())
         norm += float((((a.double() + b.double()) / 2) ** 2).sum())
     return cross / norm if norm > 0 else math.nan
+
+
+def rank_correlation(xs, ys) -> float:
+    """Spearman's rank correlation of two equally long sequences without ties."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0] * len(v)
+        for k, i in enumerate(order):
+            r[i] = k
+        return r
+    rx, ry, m = ranks(xs), ranks(ys), (len(xs) - 1) / 2
+    return (sum((a - m) * (b - m) for a, b in zip(rx, ry)) / sum((a - m) ** 2 for a in rx))
 
 
 def _half_gradients(task, model, params, x, y):
@@ -97,6 +110,8 @@ def main(argv=None):
                 rows.append((statistics.median(fr), task, alpha, lr, final / ref))
         for frac, task, alpha, lr, ratio in sorted(rows):
             print(f"  {task:22s} {frac:7.3f}  {alpha:9.3g}  {lr:<7g}  {alpha / lr:7.2f}  {ratio:5.2f}")
+        rho = rank_correlation([r[0] for r in rows], [math.log(r[2] / r[3]) for r in rows])
+        print(f"  rank correlation of the fraction with log(α / best lr): {rho:.2f}")
 
 
 if __name__ == "__main__":
