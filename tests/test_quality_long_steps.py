@@ -31,3 +31,24 @@ def test_horizon_branches_restart_from_one_state_and_the_unit_branch_is_the_run(
     assert start == steps // 4 and final == ref["final_train_loss"]
     assert all(v[1.0] == (1.0, 1.0) for v in rel.values())
     assert rel[5][2.0] != (1.0, 1.0) and rel[5][0.5] != (1.0, 1.0)
+
+
+def test_block_contrasts_compare_each_half_step_block_with_its_neighbours(monkeypatch):
+    """With a made-up run whose batch losses are the step index (a linear trend) the contrasts are
+    0, whatever the block length; a bump in the half-step blocks shows as a positive contrast."""
+    class Fake:
+        model = None
+
+        def batches(self):
+            return iter([(None, None)] * 40)
+
+    t = iter(range(40))
+    monkeypatch.setattr(long_steps, "_setup", lambda *a: (Fake(), [], None))
+    monkeypatch.setattr(long_steps, "_step", lambda task, p, o, x, y, s: 100.0 + next(t))
+    con = long_steps.block_contrasts("any", "sgd", 0, block=5)
+    assert len(con) == 3 and all(abs(c) < 1e-12 for c in con)
+    t = iter(range(40))
+    monkeypatch.setattr(long_steps, "_step",
+                        lambda task, p, o, x, y, s: 100.0 + next(t) + (5.0 if s == 0.5 else 0.0))
+    con = long_steps.block_contrasts("any", "sgd", 0, block=5)
+    assert all(c > 0.03 for c in con)

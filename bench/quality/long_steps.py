@@ -3,6 +3,7 @@
     python -m bench.quality.long_steps scale --task digits_lstm --scales 1,1.5,2,silver --seeds 0,1,2
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60,100,140,166
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60 --at 0.5
+    python -m bench.quality.long_steps blocks --task ratings_mf --base adam --block 10
 
 Both take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend it to
 s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s for
@@ -11,13 +12,18 @@ gradient descent, s_t = 1 + ρ^(v(t)−1), ρ = 1 + √2, v(t) the 2-adic valuat
 prints the final train loss over plain X's at its best grid lr, same seed. ``horizon``: the run is
 branched at a quarter of its steps (``--at``); each branch takes the next k steps (the same batches and
 dropout masks) with s = 0.5, 1 or 2; prints, per k, each branch's training-set loss and the mean of
-its batch losses over the window, over the s = 1 branch's.
+its batch losses over the window, over the s = 1 branch's. ``blocks``: what one run could see of
+the same comparison, in sequence: s = 1 and s = 0.5 alternate in blocks of B steps, and each
+0.5-block's mean batch loss is compared with the mean of its two neighbouring 1-blocks (a linear
+trend cancels); prints the mean of those contrasts, its standard error and the mean over the
+second half of the run.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import math
+import statistics
 from multiprocessing import get_context
 
 import torch
@@ -92,6 +98,20 @@ def horizon(task_name: str, base: str, seed: int, ks, at: float = 0.25):
     return rel, start, final
 
 
+def block_contrasts(task_name: str, base: str, seed: int, block: int, alt: float = 0.5):
+    """Contrasts b_j / mean(b_{j−1}, b_{j+1}) − 1 of the mean batch losses b of the s = ``alt``
+    blocks (odd j) of a run whose steps are scaled by 1 and ``alt`` in alternating blocks."""
+    task, params, opt = _setup(task_name, base, seed)
+    losses = [_step(task, params, opt, x, y, alt if (i // block) % 2 else 1.0)
+              for i, (x, y) in enumerate(task.batches())]
+    means = [sum(losses[k:k + block]) / block for k in range(0, len(losses) - block + 1, block)]
+    return [means[j] / ((means[j - 1] + means[j + 1]) / 2) - 1 for j in range(1, len(means) - 1, 2)]
+
+
+def _block_job(args):
+    return args, block_contrasts(*args)
+
+
 def _scale_job(args):
     return args, scaled_run(*args)
 
@@ -99,13 +119,14 @@ def _scale_job(args):
 def main(argv=None):
     from bench.quality.analyze import best_plain, load
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["scale", "horizon"])
+    ap.add_argument("mode", choices=["scale", "horizon", "blocks"])
     ap.add_argument("--task", default="digits_lstm", help="comma list")
     ap.add_argument("--base", default="sgd", help="sgd, momentum or adam")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--scales", default="1,2", help="scale: constants and/or 'silver'")
     ap.add_argument("--ks", default="1,5,20,60", help="horizon: window lengths (steps after the branch)")
     ap.add_argument("--at", default="0.25", help="horizon: where to branch, fractions of the run")
+    ap.add_argument("--block", default="10", help="blocks: block lengths, comma list")
     args = ap.parse_args(argv)
     tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
     if args.mode == "scale":
@@ -115,6 +136,16 @@ def main(argv=None):
         best = best_plain(load())
         for (t, b, s, sc), final in res:
             print(f"{t:20s} seed {s}  s {sc:6s}  final {final:.4f}  ratio {final / best[(t, b, s)][0]:.2f}")
+        return
+    if args.mode == "blocks":
+        jobs = [(t, args.base, s, int(b)) for t in tasks for s in seeds for b in args.block.split(",")]
+        with get_context("fork").Pool(2) as pool:
+            res = pool.map(_block_job, jobs)
+        for (t, b, s, block), con in res:
+            se = statistics.stdev(con) / math.sqrt(len(con)) if len(con) > 1 else math.nan
+            late = statistics.mean(con[len(con) // 2:])
+            print(f"{t:20s} {b:9s} seed {s}  B {block:3d}  {len(con):3d} pairs  contrast "
+                  f"{statistics.mean(con):+.3f} ± {se:.3f}  second half {late:+.3f}")
         return
     ks = sorted(int(k) for k in args.ks.split(","))
     for t in tasks:
