@@ -5,17 +5,17 @@
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60 --at 0.5
     python -m bench.quality.long_steps blocks --task ratings_mf --base adam --block 10
 
-Both take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend it to
-s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s for
-the whole run, a constant or ``silver`` (Altschuler and Parrilo's long-step schedule for smooth convex
-gradient descent, s_t = 1 + ρ^(v(t)−1), ρ = 1 + √2, v(t) the 2-adic valuation of t, capped at 8);
-prints the final train loss over plain X's at its best grid lr, same seed. ``horizon``: the run is
-branched at a quarter of its steps (``--at``); each branch takes the next k steps (the same batches and
-dropout masks) with s = 0.5, 1 or 2; prints, per k, each branch's training-set loss and the mean of
-its batch losses over the window, over the s = 1 branch's. ``blocks``: what one run could see of
-the same comparison, in sequence: s = 1 and s = 0.5 alternate in blocks of B steps, and each
-0.5-block's mean batch loss is compared with the mean of its two neighbouring 1-blocks (a linear
-trend cancels); prints the mean of those contrasts, its standard error and the mean over the
+All three modes take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend
+it to s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s
+for the whole run, a constant or ``silver`` (Altschuler and Parrilo's long-step schedule for smooth
+convex gradient descent, s_t = 1 + ρ^(v(t)−1), ρ = 1 + √2, v(t) the 2-adic valuation of t, capped at
+8); prints the final train loss over plain X's at its best grid lr, same seed. ``horizon``: the run
+is branched at a quarter of its steps (``--at``); each branch takes the next k steps (the same
+batches and dropout masks) with s = 0.5, 1 or 2; prints, per k, each branch's training-set loss and
+the mean of its batch losses over the window, over the s = 1 branch's. ``blocks``: what one run
+could see of the same comparison, in sequence: s = 1 and s = 0.5 alternate in blocks of B steps, and
+each 0.5-block's mean batch loss is compared with the mean of its two neighbouring 1-blocks (a
+linear trend cancels); prints the mean of those contrasts, its standard error and the mean over the
 second half of the run.
 """
 from __future__ import annotations
