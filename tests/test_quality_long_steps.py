@@ -52,3 +52,28 @@ def test_block_contrasts_compare_each_half_step_block_with_its_neighbours(monkey
                         lambda task, p, o, x, y, s: 100.0 + next(t) + (5.0 if s == 0.5 else 0.0))
     con = long_steps.block_contrasts("any", "sgd", 0, block=5)
     assert all(c > 0.03 for c in con)
+
+
+def test_scale_search_keeps_the_branch_with_the_lower_late_window_loss(monkeypatch):
+    """A made-up run whose batch loss is the step scale itself: every window the smaller scale
+    wins, so the kept scale halves at each 0.5 trial and stays at each 2 trial."""
+    class Fake:
+        model = type("M", (), {"state_dict": lambda self: {}, "load_state_dict": lambda self, d: None})()
+
+        def batches(self):
+            return iter([(None, None)] * 20)
+
+        def train_loss(self, model):
+            return 1.0
+
+    opt = type("O", (), {"state_dict": lambda self: {}, "load_state_dict": lambda self, d: None})()
+    monkeypatch.setattr(long_steps, "_setup", lambda *a: (Fake(), [], opt))
+    monkeypatch.setattr(long_steps, "_step", lambda task, p, o, x, y, s: s)
+    final, kept = long_steps.scale_search("any", "sgd", 0, block=4)
+    assert final == 1.0 and kept == [0.5, 0.5, 0.25, 0.25, 0.125]
+
+
+def test_scale_search_with_one_window_longer_than_the_run_is_the_protocols_run():
+    ref = run_one(dict(task="digits_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
+    final, kept = long_steps.scale_search("digits_mlp", "sgd", 0, block=10_000)
+    assert kept == [] and final == ref["final_train_loss"]

@@ -4,6 +4,7 @@
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60,100,140,166
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60 --at 0.5
     python -m bench.quality.long_steps blocks --task ratings_mf --base adam --block 10
+    python -m bench.quality.long_steps search --task ratings_mf --base adam --block 20,40
 
 All three modes take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend
 it to s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s
@@ -16,7 +17,11 @@ the mean of its batch losses over the window, over the s = 1 branch's. ``blocks`
 could see of the same comparison, in sequence: s = 1 and s = 0.5 alternate in blocks of B steps, and
 each 0.5-block's mean batch loss is compared with the mean of its two neighbouring 1-blocks (a
 linear trend cancels); prints the mean of those contrasts, its standard error and the mean over the
-second half of the run.
+second half of the run. ``search``: what two branches from one state would buy, paid for with twice
+the training compute: every window of B steps both s and s·f (f = 0.5 and 2 in turn) run from one
+state on the same batches, the one with the lower mean batch loss over the window's second half is
+kept and the run goes on from it; prints the final train loss over plain X's at its best grid lr and
+the last s.
 """
 from __future__ import annotations
 
@@ -70,6 +75,16 @@ def scaled_run(task_name: str, base: str, seed: int, scale: str) -> float:
     return task.train_loss(task.model)
 
 
+def _snapshot(model, opt):
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), torch.get_rng_state()
+
+
+def _restore(model, opt, snap):
+    model.load_state_dict(snap[0])
+    opt.load_state_dict(copy.deepcopy(snap[1]))  # one optimizer: a second would re-flatten the params
+    torch.set_rng_state(snap[2])
+
+
 def horizon(task_name: str, base: str, seed: int, ks, at: float = 0.25):
     """({k: {s: (train loss, mean batch loss over the window) / the s = 1 branch's}}, branch step,
     final train loss of the unbranched run)."""
@@ -78,12 +93,10 @@ def horizon(task_name: str, base: str, seed: int, ks, at: float = 0.25):
     start = int(task.steps * at)
     for x, y in batches[:start]:
         _step(task, params, opt, x, y, 1.0)
-    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), torch.get_rng_state()
+    saved = _snapshot(model, opt)
     branches = {}
     for s in BRANCH_SCALES:
-        model.load_state_dict(saved[0])
-        opt.load_state_dict(copy.deepcopy(saved[1]))  # one optimizer: a second would re-flatten the params
-        torch.set_rng_state(saved[2])
+        _restore(model, opt, saved)
         losses, row = [], {}
         for k, (x, y) in enumerate(batches[start:], start=1):
             losses.append(_step(task, params, opt, x, y, s))
@@ -108,6 +121,34 @@ def block_contrasts(task_name: str, base: str, seed: int, block: int, alt: float
     return [means[j] / ((means[j - 1] + means[j + 1]) / 2) - 1 for j in range(1, len(means) - 1, 2)]
 
 
+def scale_search(task_name: str, base: str, seed: int, block: int):
+    """(final train loss, the scale kept after each window) of a run whose step scale is chosen
+    every ``block`` steps between two branches from one state (module docstring)."""
+    task, params, opt = _setup(task_name, base, seed)
+    model, batches = task.model, list(task.batches())
+    s, kept = 1.0, []
+    for w, i in enumerate(range(0, len(batches), block)):
+        window = batches[i:i + block]
+        if len(window) < block:  # the ragged tail: no trial
+            for x, y in window:
+                _step(task, params, opt, x, y, s)
+            break
+        start, ends = _snapshot(model, opt), {}
+        for cand in (s, s * (0.5 if w % 2 == 0 else 2.0)):
+            _restore(model, opt, start)
+            losses = [_step(task, params, opt, x, y, cand) for x, y in window]
+            late = sum(losses[block // 2:]) / (block - block // 2)
+            ends[cand] = (late if math.isfinite(late) else math.inf, _snapshot(model, opt))
+        s = min(ends, key=lambda c: ends[c][0])
+        _restore(model, opt, ends[s][1])
+        kept.append(s)
+    return task.train_loss(model), kept
+
+
+def _search_job(args):
+    return args, scale_search(*args)
+
+
 def _block_job(args):
     return args, block_contrasts(*args)
 
@@ -119,14 +160,14 @@ def _scale_job(args):
 def main(argv=None):
     from bench.quality.analyze import best_plain, load
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["scale", "horizon", "blocks"])
+    ap.add_argument("mode", choices=["scale", "horizon", "blocks", "search"])
     ap.add_argument("--task", default="digits_lstm", help="comma list")
     ap.add_argument("--base", default="sgd", help="sgd, momentum or adam")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--scales", default="1,2", help="scale: constants and/or 'silver'")
     ap.add_argument("--ks", default="1,5,20,60", help="horizon: window lengths (steps after the branch)")
     ap.add_argument("--at", default="0.25", help="horizon: where to branch, fractions of the run")
-    ap.add_argument("--block", default="10", help="blocks: block lengths, comma list")
+    ap.add_argument("--block", default="10", help="blocks, search: block lengths, comma list")
     args = ap.parse_args(argv)
     tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
     if args.mode == "scale":
@@ -136,6 +177,15 @@ def main(argv=None):
         best = best_plain(load())
         for (t, b, s, sc), final in res:
             print(f"{t:20s} seed {s}  s {sc:6s}  final {final:.4f}  ratio {final / best[(t, b, s)][0]:.2f}")
+        return
+    if args.mode == "search":
+        jobs = [(t, args.base, s, int(b)) for t in tasks for s in seeds for b in args.block.split(",")]
+        with get_context("fork").Pool(2) as pool:
+            res = pool.map(_search_job, jobs)
+        best = best_plain(load())
+        for (t, b, s, block), (final, kept) in res:
+            print(f"{t:20s} {b:9s} seed {s}  B {block:3d}  final {final:.4f}  ratio "
+                  f"{final / best[(t, b, s)][0]:.2f}  last s {kept[-1] if kept else 1.0:.3g}")
         return
     if args.mode == "blocks":
         jobs = [(t, args.base, s, int(b)) for t in tasks for s in seeds for b in args.block.split(",")]
