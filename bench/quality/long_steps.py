@@ -45,14 +45,12 @@ def silver(t: int) -> float:
 
 
 def _setup(task_name, base, seed):
-    import qlab_fused as qf
+    from bench.quality.run import make_optimizer
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
     task = TASKS[task_name](seed)
     params = list(task.model.parameters())
-    opt = (qf.QLABAdam(params, alpha0=0.01, backend="torch") if base == "adam" else
-           qf.QLABSGD(params, alpha0=0.01, momentum=0.9 if base == "momentum" else 0.0, backend="torch"))
-    return task, params, opt
+    return task, params, make_optimizer("qlab_" + base, params, 0.01, None)  # the protocol's QLAB-X
 
 
 def _step(task, params, opt, x, y, s: float) -> float:

@@ -66,15 +66,13 @@ def _half_gradients(task, model, params, x, y):
 def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
     """(fractions at the eight points, median α of the run, final train loss). Each fraction is at
     most 1 (|G_A − G_B|² ≥ 0) and is negative where the halves disagree."""
-    import qlab_fused as qf
+    from bench.quality.run import make_optimizer
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
     task = TASKS[task_name](seed)
     model = task.model
     params = list(model.parameters())
-    kw = dict(alpha0=alpha0, backend="torch")
-    opt = (qf.QLABAdam(params, **kw) if base == "adam" else
-           qf.QLABSGD(params, momentum=0.9 if base == "momentum" else 0.0, **kw))
+    opt = make_optimizer("qlab_" + base, params, alpha0, None)  # the protocol's QLAB-X
     at = {int(task.steps * (k + 0.5) / POINTS) for k in range(POINTS)}
     fractions, alphas = [], []
     for i, (x, y) in enumerate(task.batches()):
