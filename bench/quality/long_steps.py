@@ -143,16 +143,15 @@ def scale_search(task_name: str, base: str, seed: int, block: int):
     return task.train_loss(model), kept
 
 
-def _search_job(args):
-    return args, scale_search(*args)
+def _call(job):
+    fn, args = job
+    return args, fn(*args)
 
 
-def _block_job(args):
-    return args, block_contrasts(*args)
-
-
-def _scale_job(args):
-    return args, scaled_run(*args)
+def _map(fn, jobs):
+    """[(args, fn(*args))] over the jobs, two single-threaded workers."""
+    with get_context("fork").Pool(2) as pool:
+        return pool.map(_call, [(fn, args) for args in jobs])
 
 
 def main(argv=None):
@@ -170,26 +169,21 @@ def main(argv=None):
     tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
     if args.mode == "scale":
         jobs = [(t, args.base, s, sc) for t in tasks for s in seeds for sc in args.scales.split(",")]
-        with get_context("fork").Pool(2) as pool:
-            res = pool.map(_scale_job, jobs)
+        res = _map(scaled_run, jobs)
         best = best_plain(load())
         for (t, b, s, sc), final in res:
             print(f"{t:20s} seed {s}  s {sc:6s}  final {final:.4f}  ratio {final / best[(t, b, s)][0]:.2f}")
         return
+    block_jobs = [(t, args.base, s, int(b)) for t in tasks for s in seeds for b in args.block.split(",")]
     if args.mode == "search":
-        jobs = [(t, args.base, s, int(b)) for t in tasks for s in seeds for b in args.block.split(",")]
-        with get_context("fork").Pool(2) as pool:
-            res = pool.map(_search_job, jobs)
+        res = _map(scale_search, block_jobs)
         best = best_plain(load())
         for (t, b, s, block), (final, kept) in res:
             print(f"{t:20s} {b:9s} seed {s}  B {block:3d}  final {final:.4f}  ratio "
                   f"{final / best[(t, b, s)][0]:.2f}  last s {kept[-1] if kept else 1.0:.3g}")
         return
     if args.mode == "blocks":
-        jobs = [(t, args.base, s, int(b)) for t in tasks for s in seeds for b in args.block.split(",")]
-        with get_context("fork").Pool(2) as pool:
-            res = pool.map(_block_job, jobs)
-        for (t, b, s, block), con in res:
+        for (t, b, s, block), con in _map(block_contrasts, block_jobs):
             se = statistics.stdev(con) / math.sqrt(len(con)) if len(con) > 1 else math.nan
             late = statistics.mean(con[len(con) // 2:])
             print(f"{t:20s} {b:9s} seed {s}  B {block:3d}  {len(con):3d} pairs  contrast "
