@@ -109,3 +109,39 @@ def test_digits_deep_tanh_has_six_hidden_tanh_layers_and_no_normalisation():
     kinds = [type(m) for m in t.model]
     assert kinds.count(torch.nn.Tanh) == 6 and kinds.count(torch.nn.Linear) == 7
     assert set(kinds) == {torch.nn.Linear, torch.nn.Tanh} and t.steps == 222
+
+
+def test_digits_moe_output_is_the_gate_weighted_sum_of_its_experts():
+    t = tasks.digits_moe(0)
+    x = tasks._digits()[0][:5]
+    m = t.model
+    weights = torch.softmax(m.gate(x), -1)
+    expected = sum(weights[:, k:k + 1] * m.experts[k](x) for k in range(len(m.experts)))
+    assert len(m.experts) == 4 and torch.allclose(m(x), expected, atol=1e-6)
+    assert t.steps == 222
+
+
+def test_deep_linear_is_a_product_of_four_matrices_through_a_rank_8_bottleneck():
+    """No activation and no bias: the network is the linear map W4·W3·W2·W1 of rank ≤ 8, and the
+    best rank-8 map leaves 0.157 on the training set (the floor its runs stay above)."""
+    t = tasks.deep_linear(0)
+    Xtr, ytr, _, _ = tasks._linear_map_data()
+    mats = [m.weight.double() for m in t.model]
+    assert [tuple(w.shape) for w in mats] == [(16, 32), (8, 16), (16, 8), (16, 16)]
+    assert all(m.bias is None for m in t.model)
+    product = mats[3] @ mats[2] @ mats[1] @ mats[0]
+    assert torch.allclose(t.model(Xtr[:7]).double(), Xtr[:7].double() @ product.T, atol=1e-5)
+    assert int(torch.linalg.matrix_rank(product)) <= 8
+    P = Xtr.double() @ torch.linalg.lstsq(Xtr.double(), ytr.double()).solution
+    U, S, Vh = torch.linalg.svd(P, full_matrices=False)
+    rank8 = U[:, :8] @ torch.diag(S[:8]) @ Vh[:8]
+    assert 0.15 < float(((rank8 - ytr.double()) ** 2).mean()) < 0.165
+    assert t.steps == 124
+
+
+def test_round_20_held_out_tasks_are_out_of_the_selection_and_round_19_s_are_in():
+    for name in ("digits_moe", "deep_linear"):
+        assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
+    for name in ("sine_field", "digits_deep_tanh"):
+        assert name in tasks.SELECTION
+    assert len(tasks.SELECTION) == 34
