@@ -25,12 +25,36 @@ def test_signal_fraction_is_one_for_equal_halves_and_near_zero_for_independent_n
 def test_the_measurement_leaves_the_run_as_it_would_have_been():
     """Dropout's RNG stream and BatchNorm's running statistics are restored after the extra
     backward passes: the measured run ends exactly where the stored protocol's run ends."""
-    fractions, alpha, final = split_signal.run("bn_dropout_mlp", "sgd")
+    fractions, alpha, final, decreases = split_signal.run("bn_dropout_mlp", "sgd")
     ref = run_one(dict(task="bn_dropout_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
     assert final == ref["final_train_loss"]
     assert len(fractions) == split_signal.POINTS and all(math.isfinite(f) for f in fractions)
     assert all(f <= 1.0 for f in fractions)  # ⟨A,B⟩ ≤ |(A+B)/2|² since |A − B|² ≥ 0
     assert alpha == ref["alpha_median"]
+    assert len(decreases) == split_signal.POINTS
+    assert all(len(d) == 3 and all(math.isfinite(v) for v in d) for d in decreases)
+    assert sum(d[0] > 0 for d in decreases) >= 6  # a fitted step lowers its own batch's loss
+
+
+def test_the_step_s_batch_decrease_is_measured_with_one_dropout_mask():
+    """Two frozen losses at one point agree exactly (the mask is fixed), and the run's RNG stream
+    is where it was: without the fixed mask the before/after difference would carry mask noise."""
+    from bench.quality.tasks import TASKS
+    task = TASKS["bn_dropout_mlp"](0)
+    x, y = next(iter(task.batches()))
+    state = torch.get_rng_state()
+    a = split_signal._frozen_loss(task, task.model, x, y)
+    b = split_signal._frozen_loss(task, task.model, x, y)
+    assert a == b and torch.equal(torch.get_rng_state(), state)
+    with torch.no_grad():
+        assert len({float(task.loss(task.model, x, y)) for _ in range(3)}) > 1  # masks vary otherwise
+
+
+def test_share_is_the_ratio_of_summed_decreases_and_nan_without_a_batch_decrease():
+    dec = [(1.0, 0.2, 0.5), (3.0, 0.6, -0.1)]
+    assert split_signal.share(dec, 1) == pytest.approx(0.2)
+    assert split_signal.share(dec, 2) == pytest.approx(0.1)
+    assert math.isnan(split_signal.share([(-1.0, 0.1, 0.1)], 1))
 
 
 def test_rank_correlation_is_one_for_monotone_pairs_and_minus_one_for_reversed():

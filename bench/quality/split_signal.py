@@ -13,6 +13,14 @@ large-batch training"). It needs two gradients at one point, which one step of t
 not have. Printed per task: the median over the eight points, the run's median α, plain X's best
 grid lr at seed 0 and their ratio, and the run's final loss over X at that lr; per base, the rank
 correlation of the fraction with log(α / best lr).
+
+Beside it, at the same points, the step's decrease shares (log item 44): the decrease of the loss over
+the step the optimizer took, on the whole training set and on the next batch of the run (both at θ
+before and θ after, with one fixed dropout mask), over its decrease on the step's own batch. The
+training-set share is the quantity log item 42 read off its grids (how much of a step's batch
+decrease is training-set decrease); the next batch's is the estimate of it a rule could make with one
+more forward pass (the next batch at the old parameters). Each is the ratio of the sums over the
+eight points, with their rank correlations with log(α / best lr).
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ from multiprocessing import get_context
 import torch
 
 POINTS = 8
+MASK_SEED = 20_260_411  # the dropout mask of the before/after losses: one, so their difference is the step's
 
 
 def signal_fraction(grads_a, grads_b) -> float:
@@ -63,9 +72,39 @@ def _half_gradients(task, model, params, x, y):
     return out
 
 
+def _frozen_loss(task, model, x, y) -> float:
+    """The batch loss as the optimizer sees it (training mode) with one fixed dropout mask, leaving
+    the RNG stream and BatchNorm's statistics as they were."""
+    rng = torch.get_rng_state()
+    buffers = [b.detach().clone() for b in model.buffers()]
+    torch.manual_seed(MASK_SEED)
+    with torch.no_grad():
+        out = float(task.loss(model, x, y))
+        for b, c in zip(model.buffers(), buffers):
+            b.copy_(c)
+    torch.set_rng_state(rng)
+    return out
+
+
+def _at(params, values):
+    """Copies ``values`` into ``params``; returns what they held."""
+    held = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+    return held
+
+
+def share(decreases, k: int) -> float:
+    """Σ decrease k / Σ batch decrease over the points ((batch, training set, next batch) each)."""
+    batch = sum(d[0] for d in decreases)
+    return sum(d[k] for d in decreases) / batch if batch > 0 else math.nan
+
+
 def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
-    """(fractions at the eight points, median α of the run, final train loss). Each fraction is at
-    most 1 (|G_A − G_B|² ≥ 0) and is negative where the halves disagree."""
+    """(fractions at the eight points, median α of the run, final train loss, decreases at the eight
+    points: (own batch, training set, next batch) over the step taken). Each fraction is at most 1
+    (|G_A − G_B|² ≥ 0) and is negative where the halves disagree."""
     from bench.quality.run import make_optimizer
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
@@ -74,13 +113,25 @@ def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
     params = list(model.parameters())
     opt = make_optimizer("qlab_" + base, params, alpha0, None)  # the protocol's QLAB-X
     at = {int(task.steps * (k + 0.5) / POINTS) for k in range(POINTS)}
-    fractions, alphas = [], []
+    fractions, alphas, decreases, pending = [], [], [], None
     for i, (x, y) in enumerate(task.batches()):
-        if i in at and not task.full_batch:
+        if pending is not None:  # the previous point's step, on this (the next) batch
+            after = _frozen_loss(task, model, x, y)
+            now = _at(params, pending[0])
+            before = _frozen_loss(task, model, x, y)
+            _at(params, now)
+            decreases.append(pending[1] + (before - after,))
+            pending = None
+        measured = i in at and not task.full_batch
+        if measured:
             fractions.append(signal_fraction(*_half_gradients(task, model, params, x, y)))
+            theta = [p.detach().clone() for p in params]
+            batch0, train0 = _frozen_loss(task, model, x, y), task.train_loss(model)
         opt.step(lambda: task.loss(model, x, y))
         alphas.append(float(opt.alpha))
-    return fractions, sorted(alphas)[len(alphas) // 2], task.train_loss(model)  # run_one's median
+        if measured:
+            pending = (theta, (batch0 - _frozen_loss(task, model, x, y), train0 - task.train_loss(model)))
+    return fractions, sorted(alphas)[len(alphas) // 2], task.train_loss(model), decreases  # run_one's median
 
 
 def _job(args):
@@ -100,16 +151,21 @@ def main(argv=None):
         res = pool.map(_job, jobs)
     best = best_plain(load())
     for base in args.base.split(","):
-        print(f"{base}: task, median signal fraction, median α, best grid lr, α / best lr, final / best")
+        print(f"{base}: task, median signal fraction, training-set share, next-batch share, median α, "
+              "best grid lr, α / best lr, final / best")
         rows = []
-        for task, b, fr, alpha, final in res:
+        for task, b, fr, alpha, final, dec in res:
             if b == base:
                 ref, lr = best[(task, base, 0)]
-                rows.append((statistics.median(fr), task, alpha, lr, final / ref))
-        for frac, task, alpha, lr, ratio in sorted(rows):
-            print(f"  {task:22s} {frac:7.3f}  {alpha:9.3g}  {lr:<7g}  {alpha / lr:7.2f}  {ratio:5.2f}")
-        rho = rank_correlation([r[0] for r in rows], [math.log(r[2] / r[3]) for r in rows])
-        print(f"  rank correlation of the fraction with log(α / best lr): {rho:.2f}")
+                rows.append((statistics.median(fr), share(dec, 1), share(dec, 2), task, alpha, lr,
+                             final / ref))
+        for frac, s_train, s_next, task, alpha, lr, ratio in sorted(rows, key=lambda r: r[1]):
+            print(f"  {task:22s} {frac:7.3f} {s_train:7.3f} {s_next:7.3f}  {alpha:9.3g}  {lr:<7g}  "
+                  f"{alpha / lr:7.2f}  {ratio:5.2f}")
+        logs = [math.log(r[4] / r[5]) for r in rows]
+        print("  rank correlation with log(α / best lr): fraction {:.2f}, training-set share {:.2f}, "
+              "next-batch share {:.2f}".format(*(rank_correlation([r[k] for r in rows], logs)
+                                                 for k in (0, 1, 2))))
 
 
 if __name__ == "__main__":
