@@ -304,6 +304,7 @@ POLYAK = 2.0
 LEN_RULES = tuple(r for r in RULES if "_len" in r)
 LENMEM_RULES = tuple(r for r in LEN_RULES if "_lenmem" in r)
 LENUP_RULES = tuple(r for r in LEN_RULES if "_lenup" in r)
+LEN_MOVED_RULES = LENMEM_RULES + LENUP_RULES  # the stored length moved with the α memory first
 LEN_GROWTH = 1.5
 LEN_DECAY_OF = {r: 0.5 if "_len50" in r else EMA_DECAY for r in LEN_RULES}
 
@@ -628,8 +629,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if rule in LEN_RULES and vv > 0:
         norm = math.sqrt(vv)
         length = st.length
-        if (rule in LENMEM_RULES or rule in LENUP_RULES) and _good(length) and _good(st.ema) \
-                and _good(new.ema):
+        if rule in LEN_MOVED_RULES and _good(length) and _good(st.ema) and _good(new.ema):
             shift = new.ema / st.ema
             length = length * (max(shift, 1.0) if rule in LENUP_RULES else shift)
         if _good(length):

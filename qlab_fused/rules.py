@@ -11,7 +11,7 @@ import torch
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
 from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LENMEM_RULES,
+                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
@@ -229,7 +229,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     if rule in LEN_RULES:  # the step only, as `*polyak`; its own memory: the smoothed step length
         norm = vv.clamp_min(0).sqrt()
         moved = length
-        if rule in LENMEM_RULES or rule in LENUP_RULES:  # moved with the α memory (`_lenmem`, `_lenup`)
+        if rule in LEN_MOVED_RULES:  # moved with the α memory (`_lenmem`, `_lenup`)
             one = zero + 1
             shift = _good(length) & _good(st64["ema"]) & _good(ema_next)
             ratio = torch.where(shift, ema_next / torch.where(shift, st64["ema"], one), one)
