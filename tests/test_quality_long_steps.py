@@ -1,4 +1,4 @@
-"""Steps stretched past the fitted one (log item 43): the tool changes only what it says it does."""
+"""Steps scaled from the fitted one (log items 43, 44): the tool changes only what it says it does."""
 import math
 
 import pytest
@@ -77,3 +77,27 @@ def test_scale_search_with_one_window_longer_than_the_run_is_the_protocols_run()
     ref = run_one(dict(task="digits_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
     final, kept = long_steps.scale_search("digits_mlp", "sgd", 0, block=10_000)
     assert kept == [] and final == ref["final_train_loss"]
+
+
+def test_share_scaled_run_with_floor_one_is_the_protocols_run():
+    """s = 1 throughout when the floor is 1: the extra forwards (the next batch at the old
+    parameters, the own batch before and after at one dropout mask) leave the run as it was."""
+    final, scale, share = long_steps.share_scaled_run("bn_dropout_mlp", "sgd", 0, floor=1.0)
+    ref = run_one(dict(task="bn_dropout_mlp", seed=0, method="qlab_sgd", lr=0.01, rule=None))
+    assert final == ref["final_train_loss"] and scale == 1.0 and math.isfinite(share)
+
+
+def test_share_scaled_run_scales_by_the_share_over_r0_within_the_floor(monkeypatch):
+    """With every frozen loss a made-up function of the step, the scale is clamp(share / r0)."""
+    seen = []
+    real_step = long_steps._step
+
+    def step(task, params, opt, x, y, s):
+        seen.append(s)
+        return real_step(task, params, opt, x, y, s)
+
+    monkeypatch.setattr(long_steps, "_step", step)
+    final, scale, share = long_steps.share_scaled_run("digits_mlp", "sgd", 0, r0=1e9, floor=0.3)
+    assert seen[:10] == [1.0] * 10  # no scale before step 10
+    assert set(seen[11:]) == {0.3}  # any share over r0 = 1e9 is below the floor
+    assert scale == 0.3 and math.isfinite(final)

@@ -1,10 +1,11 @@
-"""Steps longer than the fitted one, behind docs/quality.md log item 43.
+"""Steps longer or shorter than the fitted one, behind docs/quality.md log items 43 and 44.
 
     python -m bench.quality.long_steps scale --task digits_lstm --scales 1,1.5,2,silver --seeds 0,1,2
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60,100,140,166
     python -m bench.quality.long_steps horizon --task digits_lstm --ks 1,5,20,60 --at 0.5
     python -m bench.quality.long_steps blocks --task ratings_mf --base adam --block 10
     python -m bench.quality.long_steps search --task ratings_mf --base adam --block 20,40
+    python -m bench.quality.long_steps share --task selection --base adam
 
 All three modes take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend
 it to s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s
@@ -21,7 +22,11 @@ second half of the run. ``search``: what two branches from one state would buy, 
 the training compute: every window of B steps both s and s·f (f = 0.5 and 2 in turn) run from one
 state on the same batches, the one with the lower mean batch loss over the window's second half is
 kept and the run goes on from it; prints the final train loss over plain X's at its best grid lr and
-the last s.
+the last s. ``share`` (log item 44): s follows how much of the steps' decrease on their own batches
+the next batches see, s = clamp(Ē_next / Ē_own / r0, floor, 1), with Ē the EMAs (decay 0.95) of the
+decrease over each step on the next batch (one more forward, the next batch at the old parameters)
+and on the step's own batch (at one dropout mask), from step 10 on; prints the final train loss over
+plain X's at its best grid lr, the median s and the median share.
 """
 from __future__ import annotations
 
@@ -143,6 +148,33 @@ def scale_search(task_name: str, base: str, seed: int, block: int):
     return task.train_loss(model), kept
 
 
+def share_scaled_run(task_name: str, base: str, seed: int, r0: float = 0.2, floor: float = 0.25,
+                     decay: float = 0.95):
+    """(final train loss, median s, median share) of a default run whose every step is scaled by
+    s = clamp(share / r0, floor, 1), the share the EMA of the next batches' decrease over the EMA
+    of the own batches' decrease (module docstring); the scale is set before the step it scales."""
+    from bench.quality.split_signal import _at, _frozen_loss
+    task, params, opt = _setup(task_name, base, seed)
+    model = task.model
+    previous, e_next, e_own, s, scales, shares = None, 0.0, 0.0, 1.0, [], []
+    for i, (x, y) in enumerate(task.batches()):
+        if previous is not None:
+            after = _frozen_loss(task, model, x, y)
+            now = _at(params, previous)
+            e_next = decay * e_next + (1 - decay) * (_frozen_loss(task, model, x, y) - after)
+            _at(params, now)
+        if i >= 10 and e_own > 0:
+            shares.append(e_next / e_own)
+            s = min(1.0, max(floor, shares[-1] / r0))
+        previous = [p.detach().clone() for p in params]
+        own = _frozen_loss(task, model, x, y)
+        _step(task, params, opt, x, y, s)
+        e_own = decay * e_own + (1 - decay) * (own - _frozen_loss(task, model, x, y))
+        scales.append(s)
+    return (task.train_loss(model), statistics.median(scales),
+            statistics.median(shares) if shares else math.nan)
+
+
 def _call(job):
     fn, args = job
     return args, fn(*args)
@@ -157,16 +189,28 @@ def _map(fn, jobs):
 def main(argv=None):
     from bench.quality.analyze import best_plain, load
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["scale", "horizon", "blocks", "search"])
-    ap.add_argument("--task", default="digits_lstm", help="comma list")
+    ap.add_argument("mode", choices=["scale", "horizon", "blocks", "search", "share"])
+    ap.add_argument("--task", default="digits_lstm", help="comma list, or 'selection' (share)")
     ap.add_argument("--base", default="sgd", help="sgd, momentum or adam")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--scales", default="1,2", help="scale: constants and/or 'silver'")
     ap.add_argument("--ks", default="1,5,20,60", help="horizon: window lengths (steps after the branch)")
     ap.add_argument("--at", default="0.25", help="horizon: where to branch, fractions of the run")
     ap.add_argument("--block", default="10", help="blocks, search: block lengths, comma list")
+    ap.add_argument("--share", default="0.2,0.25", help="share: r0 and the floor of s")
     args = ap.parse_args(argv)
     tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.mode == "share":
+        from bench.quality.tasks import SELECTION
+        if args.task == "selection":
+            tasks = [t for t in SELECTION if t != "convex_softmax"]  # full batch: no next batch
+        r0, floor = (float(v) for v in args.share.split(","))
+        res = _map(share_scaled_run, [(t, args.base, s, r0, floor) for t in tasks for s in seeds])
+        best = best_plain(load())
+        for (t, b, s, _, _), (final, scale, share) in res:
+            print(f"{t:22s} seed {s}  ratio {final / best[(t, b, s)][0]:5.2f}  median s {scale:.2f}  "
+                  f"median share {share:.3f}")
+        return
     if args.mode == "scale":
         jobs = [(t, args.base, s, sc) for t in tasks for s in seeds for sc in args.scales.split(",")]
         res = _map(scaled_run, jobs)
