@@ -116,7 +116,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # thirty-one tasks): `_lenup` (the stored length follows the α memory up only) has 645 against
 # `_len`'s 648 of 930 for Adam (worst cases tie): Adam's stands; no SGD or Momentum candidate.
 # Round 19 (log item 43; thirty-two tasks): no candidate (the gradient's signal fraction, measured
-# with two half-batch gradients, does not tell the failing groups apart); all three stand.
+# with two half-batch gradients, does not tell the failing groups apart); all three stand. Round 20
+# (log item 44; thirty-four tasks): no candidate (the share of a step's decrease that the training
+# set or the next batch sees does not either; a step scaled by it is a quarter step); all stand.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_guard_len"}
