@@ -145,3 +145,19 @@ def test_round_20_held_out_tasks_are_out_of_the_selection_and_round_19_s_are_in(
     for name in ("sine_field", "digits_deep_tanh"):
         assert name in tasks.SELECTION
     assert len(tasks.SELECTION) == 34
+
+
+def test_clicks_fm_is_a_factorization_machine_over_one_table_of_field_levels():
+    """The output is bias + Σ level weights + Σ_{i<j} ⟨v_i, v_j⟩ over the six fields, and a batch
+    touches few of the 1400 rows (the sparse-row kind the held-out task stands for)."""
+    t = tasks.clicks_fm(0)
+    Xtr, ytr, Xte, yte = tasks._click_fields()
+    assert Xtr.shape == (20000, 6) and Xte.shape == (4000, 6) and int(Xtr.max()) == 1399
+    m, idx = t.model, Xtr[:5]
+    v = m.vectors(idx)
+    pairs = sum((v[:, i] * v[:, j]).sum(-1) for i in range(6) for j in range(i + 1, 6))
+    expected = m.bias + m.weight(idx).squeeze(-1).sum(1) + pairs
+    assert torch.allclose(m(idx), expected, atol=1e-5)
+    x, _ = next(iter(t.batches()))
+    assert len(set(x.flatten().tolist())) < 400 and t.steps == 312
+    assert tasks.HELD_OUT["clicks_fm"] == "held out of round 20" and "clicks_fm" not in tasks.SELECTION
