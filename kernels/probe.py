@@ -1,5 +1,5 @@
 """Probe pass kernel: one read of θ, G and the base state; writes the new state, the probe
-θ − β·X into the work buffer, and per-program fp32 partials of the seven reductions.
+θ − β·X into the work buffer, and per-program fp32 partials of the eight reductions.
 
 The reduction bits depend on the block size and warp count (they fix the summation tree), so this
 kernel is not timing-autotuned: its configuration is a pure function of n (``config``), which keeps
@@ -86,6 +86,7 @@ def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_p
     tl.store(row + 4, tl.where(ok, tl.sum(S * g, axis=0), 0.0))
     tl.store(row + 5, tl.where(ok, tl.sum(g * g, axis=0), 0.0))
     tl.store(row + 6, tl.where(ok, tl.sum(theta * theta, axis=0), 0.0))
+    tl.store(row + 7, tl.where(ok, tl.sum(tl.where(g == 0.0, V * V, 0.0), axis=0), 0.0))
 
 
 def config(n: int) -> tuple[int, int]:

@@ -46,7 +46,8 @@ RED_PP = 3  # |P|²
 RED_SG = 4  # ⟨S, G⟩   slope along the direction built from the previous state only
 RED_GG = 5  # |G|²     (all-zero gradient detection)
 RED_TT = 6  # |θ|²     (the "*rel" rules bound the step relative to the parameters)
-RED_LEN = 7
+RED_VZ = 7  # Σ V² where G = 0 (the "*unseen" rules: the step's share the batch cannot see)
+RED_LEN = 8
 
 
 @dataclass(frozen=True)

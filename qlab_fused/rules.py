@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV
+from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV, RED_VZ
 from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
-                        SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, WGEO_RULES,
+                        SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, UNSEEN_RULES,
+                        WGEO_RULES,
                         WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "skips", "step")
@@ -240,6 +241,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         taken = stepped & (vv > 0) & (alpha > 0)
         step_len = torch.where(taken, alpha * norm, zero + 1)
         length = torch.where(taken, _log_ema(moved, step_len, LEN_DECAY_OF[rule]), length)
+    if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
+        u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)
+        alpha = alpha * (1 - u.clamp(0, 1)) ** 2
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),

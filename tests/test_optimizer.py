@@ -233,3 +233,54 @@ def test_a_bf16_model_with_an_fp32_loss_trains():
     assert zero < 24, zero
     with torch.no_grad():
         assert float(loss(X, y)) < 0.6 * first
+
+
+class _RowQuartic(Quartic):
+    """Quartic over the rows (first index) a step touches: at step s the rows with (i + s) % 3 == 0
+    are left out, so their gradient is exactly 0 while momentum and Adam still move them (what an
+    embedding table's untouched rows do)."""
+
+    step = 0
+
+    def loss(self, params):
+        total = 0.0
+        for p, h, q, t in zip(params, self.h, self.q, self.t):
+            rows = (torch.arange(p.shape[0], device=p.device) + self.step) % 3 != 0
+            mask = rows.reshape((-1,) + (1,) * (p.dim() - 1)).to(torch.float64)
+            e = p.double() - t.to(p.device)
+            total = total + (mask * (0.5 * h.to(p.device) * e * e + 0.25 * q.to(p.device) * e ** 4)).sum()
+        return total
+
+
+@pytest.mark.parametrize("backend,device", [(b, d) for b, d in PAIRS if not (b == "triton" and d == "cpu")])
+@pytest.mark.parametrize("rule", reference.UNSEEN_RULES)
+@pytest.mark.parametrize("config", ["momentum", "adam", "adamw"])
+def test_unseen_rules_match_reference_where_rows_go_untouched(config, rule, backend, device):
+    """`*_unseen` against the reference on a loss that leaves a third of the rows untouched each
+    step: θ and α agree as in test_matches_reference, and the steps were scaled (Σ_{G=0} V² > 0)."""
+    from qlab_fused.contract import RED_VV, RED_VZ
+    cls, kw = CONFIGS[config]
+    obj = _RowQuartic(SHAPES, seed=5)
+    params = [p.to(device).detach().requires_grad_() for p in obj.torch_params()]
+    opt = cls(params, rule=rule, backend=backend, **kw)
+    ref = reference.ReferenceQLAB([p.detach().double().cpu() for p in params],
+                                  [hyper_of(opt, opt.param_groups[0])] * len(params),
+                                  alpha0=kw["alpha0"], rule=rule)
+    shares = []
+    for step in range(12):
+        obj.step = step
+        sync_reference(ref, opt, params)
+        grads = fp32_grads(obj, params)
+        ref.step(lambda ps: obj.loss([p.float() for p in ps]), lambda _: grads)
+        opt.zero_grad()
+        opt.step(lambda: obj.loss(params))
+        red = opt._last["red"]
+        shares.append(float(red[RED_VZ] / red[RED_VV]))
+        tol = 1e-5 * max(1.0, cancellation(opt) / 100)
+        scale = max(r.abs().max().item() for r in ref.params)
+        for p, r in zip(params, ref.params):
+            torch.testing.assert_close(p.detach().double().cpu(), r, rtol=tol, atol=tol * scale,
+                                       msg=lambda m: f"θ, step {step}: {m}")
+        assert float(opt.alpha) == pytest.approx(ref.rs.alpha, rel=tol, abs=1e-12), step
+    # Step 0: only AdamW's decoupled decay moves the untouched rows (Adam's and momentum's state is 0).
+    assert shares[0] < 0.01 and all(0.05 < s < 1 for s in shares[1:]), shares

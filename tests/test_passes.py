@@ -11,7 +11,7 @@ import torch
 from qlab_fused import reference
 from qlab_fused.backends import backends, get
 from qlab_fused.contract import (DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, RED_LEN,
-                                 SC_ALPHA, SC_OK, Hyper, scalars)
+                                 RED_VZ, SC_ALPHA, SC_OK, Hyper, scalars)
 
 from conftest import available_backends
 
@@ -40,7 +40,9 @@ def _close(actual, expected, rtol, atol_rel, what):
                                msg=lambda m: f"{what}: {m}")
 
 
-def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0):
+def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0, zeros=False):
+    """``zeros``: from step 2 on every third gradient element is exactly 0 (rows a batch leaves
+    untouched), where V still moves (momentum, Adam, decay): the `*_unseen` reduction's input."""
     gen = torch.Generator().manual_seed(seed)
     rnd = lambda: torch.randn(n, generator=gen, dtype=torch.float64)  # noqa: E731
     theta = rnd()
@@ -50,10 +52,13 @@ def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0):
     states = [torch.zeros(n, dtype=torch.float32, device=device) for _ in h.state_names()]
     theta_ref = master.double().cpu()  # start from the same fp32 values
     rtol, atol = TOL[dtype]
+    unseen = []
     for t in range(1, steps + 1):
         # Same sign as θ, away from 0: with coupled decay, g + λθ near 0 makes Adam's first step
         # g'/(|g'|+ε) ill-conditioned in any fp32 arithmetic, which is not what this test measures.
         g = (torch.sign(theta_ref) * (rnd().abs() + 0.05) * (1 + t)).to(dtype)
+        if zeros and t >= 2:
+            g[::3] = 0
         beta = float(torch.empty(()).uniform_(1e-3, 0.3, generator=gen))
         alpha = float(torch.empty(()).uniform_(1e-3, 0.3, generator=gen))
         grad = g.to(device)
@@ -69,12 +74,14 @@ def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0):
         for name, buf in zip(h.state_names(), states):
             _close(buf, st_ref[name], 1e-5, 1e-6, f"state {name} t={t}")
         red_ref = torch.stack([(V * g64).sum(), (P * g64).sum(), (V * V).sum(), (P * P).sum(),
-                               (S * g64).sum(), (g64 * g64).sum(), (theta_ref * theta_ref).sum()])
+                               (S * g64).sum(), (g64 * g64).sum(), (theta_ref * theta_ref).sum(),
+                               (V * V)[g64 == 0].sum()])
         scale = torch.stack([(V * g64).abs().sum(), (P * g64).abs().sum(), (V * V).sum(),
                              (P * P).sum(), (S * g64).abs().sum(), (g64 * g64).sum(),
-                             (theta_ref * theta_ref).sum()])
+                             (theta_ref * theta_ref).sum(), (V * V).sum()])
         err = (red.double().cpu() - red_ref).abs()
         assert (err <= 1e-5 * scale + 1e-30).all(), f"reductions t={t}: {red} vs {red_ref}"
+        unseen.append(float(red[RED_VZ]))
         sc[SC_ALPHA] = alpha
         module.update_pass(master, work, grad, states, sc, h, probe_dir, inplace)
         probe_size = (beta * X).abs()
@@ -88,6 +95,7 @@ def run_case(module, device, h, n, dtype, inplace, probe_dir, steps=4, seed=0):
         if not inplace:
             assert torch.equal(work, master.to(dtype)), "work must be the rounded master"
         theta_ref = master.double().cpu()  # teacher-force: next step starts from the backend's θ
+    return unseen
 
 
 CASES = [(name, dtype, inplace, pdir)
@@ -104,6 +112,21 @@ CASE_IDS = [f"{c[0]}-{str(c[1])[6:]}-{'inplace' if c[2] else 'copy'}-{'VP'[c[3]]
 def test_passes_match_reference(backend, device, name, dtype, inplace, pdir, n):
     _, module = get(backend, device)
     run_case(module, device, HYPERS[name], n, dtype, inplace, pdir, seed=n)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("name", list(HYPERS))
+@pytest.mark.parametrize("dtype,inplace", [(torch.float32, True), (torch.bfloat16, False)])
+@pytest.mark.parametrize("n", (7, 4097))
+def test_passes_sum_the_step_where_the_gradient_is_zero(backend, device, name, dtype, inplace, n):
+    """RED_VZ = Σ V² over the elements whose gradient is exactly 0 (all reductions and buffers still
+    match the reference); it is positive where V moves without a gradient, 0 for plain SGD."""
+    _, module = get(backend, device)
+    h = HYPERS[name]
+    unseen = run_case(module, device, h, n, dtype, inplace, DIR_V, seed=n, zeros=True)
+    assert unseen[0] == 0  # step 1: no zero gradient
+    moves = h.kind != KIND_SGD or h.weight_decay != 0
+    assert all((u > 0) == moves for u in unseen[1:]), unseen
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)

@@ -27,7 +27,7 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
                   ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
-                        red.get("tt", 0.0)], dtype=torch.float64)
+                        red.get("tt", 0.0), red.get("vz", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
                            torch.tensor(Lb, dtype=torch.float64), vec, st_dev, alpha0, pdir,
                            reference.FP32_EPS,  # the reference's default: losses computed in fp32
@@ -810,7 +810,8 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.POLYAK_RULES if r not in reference.LEN_RULES]),
+@given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen` on top: its own test
+                              if r not in reference.LEN_RULES + reference.UNSEEN_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
@@ -854,7 +855,7 @@ def test_polyak_cap_binds_on_the_demo_spike():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.LEN_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+@given(rule=st.sampled_from([r for r in reference.LEN_RULES if r not in reference.UNSEEN_RULES]), L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, kv=kappa, kp=kappa,
        length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
 # the demo's spike (log item 40): |V| 10× the scale the smoothed α was fitted along
@@ -994,3 +995,34 @@ def test_lenup_follows_a_growing_alpha_memory_and_keeps_the_length_where_it_fall
     assert a_up == a_b                                     # the step is the base rule's
     assert a_mem < a_b                                     # `_lenmem` cuts it
     assert n_up.length == pytest.approx(math.exp(0.9 * math.log(length) + 0.1 * math.log(a_up * 2.0)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from(reference.UNSEEN_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
+       u=st.one_of(st.just(0.0), st.just(1.0), st.floats(min_value=0.0, max_value=1.0)))
+def test_unseen_rules_scale_the_step_by_the_seen_share_squared_and_keep_the_base_state(
+        rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp, ema, length, pdir, u):
+    """`*_unseen`: α is the rule without the modifier times (1 − u)², u = vz/|V|²; every state slot
+    but the last step's α (the α memory, the next probe, `_len`'s length) is the rule's without it;
+    the device agrees."""
+    beta, kv, kp, ema, length = (float(torch.tensor(x, dtype=torch.float32))
+                                 for x in (beta, kv, kp, ema, length))
+    base = rule[:-len("_unseen")]
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=u * vv)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema, length=length)
+    a_u, n_u = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert a_u == pytest.approx(a_b * (1 - u) ** 2 if vv > 0 else a_b, rel=1e-12, abs=1e-300)
+    assert n_u.alpha == a_u and vars(n_u) == dict(vars(n_b), alpha=a_u)  # the step taken
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    b_dev, m_dev = run_device(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_u, rel=1e-5, abs=1e-30) and torch.equal(n_dev["alpha"], a_dev)
+    assert all(torch.equal(n_dev[k], m_dev[k]) for k in n_dev if k != "alpha")
+
+
+def test_unseen_scale_is_one_without_unseen_mass_and_zero_when_all_of_it_is():
+    assert reference.unseen_scale(0.0, 2.0) == 1.0 and reference.unseen_scale(2.0, 2.0) == 0.0
+    assert reference.unseen_scale(0.5, 2.0) == pytest.approx(0.5625)
+    assert reference.unseen_scale(0.0, 0.0) == 1.0 and reference.unseen_scale(3.0, 2.0) == 0.0

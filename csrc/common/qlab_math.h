@@ -95,6 +95,7 @@ QLAB_HD T probe_elem(const Coef& c, const Step& st, int dir, T th, T g, T& s0, T
   r[RED_SG] = KIND == KIND_SGD ? T(0.0f) : S * g;  // SGD has no stale direction: exactly 0
   r[RED_GG] = g * g;
   r[RED_TT] = th * th;
+  r[RED_VZ] = sel(g == T(0.0f), V * V, T(0.0f));  // the step's part where the batch gradient is 0
   return th - T(st.beta) * (dir == DIR_P ? P : V);
 }
 

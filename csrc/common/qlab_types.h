@@ -20,7 +20,7 @@ enum Sc : int {
   SC_OK = 0, SC_BETA = 1, SC_ALPHA = 2, SC_BC1 = 3, SC_BC2_SQRT = 4, SC_INV_BC1_PREV = 5,
   SC_FIRST = 6, SC_LEN = 8
 };
-enum Red : int { RED_VG = 0, RED_PG, RED_VV, RED_PP, RED_SG, RED_GG, RED_TT, RED_LEN };
+enum Red : int { RED_VG = 0, RED_PG, RED_VV, RED_PP, RED_SG, RED_GG, RED_TT, RED_VZ, RED_LEN };
 
 // Constant per-segment coefficients, derived in double from the Python floats and rounded once,
 // as torch does when a Python float multiplies an fp32 tensor.

@@ -79,7 +79,7 @@ def probe_pass(master, work, grad, states, sc, h: Hyper, probe_dir: int):
     red = torch.stack([
         torch.dot(V, g), torch.dot(P, g), torch.dot(V, V), torch.dot(P, P),
         torch.dot(stale, g) if stale is not None else torch.zeros((), device=g.device),
-        torch.dot(g, g), torch.dot(theta, theta),
+        torch.dot(g, g), torch.dot(theta, theta), torch.dot(torch.where(g == 0, V, 0.0), V),
     ])
     assert red.numel() == RED_LEN
     # ok == 0: every buffer keeps its bits (the torch backend writes them back unchanged).
