@@ -338,6 +338,8 @@ def unseen_scale(vz: float, vv: float) -> float:
     """(1 − u)², u = vz / vv clamped to [0, 1]; 1 where |V| = 0."""
     u = min(max(vz / vv, 0.0), 1.0) if vv > 0 else 0.0
     return (1.0 - u) ** 2
+
+
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
 # β·|X| < ε·|θ|, as the probe floor measures it; with the floor, only fp32 and finer parameters get
 # there) cannot move θ: the rule forgets its EMA and probes next at α0 (× reach), as on its first
@@ -504,8 +506,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
               alpha0: float, probe_dir: int, loss_eps: float = FP32_EPS,
               param_eps: float = FP32_EPS) -> tuple[float, RuleState]:
     """α for this step and the rule state after it. ``red`` holds the reductions vg, pg, vv, pp, sg, gg,
-    tt (and vz, read by the `*_unseen` rules only); ``loss_eps`` is the machine epsilon of the dtype the losses were computed in, ``param_eps``
-    that of the parameters the probe forward reads (the coarsest, if several)."""
+    tt (and vz, read by the `*_unseen` rules only); ``loss_eps`` is the machine epsilon of the dtype
+    the losses were computed in, ``param_eps`` that of the parameters the probe forward reads (the
+    coarsest, if several)."""
     new = RuleState(**vars(st))
     if not math.isfinite(L0):  # the whole step is skipped; nothing else changes
         new.skips += 1
