@@ -7,7 +7,7 @@
     python -m bench.quality.long_steps search --task ratings_mf --base adam --block 20,40
     python -m bench.quality.long_steps share --task selection --base adam
 
-All three modes take a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extend
+Every mode takes a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extends
 it to s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s
 for the whole run, a constant or ``silver`` (Altschuler and Parrilo's long-step schedule for smooth
 convex gradient descent, s_t = 1 + ρ^(v(t)−1), ρ = 1 + √2, v(t) the 2-adic valuation of t, capped at
@@ -153,16 +153,13 @@ def share_scaled_run(task_name: str, base: str, seed: int, r0: float = 0.2, floo
     """(final train loss, median s, median share) of a default run whose every step is scaled by
     s = clamp(share / r0, floor, 1), the share the EMA of the next batches' decrease over the EMA
     of the own batches' decrease (module docstring); the scale is set before the step it scales."""
-    from bench.quality.split_signal import _at, _frozen_loss
+    from bench.quality.split_signal import _frozen_loss, next_batch_decrease
     task, params, opt = _setup(task_name, base, seed)
     model = task.model
     previous, e_next, e_own, s, scales, shares = None, 0.0, 0.0, 1.0, [], []
     for i, (x, y) in enumerate(task.batches()):
         if previous is not None:
-            after = _frozen_loss(task, model, x, y)
-            now = _at(params, previous)
-            e_next = decay * e_next + (1 - decay) * (_frozen_loss(task, model, x, y) - after)
-            _at(params, now)
+            e_next = decay * e_next + (1 - decay) * next_batch_decrease(task, params, previous, x, y)
         if i >= 10 and e_own > 0:
             shares.append(e_next / e_own)
             s = min(1.0, max(floor, shares[-1] / r0))

@@ -25,6 +25,7 @@ eight points, with their rank correlations with log(α / best lr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 from multiprocessing import get_context
@@ -32,7 +33,7 @@ from multiprocessing import get_context
 import torch
 
 POINTS = 8
-MASK_SEED = 20_260_411  # the dropout mask of the before/after losses: one, so their difference is the step's
+MASK_SEED = 20_260_411  # one dropout mask for the before/after losses: their difference is the step's
 
 
 def signal_fraction(grads_a, grads_b) -> float:
@@ -58,32 +59,35 @@ def rank_correlation(xs, ys) -> float:
     return (sum((a - m) * (b - m) for a, b in zip(rx, ry)) / sum((a - m) ** 2 for a in rx))
 
 
-def _half_gradients(task, model, params, x, y):
-    """The two halves' gradients at the current parameters, leaving no trace on the run."""
+@contextlib.contextmanager
+def _no_trace(model):
+    """Extra forwards inside leave the run as it was: the RNG stream (dropout) and the model's
+    buffers (BatchNorm's running statistics) are restored on the way out."""
     rng = torch.get_rng_state()
     buffers = [b.detach().clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, c in zip(model.buffers(), buffers):
+                b.copy_(c)
+        torch.set_rng_state(rng)
+
+
+def _half_gradients(task, model, params, x, y):
+    """The two halves' gradients at the current parameters, leaving no trace on the run."""
     n = len(y) // 2
-    out = [torch.autograd.grad(task.loss(model, xs, ys), params, allow_unused=True)
-           for xs, ys in ((x[:n], y[:n]), (x[n:2 * n], y[n:2 * n]))]
-    torch.set_rng_state(rng)
-    with torch.no_grad():
-        for b, c in zip(model.buffers(), buffers):
-            b.copy_(c)
-    return out
+    with _no_trace(model):
+        return [torch.autograd.grad(task.loss(model, xs, ys), params, allow_unused=True)
+                for xs, ys in ((x[:n], y[:n]), (x[n:2 * n], y[n:2 * n]))]
 
 
 def _frozen_loss(task, model, x, y) -> float:
     """The batch loss as the optimizer sees it (training mode) with one fixed dropout mask, leaving
-    the RNG stream and BatchNorm's statistics as they were."""
-    rng = torch.get_rng_state()
-    buffers = [b.detach().clone() for b in model.buffers()]
-    torch.manual_seed(MASK_SEED)
-    with torch.no_grad():
-        out = float(task.loss(model, x, y))
-        for b, c in zip(model.buffers(), buffers):
-            b.copy_(c)
-    torch.set_rng_state(rng)
-    return out
+    no trace on the run."""
+    with _no_trace(model), torch.no_grad():
+        torch.manual_seed(MASK_SEED)
+        return float(task.loss(model, x, y))
 
 
 def _at(params, values):
@@ -93,6 +97,16 @@ def _at(params, values):
         for p, v in zip(params, values):
             p.copy_(v)
     return held
+
+
+def next_batch_decrease(task, params, previous, x, y) -> float:
+    """The decrease of this batch's loss (one mask) from the parameters ``previous`` to the current
+    ones: the last step as an independent batch sees it, at the cost of one more forward."""
+    after = _frozen_loss(task, task.model, x, y)
+    now = _at(params, previous)
+    before = _frozen_loss(task, task.model, x, y)
+    _at(params, now)
+    return before - after
 
 
 def share(decreases, k: int) -> float:
@@ -116,11 +130,7 @@ def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
     fractions, alphas, decreases, pending = [], [], [], None
     for i, (x, y) in enumerate(task.batches()):
         if pending is not None:  # the previous point's step, on this (the next) batch
-            after = _frozen_loss(task, model, x, y)
-            now = _at(params, pending[0])
-            before = _frozen_loss(task, model, x, y)
-            _at(params, now)
-            decreases.append(pending[1] + (before - after,))
+            decreases.append(pending[1] + (next_batch_decrease(task, params, pending[0], x, y),))
             pending = None
         measured = i in at and not task.full_batch
         if measured:
@@ -130,8 +140,10 @@ def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
         opt.step(lambda: task.loss(model, x, y))
         alphas.append(float(opt.alpha))
         if measured:
-            pending = (theta, (batch0 - _frozen_loss(task, model, x, y), train0 - task.train_loss(model)))
-    return fractions, sorted(alphas)[len(alphas) // 2], task.train_loss(model), decreases  # run_one's median
+            pending = (theta, (batch0 - _frozen_loss(task, model, x, y),
+                               train0 - task.train_loss(model)))
+    median = sorted(alphas)[len(alphas) // 2]  # run_one's median
+    return fractions, median, task.train_loss(model), decreases
 
 
 def _job(args):

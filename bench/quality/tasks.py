@@ -1162,7 +1162,8 @@ def _linear_map_data():
 def deep_linear(seed: int) -> Task:
     """MSE regression of a noisy linear map R³² → R¹⁶ by a deep linear network 32-16-8-16-16 (four
     matrices, no activation, no bias: a non-convex factorisation of a convex problem, the rank-8
-    bottleneck keeping the training loss above 0.157), batch 32, 2 epochs (124 steps). Test metric: test MSE."""
+    bottleneck keeping the training loss above 0.157), batch 32, 2 epochs (124 steps). Test metric:
+    test MSE."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(32, 16, bias=False), nn.Linear(16, 8, bias=False),
                           nn.Linear(8, 16, bias=False), nn.Linear(16, 16, bias=False))
