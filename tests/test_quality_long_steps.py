@@ -101,3 +101,11 @@ def test_share_scaled_run_scales_by_the_share_over_r0_within_the_floor(monkeypat
     assert seen[:10] == [1.0] * 10  # no scale before step 10
     assert set(seen[11:]) == {0.3}  # any share over r0 = 1e9 is below the floor
     assert scale == 0.3 and math.isfinite(final)
+
+
+def test_rule_option_reaches_the_optimizer(monkeypatch):
+    """--rule (long_steps.RULE) builds the run's optimizer with that rule, not the default."""
+    monkeypatch.setattr(long_steps, "RULE", "paper")
+    assert long_steps._setup("digits_mlp", "adam", 0)[2].rule == "paper"
+    monkeypatch.setattr(long_steps, "RULE", None)
+    assert long_steps._setup("digits_mlp", "adam", 0)[2].rule != "paper"

@@ -62,3 +62,14 @@ def test_rank_correlation_is_one_for_monotone_pairs_and_minus_one_for_reversed()
     assert split_signal.rank_correlation(xs, [2 * x + 5 for x in xs]) == pytest.approx(1.0)
     assert split_signal.rank_correlation(xs, [-(x ** 3) for x in xs]) == pytest.approx(-1.0)
     assert split_signal.rank_correlation([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+
+
+def test_rule_option_runs_the_protocol_s_run_of_that_rule(monkeypatch):
+    """With split_signal.RULE set (--rule), the measured run ends where the protocol's run of that
+    rule ends, not the default's."""
+    rule = "alternate_trust_ema_rel_near_match_guard_len"
+    monkeypatch.setattr(split_signal, "RULE", rule)
+    final = split_signal.run("digits_mlp", "adam")[2]
+    ref = run_one(dict(task="digits_mlp", seed=0, method="qlab_adam", lr=0.01, rule=rule))
+    default = run_one(dict(task="digits_mlp", seed=0, method="qlab_adam", lr=0.01, rule=None))
+    assert final == ref["final_train_loss"] != default["final_train_loss"]

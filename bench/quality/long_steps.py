@@ -41,6 +41,7 @@ import torch
 RHO = 1 + math.sqrt(2)
 SILVER_CAP = 8.0
 BRANCH_SCALES = (0.5, 1.0, 2.0)
+RULE = None  # QLAB's rule (None: the default); --rule sets it before the workers fork
 
 
 def silver(t: int) -> float:
@@ -55,7 +56,7 @@ def _setup(task_name, base, seed):
     torch.set_num_threads(1)
     task = TASKS[task_name](seed)
     params = list(task.model.parameters())
-    return task, params, make_optimizer("qlab_" + base, params, 0.01, None)  # the protocol's QLAB-X
+    return task, params, make_optimizer("qlab_" + base, params, 0.01, RULE)  # the protocol's QLAB-X
 
 
 def _step(task, params, opt, x, y, s: float) -> float:
@@ -195,7 +196,11 @@ def main(argv=None):
     ap.add_argument("--at", default="0.25", help="horizon: where to branch, fractions of the run")
     ap.add_argument("--block", default="10", help="blocks, search: block lengths, comma list")
     ap.add_argument("--share", default="0.2,0.25", help="share: r0 and the floor of s")
+    ap.add_argument("--rule", default=None, help="a rule instead of the base's default (log items 43 "
+                    "and 44 measured Adam with alternate_trust_ema_rel_near_match_guard_len)")
     args = ap.parse_args(argv)
+    global RULE
+    RULE = args.rule
     tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
     if args.mode == "share":
         from bench.quality.tasks import SELECTION

@@ -33,6 +33,7 @@ from multiprocessing import get_context
 import torch
 
 POINTS = 8
+RULE = None  # QLAB's rule (None: the default); --rule sets it before the workers fork
 MASK_SEED = 20_260_411  # one dropout mask for the before/after losses: their difference is the step's
 
 
@@ -125,7 +126,7 @@ def run(task_name: str, base: str, seed: int = 0, alpha0: float = 0.01):
     task = TASKS[task_name](seed)
     model = task.model
     params = list(model.parameters())
-    opt = make_optimizer("qlab_" + base, params, alpha0, None)  # the protocol's QLAB-X
+    opt = make_optimizer("qlab_" + base, params, alpha0, RULE)  # the protocol's QLAB-X
     at = {int(task.steps * (k + 0.5) / POINTS) for k in range(POINTS)}
     fractions, alphas, decreases, pending = [], [], [], None
     for i, (x, y) in enumerate(task.batches()):
@@ -156,7 +157,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--task", default="selection", help="comma list, or 'selection'")
     ap.add_argument("--base", default="sgd,momentum,adam", help="comma list of sgd, momentum, adam")
+    ap.add_argument("--rule", default=None, help="a rule instead of each base's default (log items 43 "
+                    "and 44 measured Adam with alternate_trust_ema_rel_near_match_guard_len)")
     args = ap.parse_args(argv)
+    global RULE
+    RULE = args.rule
     tasks = SELECTION if args.task == "selection" else tuple(args.task.split(","))
     jobs = [(t, b) for b in args.base.split(",") for t in tasks if t != "convex_softmax"]  # full batch
     with get_context("fork").Pool(2) as pool:
