@@ -139,14 +139,6 @@ def test_deep_linear_is_a_product_of_four_matrices_through_a_rank_8_bottleneck()
     assert t.steps == 124
 
 
-def test_round_20_held_out_tasks_are_out_of_the_selection_and_round_19_s_are_in():
-    for name in ("digits_moe", "deep_linear"):
-        assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
-    for name in ("sine_field", "digits_deep_tanh"):
-        assert name in tasks.SELECTION
-    assert len(tasks.SELECTION) == 34
-
-
 def test_clicks_fm_is_a_factorization_machine_over_one_table_of_field_levels():
     """The output is bias + Σ level weights + Σ_{i<j} ⟨v_i, v_j⟩ over the six fields, and a batch
     touches few of the 1400 rows (the sparse-row kind the held-out task stands for)."""
@@ -160,4 +152,61 @@ def test_clicks_fm_is_a_factorization_machine_over_one_table_of_field_levels():
     assert torch.allclose(m(idx), expected, atol=1e-5)
     x, _ = next(iter(t.batches()))
     assert len(set(x.flatten().tolist())) < 400 and t.steps == 312
-    assert tasks.HELD_OUT["clicks_fm"] == "held out of round 20" and "clicks_fm" not in tasks.SELECTION
+
+
+def test_digits_contrastive_loss_is_symmetric_info_nce_over_the_batch():
+    t = tasks.digits_contrastive(0)
+    x, y = next(iter(t.batches()))
+    assert x.shape == (64, 2, 64) and t.steps == 216
+    z1 = torch.nn.functional.normalize(t.model(x[:, 0]).double(), dim=-1)
+    z2 = torch.nn.functional.normalize(t.model(x[:, 1]).double(), dim=-1)
+    logits = z1 @ z2.T / 0.2
+    expected = -0.5 * (torch.log_softmax(logits, 1).diag().mean() + torch.log_softmax(logits, 0).diag().mean())
+    assert abs(float(t.loss(t.model, x, y)) - float(expected)) < 1e-5
+    # every row's loss depends on the other rows of its batch
+    assert abs(float(t.loss(t.model, x[:32], y[:32])) - float(expected)) > 1e-3
+
+
+def test_digits_contrastive_views_are_two_different_corruptions_of_each_digit():
+    Xtr, _, Xte, _ = tasks._digit_views()
+    raw = tasks._digits()[0]
+    assert Xtr.shape == (len(raw), 2, 64) and Xte.shape[1:] == (2, 64)
+    assert (Xtr[:, 0] - Xtr[:, 1]).abs().mean() > 0.05
+    # a view is closer to its own digit than to another digit, on average
+    own = (Xtr[:, 0] - raw).pow(2).sum(1).mean()
+    other = (Xtr[:, 0] - raw.roll(1, 0)).pow(2).sum(1).mean()
+    assert own < 0.85 * other
+
+
+def test_digits_contrastive_training_loss_is_the_mean_over_consecutive_batches():
+    t = tasks.digits_contrastive(0)
+    X = tasks._digit_views()[0]
+    chunks = [float(tasks._info_nce(t.model, X[i:i + 64])) for i in range(0, len(X) - 63, 64)]
+    assert len(chunks) == len(X) // 64
+    assert abs(t.train_loss(t.model) - sum(chunks) / len(chunks)) < 1e-5
+
+
+def test_skipgram_ns_scores_are_dot_products_and_its_batch_loss_a_sum_over_rows():
+    t = tasks.skipgram_ns(0)
+    x, y = next(iter(t.batches()))
+    m = t.model
+    assert x.shape == (64, 7) and t.steps == 312
+    s = m(x)
+    assert torch.allclose(s[:, 2], (m.centre.weight[x[:, 0]] * m.context.weight[x[:, 3]]).sum(-1))
+    rows = -(torch.nn.functional.logsigmoid(s[:, 0]) + torch.nn.functional.logsigmoid(-s[:, 1:]).sum(1))
+    assert torch.allclose(t.loss(m, x, y), rows.sum(), rtol=1e-5)
+    Xtr = tasks._skipgram_pairs()[0]
+    full = -(torch.nn.functional.logsigmoid(m(Xtr)[:, 0]) + torch.nn.functional.logsigmoid(-m(Xtr)[:, 1:]).sum(1))
+    assert abs(t.train_loss(m) - float(full.mean())) < 1e-5
+    # sparse rows: one batch's gradient leaves most of each table untouched
+    t.loss(m, x, y).backward()
+    assert (m.centre.weight.grad.abs().sum(1) > 0).sum() <= 64
+    assert (m.context.weight.grad.abs().sum(1) > 0).sum() <= 6 * 64 < 800
+
+
+def test_round_21_held_out_tasks_are_out_of_the_selection_and_round_20_s_are_in():
+    for name in ("digits_contrastive", "skipgram_ns"):
+        assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
+    for name in ("digits_moe", "deep_linear", "clicks_fm"):
+        assert name in tasks.SELECTION
+    assert len(tasks.SELECTION) == 37
