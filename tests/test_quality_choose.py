@@ -184,6 +184,25 @@ def test_interpolation_checks_are_read_for_every_budget(tmp_path, monkeypatch):
     assert "loses 2" in cands[0].why_not() and "not stored" in cands[1].why_not()
 
 
+def test_interpolation_checks_on_other_seeds_are_stored_apart_from_the_choice_s(tmp_path, monkeypatch):
+    """A check on seeds the choice does not read must not replace the file it does read."""
+    import json
+    from bench.quality import interpolation
+    monkeypatch.setattr(interpolation, "OUT", tmp_path)
+    with pytest.raises(SystemExit):
+        interpolation.main(["--base", "sgd", "--seeds", "6", "--epochs", "1", "--alpha0", "1e-2"])
+    assert not list(tmp_path.iterdir())
+    interpolation.main(["--base", "sgd", "--seeds", "6", "--epochs", "1", "--alpha0", "1e-2",
+                        "--tag", "fresh"])
+    rule = resolve_rule("auto", KIND_SGD)
+    stored = json.loads(interpolation.path_for("sgd", rule, 1, "fresh").read_text())
+    assert [r["seed"] for r in stored["runs"]] == [6] and len(stored["runs"][0]["losses"]) == 1
+    assert not interpolation.path_for("sgd", rule, 1).exists()
+    cands = [ch.Candidate(rule)]
+    ch.read_interpolation("sgd", cands, epochs=(1,))   # the tagged check is not the choice's
+    assert cands[0].lost is None
+
+
 def test_more_seeds_need_runs_on_every_seed():
     runs = _plain() + _qlab("r1", 1.0)
     (c,) = ch.gather(runs, "sgd", ["r1"], tasks=TASKS2, seeds=SEEDS + (7,))

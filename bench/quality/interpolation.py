@@ -6,6 +6,7 @@
     python -m bench.quality.interpolation --base sgd --rules auto,safeguarded_rel_still_restart
     python -m bench.quality.interpolation --base adam --rules auto --epochs 30   # twice the budget
     python -m bench.quality.interpolation --base adam --plain 1e-3,1e-2 --epochs 30  # torch's Adam
+    python -m bench.quality.interpolation --base momentum --epochs 30 --seeds 6,7,8 --tag fresh  # apart
 
 A run "loses what it trained" when it ends above 0.1 (chance level is 2.3). Each run's per-epoch
 train losses are stored too, with its largest rebound: the loss over the lowest loss before it, from
@@ -34,9 +35,13 @@ OUT = RESULTS / "interpolation"
 KINDS = {name: kind for kind, name in KIND_NAMES.items()}  # "sgd" -> KIND_SGD, ...
 
 
-def path_for(base: str, rule: str, epochs: int = 15):
-    """Where the check's runs of ``rule`` (a name; not "auto") on ``base`` are stored."""
-    return OUT / f"{base}__{rule}{'' if epochs == 15 else f'__{epochs}ep'}.json"
+CHECK_SEEDS = "0,1,2,3,4,5"  # the seeds the choice reads; other seeds need their own --tag
+
+
+def path_for(base: str, rule: str, epochs: int = 15, tag: str | None = None):
+    """Where the check's runs of ``rule`` (a name; not "auto") on ``base`` are stored; a ``tag``
+    (runs on other seeds) gets its own file, which the choice does not read."""
+    return OUT / f"{base}__{rule}{'' if epochs == 15 else f'__{epochs}ep'}{f'__{tag}' if tag else ''}.json"
 
 
 def rebound(losses, below: float = 0.01) -> float:
@@ -85,7 +90,13 @@ def main(argv=None) -> int:
     ap.add_argument("--plain", default=None,
                     help="comma list of lrs: run torch's optimizer at each instead of --rules (stored as "
                          "rule 'plain_lr<lr>'; never a candidate)")
+    ap.add_argument("--tag", default=None,
+                    help="store the runs apart (…__<tag>.json), out of the choice's reach; needed with "
+                         "seeds other than the choice's " + CHECK_SEEDS)
     args = ap.parse_args(argv)
+    if args.seeds != CHECK_SEEDS and not args.tag:
+        ap.error(f"--seeds {args.seeds} would replace the check the choice reads (seeds {CHECK_SEEDS}); "
+                 "give these runs a --tag")
     torch.set_num_threads(1)
     for name, settings in checks(args):
         lost, worst, runs = [], 0.0, []
@@ -105,7 +116,7 @@ def main(argv=None) -> int:
         print(f"== {args.base} {name}: {len(lost)} runs end above {LOST} ({'; '.join(lost) or 'none'}); "
               f"worst final {worst:.3g}", flush=True)
         OUT.mkdir(parents=True, exist_ok=True)
-        path_for(args.base, name, args.epochs).write_text(json.dumps(dict(
+        path_for(args.base, name, args.epochs, args.tag).write_text(json.dumps(dict(
             base=args.base, rule=name, epochs=args.epochs, lost_above=LOST, lost=len(lost), runs=runs),
             indent=1))
     return 0
