@@ -91,10 +91,10 @@ def main(argv=None) -> int:
                     help="comma list of lrs: run torch's optimizer at each instead of --rules (stored as "
                          "rule 'plain_lr<lr>'; never a candidate)")
     ap.add_argument("--tag", default=None,
-                    help="store the runs apart (…__<tag>.json), out of the choice's reach; needed with "
-                         "seeds other than the choice's " + CHECK_SEEDS)
+                    help="store the runs apart (…__<tag>.json), out of the choice's reach; needed for a "
+                         "rule's check on seeds other than the choice's " + CHECK_SEEDS)
     args = ap.parse_args(argv)
-    if args.seeds != CHECK_SEEDS and not args.tag:
+    if args.seeds != CHECK_SEEDS and not args.tag and not args.plain:  # plain runs: never a candidate
         ap.error(f"--seeds {args.seeds} would replace the check the choice reads (seeds {CHECK_SEEDS}); "
                  "give these runs a --tag")
     torch.set_num_threads(1)
