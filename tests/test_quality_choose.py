@@ -39,10 +39,15 @@ def _qlab(rule, ratio, tag="ablation", rise=0.0, skip=None, worst=None):
     return out
 
 
+def _checked(c, lost=0, rebound=1.0, spikes=0, allowed=0):
+    """Made-up interpolation checks: runs lost, largest rebound, spikes, the incumbent's spikes."""
+    c.lost, c.rebound, c.spikes, c.allowed = lost, rebound, spikes, allowed
+
+
 def _pick(runs, rules, lost=None):
     cands = ch.gather(runs, "sgd", rules, tasks=TASKS2)
     for c in cands:
-        c.lost, c.rebound = (lost or {}).get(c.rule, 0), 1.0
+        _checked(c, lost=(lost or {}).get(c.rule, 0))
     return cands, ch.choose(cands, INCUMBENT)
 
 
@@ -79,49 +84,65 @@ def test_full_ties_go_to_the_incumbent_whose_runs_may_come_from_the_main_suite()
     assert cands[0].missing == list(TASKS2)
 
 
-def test_full_ties_on_the_bar_go_to_a_rebound_more_than_rebound_tie_times_smaller():
+def test_full_ties_on_the_bar_go_to_fewer_spikes_by_more_than_spike_tie():
     runs = _plain() + _qlab("r1", 1.0) + _qlab(None, 1.0, tag="main")
     cands = ch.gather(runs, "sgd", ["r1", INCUMBENT], tasks=TASKS2)
-    for rb_new, rb_inc, want in [(4.0, 60.0, "r1"),                        # far calmer: it wins
-                                 (40.0, 90.0, INCUMBENT)]:                 # within 3×: a tie
+    for sp_new, sp_inc, want in [(1, 1 + ch.SPIKE_TIE + 1, "r1"),          # far calmer: it wins
+                                 (1, 1 + ch.SPIKE_TIE, INCUMBENT)]:         # within SPIKE_TIE: a tie
         for c in cands:
-            c.lost, c.rebound = 0, rb_new if c.rule == "r1" else rb_inc
+            _checked(c, spikes=sp_new if c.rule == "r1" else sp_inc, allowed=sp_inc)
         assert ch.choose(cands, INCUMBENT).rule == want
-    # the rebound breaks ties only: a calmer rule with fewer runs within does not win
+    # the spikes break ties only: a calmer rule with fewer runs within does not win
     runs = _plain() + _qlab("r1", 1.0, worst=("task_a", 1.0, 0, 1.15)) + _qlab(None, 1.0, tag="main")
     cands = ch.gather(runs, "sgd", ["r1", INCUMBENT], tasks=TASKS2)
     for c in cands:
-        c.lost, c.rebound = 0, 1.0 if c.rule == "r1" else 90.0
+        _checked(c, spikes=0 if c.rule == "r1" else 9, allowed=9)
     assert ch.choose(cands, INCUMBENT).rule == INCUMBENT
 
 
-def test_a_rule_that_spikes_a_trained_model_is_out_however_good():
-    """Since round 15: a largest rebound above REBOUND_MAX, or none stored, makes a candidate
-    ineligible, even one that ends every check's run below the lost-run threshold."""
-    runs = _plain() + _qlab("calm", 1.05) + _qlab(None, 1.0, tag="main")
-    cands = ch.gather(runs, "sgd", ["calm", INCUMBENT], tasks=TASKS2)
+def test_a_rule_that_spikes_more_often_than_the_incumbent_is_out_however_good():
+    """Since round 22: more runs rebounding above REBOUND_MAX than the incumbent's, none stored, or
+    the incumbent's not stored, make a candidate ineligible, even one that ends every check's run
+    below the lost-run threshold (rounds 15–21: any such run)."""
+    runs = _plain() + _qlab("good", 1.0) + _qlab(None, 1.15, tag="main")
+    cands = ch.gather(runs, "sgd", ["good", INCUMBENT], tasks=TASKS2)
+    good = next(c for c in cands if c.rule == "good")
     for c in cands:
-        c.lost, c.rebound = 0, 40.0 if c.rule == "calm" else 6000.0
-    inc = next(c for c in cands if c.rule == INCUMBENT)
-    assert "rebounds 6e+03x" in inc.why_not()
-    assert ch.choose(cands, INCUMBENT).rule == "calm"
-    inc.rebound = ch.REBOUND_MAX  # at the bound: eligible, and it wins on the bar
+        _checked(c, rebound=6000.0 if c is good else 400.0, spikes=4 if c is good else 3, allowed=3)
+    assert "4 runs rebound above 100x" in good.why_not() and "incumbent's 3" in good.why_not()
+    assert not next(c for c in cands if c.rule == INCUMBENT).why_not()  # at its own count
     assert ch.choose(cands, INCUMBENT).rule == INCUMBENT
-    inc.rebound = None
-    assert "without rebounds" in inc.why_not() and ch.choose(cands, INCUMBENT).rule == "calm"
+    good.spikes = 3  # as often as the incumbent, however large: eligible, and it wins on the bar
+    assert ch.choose(cands, INCUMBENT).rule == "good"
+    good.allowed = None
+    assert "incumbent's interpolation checks are not stored" in good.why_not()
+    good.allowed, good.spikes = 3, None
+    assert "without rebounds" in good.why_not() and ch.choose(cands, INCUMBENT).rule == INCUMBENT
 
 
-def test_the_largest_rebound_is_read_over_both_budgets(tmp_path, monkeypatch):
+def test_rebounds_and_spikes_are_read_over_both_budgets_and_every_seed_set(tmp_path, monkeypatch):
     import json
     from bench.quality import interpolation
     monkeypatch.setattr(interpolation, "OUT", tmp_path)
-    for e, rbs in zip(ch.INTERPOLATION_EPOCHS, ([1.0, 7.0], [3.0, 2.0])):
-        runs = [dict(rebound=x) for x in rbs]
-        interpolation.path_for("sgd", "r1", e).write_text(json.dumps(dict(lost=0, runs=runs)))
-        interpolation.path_for("sgd", "r2", e).write_text(json.dumps(dict(lost=0, runs=[{}])))  # none
+    sets = (None,) + ch.GATE_TAGS
+    for e, rbs in zip(ch.INTERPOLATION_EPOCHS, ([1.0, 7.0], [3.0, 200.0])):
+        for k, tag in enumerate(sets):
+            runs = [dict(rebound=x * (k + 1)) for x in rbs]  # tagged sets spike more
+            interpolation.path_for("sgd", "r1", e, tag).write_text(json.dumps(dict(lost=k, runs=runs)))
+            interpolation.path_for("sgd", "r2", e, tag).write_text(json.dumps(dict(lost=0, runs=[{}])))
+            inc = [dict(rebound=150.0)] if tag else [dict(rebound=1.0)]
+            interpolation.path_for("sgd", INCUMBENT, e, tag).write_text(json.dumps(dict(lost=0, runs=inc)))
     cands = [ch.Candidate("r1"), ch.Candidate("r2")]
-    ch.read_interpolation("sgd", cands)
-    assert [(c.lost, c.rebound) for c in cands] == [(0, 7.0), (0, None)]
+    ch.read_interpolation("sgd", cands, incumbent=INCUMBENT)
+    n = len(sets)
+    # r1: 200·(k + 1) at 30 epochs on every set, 7·(k + 1) ≤ 21 never past 100; lost summed over files
+    assert cands[0].lost == 2 * sum(range(n)) and cands[0].rebound == 200.0 * n
+    assert cands[0].spikes == n and cands[0].allowed == 2 * len(ch.GATE_TAGS)
+    assert (cands[1].lost, cands[1].rebound, cands[1].spikes) == (0, None, None)
+    # a seed set missing: the check counts as not stored
+    interpolation.path_for("sgd", "r1", 30, ch.GATE_TAGS[-1]).unlink()
+    ch.read_interpolation("sgd", cands[:1], incumbent=INCUMBENT)
+    assert cands[0].lost is None and "not stored" in cands[0].why_not()
 
 
 @pytest.mark.parametrize("what", ["missing", "rise", "lost", "unchecked"])
@@ -131,8 +152,7 @@ def test_ineligible_candidates_are_out_however_good(what):
     runs = _plain() + bad + _qlab("ok", 1.4)
     cands = ch.gather(runs, "sgd", ["bad", "ok"], tasks=TASKS2)
     for c in cands:
-        c.lost = {"lost": 3, "unchecked": None}.get(what, 0) if c.rule == "bad" else 0
-        c.rebound = 1.0
+        _checked(c, lost={"lost": 3, "unchecked": None}.get(what, 0) if c.rule == "bad" else 0)
     bad_c = next(c for c in cands if c.rule == "bad")
     assert bad_c.why_not()
     assert ch.choose(cands, INCUMBENT).rule == "ok"
@@ -177,8 +197,10 @@ def test_interpolation_checks_are_read_for_every_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(interpolation, "OUT", tmp_path)
     cands = [ch.Candidate("r1"), ch.Candidate("r2")]
     for e, lost in zip(ch.INTERPOLATION_EPOCHS, (0, 2)):
-        interpolation.path_for("sgd", "r1", e).write_text(json.dumps(dict(lost=lost)))
-    interpolation.path_for("sgd", "r2", ch.INTERPOLATION_EPOCHS[0]).write_text(json.dumps(dict(lost=0)))
+        for tag in (None,) + ch.GATE_TAGS:
+            interpolation.path_for("sgd", "r1", e, tag).write_text(json.dumps(dict(lost=lost if tag is None else 0)))
+            interpolation.path_for("sgd", "r2", e, tag).write_text(json.dumps(dict(lost=0)))
+    interpolation.path_for("sgd", "r2", ch.INTERPOLATION_EPOCHS[1]).unlink()  # one budget missing
     ch.read_interpolation("sgd", cands)
     assert [c.lost for c in cands] == [2, None]
     assert "loses 2" in cands[0].why_not() and "not stored" in cands[1].why_not()
@@ -217,7 +239,7 @@ def test_the_choice_reads_six_seeds_by_default(monkeypatch, capsys):
     monkeypatch.setattr(ch, "load", lambda: runs)
     monkeypatch.setattr(ch, "SELECTION", TASKS2)
     monkeypatch.setattr(ch, "read_interpolation",
-                        lambda base, cands: [(setattr(c, "lost", 0), setattr(c, "rebound", 1.0)) for c in cands])
+                        lambda base, cands, incumbent: [_checked(c) for c in cands])
     monkeypatch.setattr(ch, "claims_pass", lambda base, rule: True)  # made-up rules: no claims to run
     ch.main(["--base", "sgd", "--candidates", "r1,r2"])
     out = capsys.readouterr().out
