@@ -204,9 +204,40 @@ def test_skipgram_ns_scores_are_dot_products_and_its_batch_loss_a_sum_over_rows(
     assert (m.context.weight.grad.abs().sum(1) > 0).sum() <= 6 * 64 < 800
 
 
-def test_round_21_held_out_tasks_are_out_of_the_selection_and_round_20_s_are_in():
-    for name in ("digits_contrastive", "skipgram_ns"):
+def test_adding_rnn_is_a_gateless_tanh_rnn_on_sums_of_two_marked_values():
+    t = tasks.adding_rnn(0)
+    X, y, _, _ = tasks._adding_sequences()
+    assert X.shape[1:] == (10, 2) and t.steps == 500
+    assert bool((X[:, :, 1].sum(1) == 2).all())
+    assert bool((X[:, :5, 1].sum(1) == 1).all())  # one mark in each half
+    noise = y[:, 0] - (X[:, :, 0] * X[:, :, 1]).sum(1)
+    assert 0.14 < float(noise.std()) < 0.16
+    rnn = t.model.rnn
+    assert isinstance(rnn, torch.nn.RNN) and rnn.nonlinearity == "tanh" and rnn.hidden_size == 32
+    x, _ = next(iter(t.batches()))
+    h = torch.zeros(len(x), 32)
+    for k in range(x.shape[1]):
+        h = torch.tanh(x[:, k] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+    assert torch.allclose(t.model(x), t.model.out(h), atol=1e-5)
+
+
+def test_digits_distill_loss_is_the_kl_divergence_from_the_teacher():
+    t = tasks.digits_distill(0)
+    Xtr, P, _, _ = tasks._teacher_targets()
+    assert torch.allclose(P.sum(-1), torch.ones(len(P)), atol=1e-5) and t.steps == 296
+    entropy = float(-(P.double() * P.double().log()).sum(-1).mean())
+    assert 0.99 < entropy < 1.01
+    x, p = next(iter(t.batches()))
+    logq = torch.log_softmax(t.model(x).double(), -1)
+    kl = (p.double() * (p.double().log() - logq)).sum(-1).mean()
+    assert abs(float(t.loss(t.model, x, p)) - float(kl)) < 1e-5 and float(kl) > 0
+    assert abs(t.train_loss(t.model) - float(
+        (P.double() * (P.double().log() - torch.log_softmax(t.model(Xtr).double(), -1))).sum(-1).mean())) < 1e-9
+
+
+def test_round_22_held_out_tasks_are_out_of_the_selection_and_round_21_s_are_in():
+    for name in ("adding_rnn", "digits_distill"):
         assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
-    for name in ("digits_moe", "deep_linear", "clicks_fm"):
+    for name in ("digits_contrastive", "skipgram_ns", "digits_moe", "deep_linear", "clicks_fm"):
         assert name in tasks.SELECTION
-    assert len(tasks.SELECTION) == 37
+    assert len(tasks.SELECTION) == 39
