@@ -131,7 +131,8 @@ def test_rebounds_and_spikes_are_read_over_both_budgets_and_every_seed_set(tmp_p
             interpolation.path_for("sgd", "r1", e, tag).write_text(json.dumps(dict(lost=k, runs=runs)))
             interpolation.path_for("sgd", "r2", e, tag).write_text(json.dumps(dict(lost=0, runs=[{}])))
             inc = [dict(rebound=150.0)] if tag else [dict(rebound=1.0)]
-            interpolation.path_for("sgd", INCUMBENT, e, tag).write_text(json.dumps(dict(lost=0, runs=inc)))
+            inc_path = interpolation.path_for("sgd", INCUMBENT, e, tag)
+            inc_path.write_text(json.dumps(dict(lost=0, runs=inc)))
     cands = [ch.Candidate("r1"), ch.Candidate("r2")]
     ch.read_interpolation("sgd", cands, incumbent=INCUMBENT)
     n = len(sets)
@@ -198,7 +199,8 @@ def test_interpolation_checks_are_read_for_every_budget(tmp_path, monkeypatch):
     cands = [ch.Candidate("r1"), ch.Candidate("r2")]
     for e, lost in zip(ch.INTERPOLATION_EPOCHS, (0, 2)):
         for tag in (None,) + ch.GATE_TAGS:
-            interpolation.path_for("sgd", "r1", e, tag).write_text(json.dumps(dict(lost=lost if tag is None else 0)))
+            r1 = dict(lost=lost if tag is None else 0)
+            interpolation.path_for("sgd", "r1", e, tag).write_text(json.dumps(r1))
             interpolation.path_for("sgd", "r2", e, tag).write_text(json.dumps(dict(lost=0)))
     interpolation.path_for("sgd", "r2", ch.INTERPOLATION_EPOCHS[1]).unlink()  # one budget missing
     ch.read_interpolation("sgd", cands)

@@ -161,7 +161,8 @@ def test_digits_contrastive_loss_is_symmetric_info_nce_over_the_batch():
     z1 = torch.nn.functional.normalize(t.model(x[:, 0]).double(), dim=-1)
     z2 = torch.nn.functional.normalize(t.model(x[:, 1]).double(), dim=-1)
     logits = z1 @ z2.T / 0.2
-    expected = -0.5 * (torch.log_softmax(logits, 1).diag().mean() + torch.log_softmax(logits, 0).diag().mean())
+    expected = -0.5 * (torch.log_softmax(logits, 1).diag().mean()
+                       + torch.log_softmax(logits, 0).diag().mean())
     assert abs(float(t.loss(t.model, x, y)) - float(expected)) < 1e-5
     # every row's loss depends on the other rows of its batch
     assert abs(float(t.loss(t.model, x[:32], y[:32])) - float(expected)) > 1e-3
@@ -193,10 +194,11 @@ def test_skipgram_ns_scores_are_dot_products_and_its_batch_loss_a_sum_over_rows(
     assert x.shape == (64, 7) and t.steps == 312
     s = m(x)
     assert torch.allclose(s[:, 2], (m.centre.weight[x[:, 0]] * m.context.weight[x[:, 3]]).sum(-1))
-    rows = -(torch.nn.functional.logsigmoid(s[:, 0]) + torch.nn.functional.logsigmoid(-s[:, 1:]).sum(1))
+    logsig = torch.nn.functional.logsigmoid
+    rows = -(logsig(s[:, 0]) + logsig(-s[:, 1:]).sum(1))
     assert torch.allclose(t.loss(m, x, y), rows.sum(), rtol=1e-5)
     Xtr = tasks._skipgram_pairs()[0]
-    full = -(torch.nn.functional.logsigmoid(m(Xtr)[:, 0]) + torch.nn.functional.logsigmoid(-m(Xtr)[:, 1:]).sum(1))
+    full = -(logsig(m(Xtr)[:, 0]) + logsig(-m(Xtr)[:, 1:]).sum(1))
     assert abs(t.train_loss(m) - float(full.mean())) < 1e-5
     # sparse rows: one batch's gradient leaves most of each table untouched
     t.loss(m, x, y).backward()
@@ -217,7 +219,8 @@ def test_adding_rnn_is_a_gateless_tanh_rnn_on_sums_of_two_marked_values():
     x, _ = next(iter(t.batches()))
     h = torch.zeros(len(x), 32)
     for k in range(x.shape[1]):
-        h = torch.tanh(x[:, k] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+        h = torch.tanh(x[:, k] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
+                       + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
     assert torch.allclose(t.model(x), t.model.out(h), atol=1e-5)
 
 
@@ -231,8 +234,9 @@ def test_digits_distill_loss_is_the_kl_divergence_from_the_teacher():
     logq = torch.log_softmax(t.model(x).double(), -1)
     kl = (p.double() * (p.double().log() - logq)).sum(-1).mean()
     assert abs(float(t.loss(t.model, x, p)) - float(kl)) < 1e-5 and float(kl) > 0
-    assert abs(t.train_loss(t.model) - float(
-        (P.double() * (P.double().log() - torch.log_softmax(t.model(Xtr).double(), -1))).sum(-1).mean())) < 1e-9
+    P64 = P.double()
+    full = (P64 * (P64.log() - torch.log_softmax(t.model(Xtr).double(), -1))).sum(-1).mean()
+    assert abs(t.train_loss(t.model) - float(full)) < 1e-9
 
 
 def test_round_22_held_out_tasks_are_out_of_the_selection_and_round_21_s_are_in():

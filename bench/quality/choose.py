@@ -54,14 +54,15 @@ CONVEX = "convex_softmax"
 # 1.1× and 2.0× there (log item 38); 10× that is allowed. A run that ends below LOST but spiked
 # 6000× on the way (round 14's Momentum default) passes the lost-run test by where its last epoch fell.
 REBOUND_MAX = 100.0
-# Round 22 (docs/quality.md, log item 45), fixed before that round's runs, after round 21's: on seeds
-# 6–23, which the choice did not read, Momentum's default (round 15's pick, the one Momentum rule that
-# passed the gate on seeds 0–5) spikes past REBOUND_MAX on 14 of its 108 runs at 15 and 30 epochs
-# (2 and 12) and round 21's `_unseen` candidate on 3 (0 and 3), which the gate had put out for its
-# one spike on seeds 0–5: at about one spike in eight runs, eighteen runs pass or fail a rule by
-# chance, and picking the one rule that passes picks the lucky one. So the gate counts spikes over 24 seeds (the choice's files
-# and those tagged GATE_TAGS) and compares the count with the incumbent's: a default may not spike
-# more often than the one it replaces. Counts within SPIKE_TIE of each other tie.
+# Round 22 (docs/quality.md, log item 46), set after round 21's runs and its checks on seeds 6–23
+# were seen (so not blind to them): on those seeds, which the choice did not read, Momentum's default
+# (round 15's pick, the one Momentum rule that passed the gate on seeds 0–5) spikes past REBOUND_MAX
+# on 14 of its 108 runs at 15 and 30 epochs (2 and 12) and round 21's `_unseen` candidate on 3 (0
+# and 3), which the gate had put out for its one spike on seeds 0–5: at about one spike in eight
+# runs, eighteen runs pass or fail a rule by chance, and picking the one rule that passes picks the
+# lucky one. So the gate counts spikes over 24 seeds (the choice's files and those tagged GATE_TAGS)
+# and compares the count with the incumbent's: a default may not spike more often than the one it
+# replaces. Counts within SPIKE_TIE of each other tie.
 GATE_TAGS = ("seeds6-11", "seeds12-23")
 SPIKE_TIE = 2
 CHOICE_SEEDS = SEEDS + (3, 4, 5)  # the main suite's seeds and three more (runs that name their rule)
@@ -110,7 +111,8 @@ class Candidate:
         if self.lost is not None and self.spikes is None:
             out.append("interpolation check stored without rebounds (run it again)")
         elif self.spikes is not None and self.allowed is None:
-            out.append("the incumbent's interpolation checks are not stored for every budget and seed set")
+            out.append("the incumbent's interpolation checks are not stored for every budget and "
+                       "seed set")
         elif self.spikes is not None and self.spikes > self.allowed:
             out.append(f"{self.spikes} runs rebound above {REBOUND_MAX:g}x near zero loss, the "
                        f"incumbent's {self.allowed} (largest {self.rebound:.3g}x)")
@@ -156,8 +158,8 @@ def _checks(base: str, rule: str, epochs, tags):
     return sum(d["lost"] for d in checks), max(rebounds), sum(x > REBOUND_MAX for x in rebounds)
 
 
-def read_interpolation(base: str, cands: list[Candidate], epochs=INTERPOLATION_EPOCHS, tags=GATE_TAGS,
-                       incumbent: str | None = None) -> None:
+def read_interpolation(base: str, cands: list[Candidate], epochs=INTERPOLATION_EPOCHS,
+                       tags=GATE_TAGS, incumbent: str | None = None) -> None:
     """Each candidate's runs lost, largest rebound and spikes over the stored checks, and the
     incumbent's spikes as the count it may not exceed (``incumbent``: the base's default)."""
     allowed = _checks(base, incumbent, epochs, tags)[2] if incumbent else None

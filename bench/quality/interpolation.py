@@ -41,7 +41,8 @@ CHECK_SEEDS = "0,1,2,3,4,5"  # the seeds the choice reads; other seeds need thei
 def path_for(base: str, rule: str, epochs: int = 15, tag: str | None = None):
     """Where the check's runs of ``rule`` (a name; not "auto") on ``base`` are stored; a ``tag``
     (runs on other seeds) gets its own file, which the choice does not read."""
-    return OUT / f"{base}__{rule}{'' if epochs == 15 else f'__{epochs}ep'}{f'__{tag}' if tag else ''}.json"
+    budget = "" if epochs == 15 else f"__{epochs}ep"
+    return OUT / f"{base}__{rule}{budget}{f'__{tag}' if tag else ''}.json"
 
 
 def rebound(losses, below: float = 0.01) -> float:
@@ -91,12 +92,12 @@ def main(argv=None) -> int:
                     help="comma list of lrs: run torch's optimizer at each instead of --rules (stored as "
                          "rule 'plain_lr<lr>'; never a candidate)")
     ap.add_argument("--tag", default=None,
-                    help="store the runs apart (…__<tag>.json), out of the choice's reach; needed for a "
-                         "rule's check on seeds other than the choice's " + CHECK_SEEDS)
+                    help="store the runs apart (…__<tag>.json), out of the choice's reach; needed "
+                         "for a rule's check on seeds other than the choice's " + CHECK_SEEDS)
     args = ap.parse_args(argv)
     if args.seeds != CHECK_SEEDS and not args.tag and not args.plain:  # plain runs: never a candidate
-        ap.error(f"--seeds {args.seeds} would replace the check the choice reads (seeds {CHECK_SEEDS}); "
-                 "give these runs a --tag")
+        ap.error(f"--seeds {args.seeds} would replace the check the choice reads "
+                 f"(seeds {CHECK_SEEDS}); give these runs a --tag")
     torch.set_num_threads(1)
     for name, settings in checks(args):
         lost, worst, runs = [], 0.0, []

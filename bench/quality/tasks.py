@@ -1294,7 +1294,8 @@ def _retrieval_acc(model, X, y):
 def digits_contrastive(seed: int) -> Task:
     """sklearn digits, a 64-64-32 ReLU encoder trained by symmetric InfoNCE (temperature 0.2) to
     match two fixed random views of each digit against the other rows of its batch, batch 64,
-    12 epochs (216 steps). Test metric: top-1 retrieval accuracy of view 2 from view 1 on the test digits."""
+    12 epochs (216 steps). Test metric: top-1 retrieval accuracy of view 2 from view 1 on the test
+    digits."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
     return _array_task("digits_contrastive", model, _digit_views(), seed, batch=64, epochs=12,
