@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default="momentum", choices=sorted(KINDS))
     ap.add_argument("--rules", default="auto")
     ap.add_argument("--alpha0", default="1e-4,1e-2,1")
-    ap.add_argument("--seeds", default="0,1,2,3,4,5")
+    ap.add_argument("--seeds", default=CHECK_SEEDS)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--plain", default=None,
                     help="comma list of lrs: run torch's optimizer at each instead of --rules (stored as "

@@ -994,6 +994,15 @@ def char_lstm(seed: int) -> Task:
     return _char_task("char_lstm", lambda vocab, ctx: _CharRNN(vocab, nn.LSTM), seed)
 
 
+def _zipf_topics(rng, words: int, topics: int, power: float, n: int):
+    """Zipf frequencies 1/r^power over ``words`` ranks, each topic's own random ranking of the
+    vocabulary and a last, common one (in that order from ``rng``), and ``n`` topics drawn."""
+    zipf = 1.0 / np.arange(1, words + 1) ** power
+    zipf /= zipf.sum()
+    ranks = [rng.permutation(words) for _ in range(topics + 1)]
+    return zipf, ranks, rng.integers(0, topics, n)
+
+
 @functools.lru_cache(maxsize=1)
 def _topic_documents():
     """Bags of tokens from one fixed seed: 3000 token types with Zipf frequencies, 8 topics; each
@@ -1002,10 +1011,7 @@ def _topic_documents():
     documents, 20000 for training: a batch of 64 touches about a quarter of the 3000 embedding rows."""
     rng = np.random.default_rng(2029)
     n_tokens, n_topics, length, n = 3000, 8, 24, 24000
-    zipf = 1.0 / np.arange(1, n_tokens + 1) ** 1.1
-    zipf /= zipf.sum()
-    ranks = [rng.permutation(n_tokens) for _ in range(n_topics + 1)]  # the last: the common ranking
-    topic = rng.integers(0, n_topics, n)
+    zipf, ranks, topic = _zipf_topics(rng, n_tokens, n_topics, 1.1, n)
     docs = np.empty((n, length), dtype=np.int64)
     for k in range(n):
         own = rng.random(length) < 0.5
@@ -1310,10 +1316,7 @@ def _skipgram_pairs():
     distribution to the power 0.75 (word2vec's). 20000 training and 4000 test rows."""
     rng = np.random.default_rng(2034)
     words, topics, n, k = 800, 16, 24000, 5
-    zipf = 1.0 / np.arange(1, words + 1) ** 1.0
-    zipf /= zipf.sum()
-    ranks = [rng.permutation(words) for _ in range(topics + 1)]        # the last: the common one
-    topic = rng.integers(0, topics, n)
+    zipf, ranks, topic = _zipf_topics(rng, words, topics, 1.0, n)
     own = rng.random(n) < 0.75
     pair = np.empty((n, 2), dtype=np.int64)
     for j in range(n):
