@@ -239,9 +239,51 @@ def test_digits_distill_loss_is_the_kl_divergence_from_the_teacher():
     assert abs(t.train_loss(t.model) - float(full)) < 1e-9
 
 
-def test_round_22_held_out_tasks_are_out_of_the_selection_and_round_21_s_are_in():
-    for name in ("adding_rnn", "digits_distill"):
+def test_pinn_poisson_loss_is_the_equation_s_residual_by_second_derivatives():
+    t = tasks.pinn_poisson(0)
+    assert t.steps == 800
+    x = torch.linspace(0.05, 0.95, 7).unsqueeze(1).double()
+    # the source is the exact solution's second derivative, scaled (by finite differences)
+    h, scale = 1e-3, sum(a * (k * math.pi) ** 2 for k, a in tasks._PINN_MODES)
+    u = tasks._pinn_solution
+    d2 = (u(x + h) - 2 * u(x) + u(x - h)) / h ** 2
+    assert torch.allclose(tasks._pinn_source(x), d2 / scale, atol=1e-5)
+    assert abs(float(u(torch.tensor(0.0)))) < 1e-12 and abs(float(u(torch.tensor(1.0)))) < 1e-6
+    # the loss by autograd equals the residual by finite differences of the net, in float64
+    m = t.model.double()
+    f = tasks._pinn_source(x)
+    fd = (m(x + h) - 2 * m(x) + m(x - h)) / h ** 2
+    ends = m(torch.tensor([[0.0], [1.0]], dtype=torch.float64))
+    want = float((((fd / scale - f) ** 2).mean() + (ends ** 2).sum()).detach())
+    with torch.no_grad():  # as in the probe: the loss still takes its second derivative
+        got = float(t.loss(m, x, f).detach())
+    assert abs(got - want) < 1e-6 * max(1.0, abs(want)) and want > 0
+    m.float()
+    # it trains: the loss depends on the parameters through the second derivative
+    xb, fb = next(iter(t.batches()))
+    assert xb.shape == (64, 1) and float(xb.min()) >= 0 and float(xb.max()) <= 1
+    t.loss(t.model, xb, fb).backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in t.model.parameters())
+
+
+def test_focal_unequal_is_the_focal_loss_on_unequal_classes():
+    t = tasks.focal_unequal(0)
+    Xtr, ytr, Xte, yte = tasks._unequal_classes()
+    shares = torch.bincount(ytr, minlength=5).double() / len(ytr)
+    assert shares[0] > 0.5 and shares[4] < 0.07 and t.steps == 460
+    x, y = next(iter(t.batches()))
+    p = torch.softmax(t.model(x).double(), -1).gather(1, y.unsqueeze(1)).squeeze(1)
+    want = float((-(1 - p) ** 2 * p.log()).mean())
+    assert abs(float(t.loss(t.model, x, y)) - want) < 1e-5
+    name, value = t.test_metric(t.model)
+    pred = t.model(Xte).argmax(-1)
+    recalls = [float((pred[yte == c] == c).double().mean()) for c in range(5)]
+    assert name == "test_bal_acc" and abs(value - sum(recalls) / 5) < 1e-6
+
+
+def test_round_23_held_out_tasks_are_out_of_the_selection_and_round_22_s_are_in():
+    for name in ("pinn_poisson", "focal_unequal"):
         assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
-    for name in ("digits_contrastive", "skipgram_ns", "digits_moe", "deep_linear", "clicks_fm"):
+    for name in ("adding_rnn", "digits_distill", "digits_contrastive", "skipgram_ns", "clicks_fm"):
         assert name in tasks.SELECTION
-    assert len(tasks.SELECTION) == 39
+    assert len(tasks.SELECTION) == 41
