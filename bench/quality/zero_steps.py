@@ -1,0 +1,103 @@
+"""Why a QLAB run takes no step: the diagnostic behind docs/quality.md log item 47.
+
+    python -m bench.quality.zero_steps --task pinn_poisson --base adam --alpha0 0.01 --seed 0
+    python -m bench.quality.zero_steps --task adding_rnn,digits_distill --base adam
+
+One run of a protocol task with QLAB-X (``--rule``, default ``auto``), reading the rule's inputs by
+wrapping the device rule (qlab_fused.rules.rule_step; the run itself is the protocol's). Each step
+whose α is zero gets the first reason that holds, in the order the rule tests them: a non-finite
+loss or reduction (skipped), an all-zero gradient, V not a descent direction for the batch
+(⟨V,G⟩ ≤ 0), a probe that moved the loss by rounding only (`*_guard`, `*_hold`, `*_still`: nothing
+measured, the next probe goes 10× farther), a fit whose minimum lies too near to trust (`*trust`:
+below β/(TRUST_FAR·reach)), or none of these. Printed with the median α of the steps taken.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+
+import torch
+
+from qlab_fused import reference as R
+from qlab_fused.contract import DIR_P, RED_GG, RED_PG, RED_VG
+
+REASONS = ("skipped", "zero gradient", "V not descending", "rounding only", "too near to trust",
+           "other")
+
+
+def why_zero(rule: str, L0: float, Lb: float, red: dict, beta: float, probe_dir: int,
+             loss_eps: float = R.FP32_EPS) -> str:
+    """The reason a step of ``rule`` with these inputs is zero (``red``: vg, pg, gg at least), as
+    reference.rule_step tests them; call it only for a step whose α is zero."""
+    if not (math.isfinite(L0) and math.isfinite(Lb) and all(map(math.isfinite, red.values()))):
+        return "skipped"
+    if red["gg"] == 0:
+        return "zero gradient"
+    if not red["vg"] > 0:
+        return "V not descending"
+    dX = red["pg"] if probe_dir == DIR_P else red["vg"]
+    if ((rule in R.GUARD_RULES and abs(Lb - L0 + beta * dX) <= R.resolve_threshold(loss_eps) * abs(L0))
+            or ((rule in R.HOLD_RULES or rule in R.STILL_RULES) and Lb == L0)):
+        return "rounding only"
+    a_star, _ = R._fit(L0, Lb, dX, beta)
+    reach = R.NEAR.get(rule, (1.0, 1.0))[0]
+    if rule in R.TRUST_RULES and R._good(a_star) and a_star < beta / (R.TRUST_FAR * reach):
+        return "too near to trust"
+    return "other"
+
+
+def run(task_name: str, base: str, rule: str, alpha0: float, seed: int) -> dict:
+    """{"steps", "taken", "median_alpha" (of the steps taken), "final_train_loss", "rule", reason:
+    count} for one run."""
+    from bench.quality.run import make_optimizer
+    from bench.quality.tasks import TASKS
+    from qlab_fused import rules
+    task = TASKS[task_name](seed)
+    opt = make_optimizer("qlab_" + base, task.model.parameters(), alpha0, None if rule == "auto" else rule)
+    seen, real = [], rules.rule_step
+
+    def recording(rule_, L0, Lb, red, st, alpha0_, probe_dir, loss_eps=None, *args, **kw):
+        alpha, new = real(rule_, L0, Lb, red, st, alpha0_, probe_dir, loss_eps, *args, **kw)
+        seen.append((rule_, float(L0), float(Lb), {"vg": float(red[RED_VG]), "pg": float(red[RED_PG]),
+                                                    "gg": float(red[RED_GG])},
+                     float(st["beta"]), probe_dir, loss_eps, float(alpha)))
+        return alpha, new
+
+    rules.rule_step = recording
+    try:
+        for x, y in task.batches():
+            opt.step(lambda: task.loss(task.model, x, y))
+    finally:
+        rules.rule_step = real
+    out = {"steps": len(seen), "rule": seen[0][0], **{r: 0 for r in REASONS}}
+    taken = [s[-1] for s in seen if s[-1] > 0]
+    for rule_, L0, Lb, red, beta, pdir, eps, alpha in seen:
+        if alpha == 0:
+            out[why_zero(rule_, L0, Lb, red, beta, pdir, eps if eps is not None else R.FP32_EPS)] += 1
+    out["taken"] = len(taken)
+    out["final_train_loss"] = task.train_loss(task.model)
+    out["median_alpha"] = statistics.median(taken) if taken else 0.0
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--task", default="pinn_poisson", help="comma list of protocol tasks")
+    ap.add_argument("--base", default="adam", choices=["sgd", "momentum", "adam"])
+    ap.add_argument("--rule", default="auto")
+    ap.add_argument("--alpha0", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for name in args.task.split(","):
+        r = run(name, args.base, args.rule, args.alpha0, args.seed)
+        zeros = ", ".join(f"{k} {r[k]}" for k in REASONS if r[k])
+        print(f"{name} ({r['rule']}): {r['steps'] - r['taken']} of {r['steps']} steps zero"
+              f"{' (' + zeros + ')' if zeros else ''}; median α of the steps taken {r['median_alpha']:.2g}; "
+              f"final train loss {r['final_train_loss']:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
