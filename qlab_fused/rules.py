@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV, RED_VZ
-from .reference import (EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES, FIT_RULES,  # noqa: F401
+from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES,  # noqa: F401
+                        FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
@@ -177,6 +178,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         not_descent = torch.where(Lb < L0, beta, zero)
     else:
         not_descent = zero
+    if rule in CARRY_RULES:  # V does not descend for this batch: the memory's step (none without one)
+        carry = _good(st64["ema"]) & ~zero_far
+        not_descent = torch.where(carry, torch.minimum(st64["ema"], rel_bound), not_descent)
     alpha = torch.where(d > 0, alpha, not_descent)
     if rule in MEMORY_STEP_RULES:  # a probe that measured nothing: the memory's step, where V descends
         unresolved_zero = unresolved & ~(_good(st64["ema"]) & (d > 0))

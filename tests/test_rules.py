@@ -810,8 +810,9 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen` on top: its own test
-                              if r not in reference.LEN_RULES + reference.UNSEEN_RULES]),
+@given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen`, `_carry` on top: their
+                              if r not in reference.LEN_RULES + reference.UNSEEN_RULES  # own tests
+                              + reference.CARRY_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
@@ -855,7 +856,8 @@ def test_polyak_cap_binds_on_the_demo_spike():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.LEN_RULES if r not in reference.UNSEEN_RULES]),
+@given(rule=st.sampled_from([r for r in reference.LEN_RULES  # `_unseen`, `_carry` on top: their
+                             if r not in reference.UNSEEN_RULES + reference.CARRY_RULES]),  # own tests
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, m=kappa, kv=kappa, kp=kappa, length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
        eps=st.sampled_from(PARAM_EPS))
@@ -1028,3 +1030,43 @@ def test_unseen_scale_is_one_without_unseen_mass_and_zero_when_all_of_it_is():
     assert reference.unseen_scale(0.0, 2.0) == 1.0 and reference.unseen_scale(2.0, 2.0) == 0.0
     assert reference.unseen_scale(0.5, 2.0) == pytest.approx(0.5625)
     assert reference.unseen_scale(0.0, 0.0) == 1.0 and reference.unseen_scale(3.0, 2.0) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.sampled_from(reference.CARRY_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_carry_rules_differ_from_their_base_only_where_v_does_not_descend(
+        rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp, ema, length, pdir):
+    """`*_carry`: where ⟨V,G⟩ > 0 the step and every state slot are the rule's without it; the
+    device agrees either way."""
+    beta, kv, kp, ema, length = (float(torch.tensor(x, dtype=torch.float32))
+                                 for x in (beta, kv, kp, ema, length))
+    base = rule.replace("_carry", "")
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.1 * vv)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema, length=length)
+    a_c, n_c = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    if vg > 0:
+        assert a_c == a_b and vars(n_c) == vars(n_b)
+    a_dev, _ = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_c, rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.CARRY_RULES)
+def test_carry_steps_with_the_memory_where_the_batch_says_v_ascends(rule):
+    """A P probe that fits well (minimum at 0.8β) on a batch where ⟨V,G⟩ < 0: the base rule takes no
+    step, `_carry` the memory's (0.01, inside the 10 % bound and the length bound), times (1 − u)²
+    where it has `_unseen` (u = 0.1 here); with no memory, no step either way."""
+    red = dict(vg=-0.02, pg=0.05, vv=1.0, pp=4.0, sg=0.0, gg=1.0, tt=100.0, vz=0.1)
+    beta = 0.1
+    Lb = 1.0 - beta * 0.05 + beta * 0.05 / 1.6
+    rs = reference.RuleState(alpha=0.01, beta=beta, kappa_v=1.0, kappa_p=1.0, ema=0.01, length=0.02)
+    a_b, _ = reference.rule_step(rule.replace("_carry", ""), 1.0, Lb, red, beta, rs, 1e-3, DIR_P)
+    a_c, n_c = reference.rule_step(rule, 1.0, Lb, red, beta, rs, 1e-3, DIR_P)
+    want = 0.01 * (0.9 ** 2 if rule.endswith("_unseen") else 1.0)
+    assert a_b == 0.0 and a_c == pytest.approx(want, rel=1e-12) and n_c.alpha == a_c
+    a_dev, _ = run_device(rule, 1.0, Lb, red, beta, rs, 1e-3, DIR_P)
+    assert float(a_dev) == pytest.approx(want, rel=1e-5)
+    empty = reference.RuleState(alpha=0.0, beta=beta, kappa_v=0.0, kappa_p=0.0, ema=0.0)
+    assert reference.rule_step(rule, 1.0, Lb, red, beta, empty, 1e-3, DIR_P)[0] == 0.0

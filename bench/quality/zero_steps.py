@@ -1,7 +1,8 @@
-"""Why a QLAB run takes no step: the diagnostic behind docs/quality.md log item 47.
+"""Why a QLAB run takes no step: the diagnostic behind docs/quality.md log items 47 and 48.
 
     python -m bench.quality.zero_steps --task pinn_poisson --base adam --alpha0 0.01 --seed 0
     python -m bench.quality.zero_steps --task adding_rnn,digits_distill --base adam
+    python -m bench.quality.zero_steps --task selection --base momentum   # log item 48 (~3 min)
 
 One run of a protocol task with QLAB-X (``--rule``, default ``auto``), reading the rule's inputs by
 wrapping the device rule (qlab_fused.rules.rule_step; the run itself is the protocol's). Each step
@@ -83,14 +84,16 @@ def run(task_name: str, base: str, rule: str, alpha0: float, seed: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--task", default="pinn_poisson", help="comma list of protocol tasks")
+    ap.add_argument("--task", default="pinn_poisson",
+                    help="comma list of protocol tasks, or 'selection' (the choice's tasks)")
     ap.add_argument("--base", default="adam", choices=["sgd", "momentum", "adam"])
     ap.add_argument("--rule", default="auto")
     ap.add_argument("--alpha0", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    for name in args.task.split(","):
+    from bench.quality.tasks import SELECTION
+    for name in (SELECTION if args.task == "selection" else args.task.split(",")):
         r = run(name, args.base, args.rule, args.alpha0, args.seed)
         zeros = ", ".join(f"{k} {r[k]}" for k in REASONS if r[k])
         print(f"{name} ({r['rule']}): {r['steps'] - r['taken']} of {r['steps']} steps zero"
