@@ -236,7 +236,8 @@ MATCH_RULES = tuple(r for r in RULES if "_match" in r)
 # Round 23 (log item 47) puts it back on the Adam and Momentum defaults beside their zero-loss
 # bounds (`*_slow_guard_len*`, `*_slow_polyak*`): the slow EMA went for blowing up models near zero
 # loss (log items 35, 36), which `_len` (since round 16) and `_polyak` (since rounds 13–15) bound, and
-# the tasks the defaults fail are mostly short steps (log item 43).
+# the tasks the defaults fail are mostly short steps (log item 43). Neither became a default: Adam's
+# on its worst case, Momentum's on the gate.
 SLOW_RULES = tuple(r for r in RULES if "_slow" in r)
 EMA_DOWN = 0.97
 # "*guard": the rule remembers only what it measured. A fit the trust test rejects (measured too

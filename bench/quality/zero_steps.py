@@ -8,9 +8,10 @@ One run of a protocol task with QLAB-X (``--rule``, default ``auto``), reading t
 wrapping the device rule (qlab_fused.rules.rule_step; the run itself is the protocol's). Each step
 whose α is zero gets the first reason that holds, in the order the rule tests them: a non-finite
 loss or reduction (skipped), an all-zero gradient, V not a descent direction for the batch
-(⟨V,G⟩ ≤ 0), a probe that moved the loss by rounding only (`*_guard`, `*_hold`, `*_still`: nothing
-measured, the next probe goes 10× farther), a fit whose minimum lies too near to trust (`*trust`:
-below β/(TRUST_FAR·reach)), or none of these. Printed with the median α of the steps taken.
+(⟨V,G⟩ ≤ 0), a probe that moved the loss by rounding only (`*_guard`, `*_hold`, `*_still`:
+nothing measured, the next probe goes 10× farther), a fit whose minimum lies too near to trust
+(`*trust`: below β/(TRUST_FAR·reach)), or none of these. Printed with the median α of the steps
+taken.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def why_zero(rule: str, L0: float, Lb: float, red: dict, beta: float, probe_dir:
     if not red["vg"] > 0:
         return "V not descending"
     dX = red["pg"] if probe_dir == DIR_P else red["vg"]
-    if ((rule in R.GUARD_RULES and abs(Lb - L0 + beta * dX) <= R.resolve_threshold(loss_eps) * abs(L0))
+    rounding = abs(Lb - L0 + beta * dX) <= R.resolve_threshold(loss_eps) * abs(L0)
+    if ((rule in R.GUARD_RULES and rounding)
             or ((rule in R.HOLD_RULES or rule in R.STILL_RULES) and Lb == L0)):
         return "rounding only"
     a_star, _ = R._fit(L0, Lb, dX, beta)
@@ -55,14 +57,15 @@ def run(task_name: str, base: str, rule: str, alpha0: float, seed: int) -> dict:
     from bench.quality.tasks import TASKS
     from qlab_fused import rules
     task = TASKS[task_name](seed)
-    opt = make_optimizer("qlab_" + base, task.model.parameters(), alpha0, None if rule == "auto" else rule)
+    opt = make_optimizer("qlab_" + base, task.model.parameters(), alpha0,
+                         None if rule == "auto" else rule)
     seen, real = [], rules.rule_step
 
     def recording(rule_, L0, Lb, red, st, alpha0_, probe_dir, loss_eps=None, *args, **kw):
         alpha, new = real(rule_, L0, Lb, red, st, alpha0_, probe_dir, loss_eps, *args, **kw)
-        seen.append((rule_, float(L0), float(Lb), {"vg": float(red[RED_VG]), "pg": float(red[RED_PG]),
-                                                    "gg": float(red[RED_GG])},
-                     float(st["beta"]), probe_dir, loss_eps, float(alpha)))
+        inputs = {"vg": float(red[RED_VG]), "pg": float(red[RED_PG]), "gg": float(red[RED_GG])}
+        seen.append((rule_, float(L0), float(Lb), inputs, float(st["beta"]), probe_dir, loss_eps,
+                     float(alpha)))
         return alpha, new
 
     rules.rule_step = recording
@@ -75,7 +78,8 @@ def run(task_name: str, base: str, rule: str, alpha0: float, seed: int) -> dict:
     taken = [s[-1] for s in seen if s[-1] > 0]
     for rule_, L0, Lb, red, beta, pdir, eps, alpha in seen:
         if alpha == 0:
-            out[why_zero(rule_, L0, Lb, red, beta, pdir, eps if eps is not None else R.FP32_EPS)] += 1
+            eps = R.FP32_EPS if eps is None else eps
+            out[why_zero(rule_, L0, Lb, red, beta, pdir, eps)] += 1
     out["taken"] = len(taken)
     out["final_train_loss"] = task.train_loss(task.model)
     out["median_alpha"] = statistics.median(taken) if taken else 0.0
@@ -97,8 +101,8 @@ def main(argv=None) -> int:
         r = run(name, args.base, args.rule, args.alpha0, args.seed)
         zeros = ", ".join(f"{k} {r[k]}" for k in REASONS if r[k])
         print(f"{name} ({r['rule']}): {r['steps'] - r['taken']} of {r['steps']} steps zero"
-              f"{' (' + zeros + ')' if zeros else ''}; median α of the steps taken {r['median_alpha']:.2g}; "
-              f"final train loss {r['final_train_loss']:.4g}")
+              f"{' (' + zeros + ')' if zeros else ''}; median α of the steps taken "
+              f"{r['median_alpha']:.2g}; final train loss {r['final_train_loss']:.4g}")
     return 0
 
 
