@@ -1456,16 +1456,19 @@ def _teacher_targets():
     return (Xtr, torch.softmax(scale * logits(Xtr), -1), Xte, torch.softmax(scale * logits(Xte), -1))
 
 
-def _kl(model, x, p):
+def _kl_of(logits, p):
     """KL(teacher ‖ student), per row, averaged: the soft cross-entropy less the teacher's entropy,
     so that the loss has no constant offset for the ratios to hide in."""
-    return (torch.xlogy(p, p) - p * F.log_softmax(model(x), -1)).sum(-1).mean()
+    return (torch.xlogy(p, p) - p * F.log_softmax(logits, -1)).sum(-1).mean()
+
+
+def _kl(model, x, p):
+    return _kl_of(model(x), p)
 
 
 @torch.no_grad()
 def _eval_kl(model, X, p):
-    p = p.double()
-    return float((torch.xlogy(p, p) - p * F.log_softmax(model(X).double(), -1)).sum(-1).mean())
+    return float(_kl_of(model(X).double(), p.double()))
 
 
 @torch.no_grad()
@@ -1497,6 +1500,7 @@ def digits_distill(seed: int) -> Task:
 # (lr 1; at lr 3, off the grid, 0.45), heavy ball 0.167 (lr 0.1), Adam 0.122 (lr 0.01), from 1.11.
 # ---------------------------------------------------------------------------------------------
 _PINN_MODES = ((1.0, 1.0), (3.0, 0.5), (5.0, 0.3))  # u*(x) = Σ a·sin(kπx): (k, a)
+_PINN_SCALE = sum(a * (k * math.pi) ** 2 for k, a in _PINN_MODES)  # the largest |u*''| can be
 
 
 def _pinn_solution(x):
@@ -1504,23 +1508,22 @@ def _pinn_solution(x):
 
 
 def _pinn_source(x):
-    """f = u*'' of the solution above, divided by its largest amplitude so the residual starts
-    near 1."""
-    scale = sum(a * (k * math.pi) ** 2 for k, a in _PINN_MODES)
-    return sum(-a * (k * math.pi) ** 2 * torch.sin(k * math.pi * x) for k, a in _PINN_MODES) / scale
+    """f = u*'' of the solution above over _PINN_SCALE (the sum of its modes' amplitudes), so
+    that the residual starts near 1."""
+    f = sum(-a * (k * math.pi) ** 2 * torch.sin(k * math.pi * x) for k, a in _PINN_MODES)
+    return f / _PINN_SCALE
 
 
 def _pinn_residual_loss(model, x, f):
-    """mean((u'' / scale − f)²) on the collocation points plus u(0)² + u(1)²; the second
+    """mean((u'' / _PINN_SCALE − f)²) on the collocation points plus u(0)² + u(1)²; the second
     derivative by double backward, under enable_grad so the probe's no_grad forward can take it."""
-    scale = sum(a * (k * math.pi) ** 2 for k, a in _PINN_MODES)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         u = model(x)
         du, = torch.autograd.grad(u.sum(), x, create_graph=True)
         d2u, = torch.autograd.grad(du.sum(), x, create_graph=True)
         ends = model(torch.tensor([[0.0], [1.0]], dtype=x.dtype))
-        return ((d2u / scale - f) ** 2).mean() + (ends ** 2).sum()
+        return ((d2u / _PINN_SCALE - f) ** 2).mean() + (ends ** 2).sum()
 
 
 def pinn_poisson(seed: int) -> Task:
@@ -1565,17 +1568,20 @@ def _unequal_classes():
     return _standardised_split(X, y, 3000)
 
 
-def _focal(model, x, y, gamma=2.0):
+def _focal_of(logits, y, gamma=2.0):
     """The focal loss: cross-entropy weighted by (1 − p_y)^γ, γ = 2, so well-classified rows
     count little and the rare classes' errors count most."""
-    logp = F.log_softmax(model(x), -1).gather(1, y.unsqueeze(1)).squeeze(1)
+    logp = F.log_softmax(logits, -1).gather(1, y.unsqueeze(1)).squeeze(1)
     return (-(1 - logp.exp()) ** gamma * logp).mean()
+
+
+def _focal(model, x, y):
+    return _focal_of(model(x), y)
 
 
 @torch.no_grad()
 def _eval_focal(model, X, y):
-    logp = F.log_softmax(model(X).double(), -1).gather(1, y.unsqueeze(1)).squeeze(1)
-    return float((-(1 - logp.exp()) ** 2 * logp).mean())
+    return float(_focal_of(model(X).double(), y))
 
 
 @torch.no_grad()
