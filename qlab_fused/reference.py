@@ -536,6 +536,23 @@ def _held(last: float, m: float, edge: float) -> float:
     return min(max(last, m), edge * m) if last > 0 else m
 
 
+def fit_too_near(rule: str, a_star: float, beta: float, reach: float, ema: float) -> bool:
+    """The trust test (`*trust`, `*skip`; `*start` while the memory ``ema`` is empty): the fitted
+    minimum lies below β/(TRUST_FAR·reach), nearer than the probe can be trusted to measure."""
+    tests_far = rule in TRUST_RULES or rule in SKIP_RULES or (rule in START_RULES and not _good(ema))
+    return tests_far and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
+
+
+def measured_nothing(rule: str, L0: float, Lb: float, beta: float, dX: float,
+                     loss_eps: float) -> bool:
+    """A probe that moved the loss by rounding only (`*guard`: |Lβ − L0 + β·d_X| within the
+    threshold), or left it bit for bit unchanged (`*hold`, `*still`)."""
+    return ((rule in GUARD_RULES
+             and (abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
+                  or (rule in HOLD_RULES and Lb == L0)))
+            or (rule in STILL_RULES and Lb == L0))
+
+
 def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleState,
               alpha0: float, probe_dir: int, loss_eps: float = FP32_EPS,
               param_eps: float = FP32_EPS) -> tuple[float, RuleState]:
@@ -562,13 +579,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     reach, scale = NEAR.get(rule, (1.0, 1.0))
     tt, vv = red.get("tt", 0.0), red["vv"]
     rel_bound = REL_CAP * math.sqrt(tt / vv) if (tt > 0 and vv > 0) else math.inf  # |αV| ≤ 0.1·|θ|
-    tests_far = (rule in TRUST_RULES or rule in SKIP_RULES
-                 or (rule in START_RULES and not _good(st.ema)))
-    far = tests_far and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
-    unresolved = ((rule in GUARD_RULES
-                   and (abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
-                        or (rule in HOLD_RULES and Lb == L0)))
-                  or (rule in STILL_RULES and Lb == L0))
+    far = fit_too_near(rule, a_star, beta, reach, st.ema)
+    unresolved = measured_nothing(rule, L0, Lb, beta, dX, loss_eps)
     remember = not ((far and (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES))
                     or unresolved)
     zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory

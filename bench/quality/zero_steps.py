@@ -29,9 +29,10 @@ REASONS = ("skipped", "zero gradient", "V not descending", "rounding only", "too
 
 
 def why_zero(rule: str, L0: float, Lb: float, red: dict, beta: float, probe_dir: int,
-             loss_eps: float = R.FP32_EPS) -> str:
-    """The reason a step of ``rule`` with these inputs is zero (``red``: vg, pg, gg at least), as
-    reference.rule_step tests them; call it only for a step whose α is zero."""
+             loss_eps: float = R.FP32_EPS, ema: float = 0.0) -> str:
+    """The reason a step of ``rule`` with these inputs is zero (``red``: vg, pg, gg at least;
+    ``ema``: the α memory before the step), by reference.rule_step's own tests; call it only for a
+    step whose α is zero."""
     if not (math.isfinite(L0) and math.isfinite(Lb) and all(map(math.isfinite, red.values()))):
         return "skipped"
     if red["gg"] == 0:
@@ -39,13 +40,10 @@ def why_zero(rule: str, L0: float, Lb: float, red: dict, beta: float, probe_dir:
     if not red["vg"] > 0:
         return "V not descending"
     dX = red["pg"] if probe_dir == DIR_P else red["vg"]
-    rounding = abs(Lb - L0 + beta * dX) <= R.resolve_threshold(loss_eps) * abs(L0)
-    if ((rule in R.GUARD_RULES and rounding)
-            or ((rule in R.HOLD_RULES or rule in R.STILL_RULES) and Lb == L0)):
+    if R.measured_nothing(rule, L0, Lb, beta, dX, loss_eps):
         return "rounding only"
     a_star, _ = R._fit(L0, Lb, dX, beta)
-    reach = R.NEAR.get(rule, (1.0, 1.0))[0]
-    if rule in R.TRUST_RULES and R._good(a_star) and a_star < beta / (R.TRUST_FAR * reach):
+    if R.fit_too_near(rule, a_star, beta, R.NEAR.get(rule, (1.0, 1.0))[0], ema):
         return "too near to trust"
     return "other"
 
@@ -65,7 +63,7 @@ def run(task_name: str, base: str, rule: str, alpha0: float, seed: int) -> dict:
         alpha, new = real(rule_, L0, Lb, red, st, alpha0_, probe_dir, loss_eps, *args, **kw)
         inputs = {"vg": float(red[RED_VG]), "pg": float(red[RED_PG]), "gg": float(red[RED_GG])}
         seen.append((rule_, float(L0), float(Lb), inputs, float(st["beta"]), probe_dir, loss_eps,
-                     float(alpha)))
+                     float(st["ema"]), float(alpha)))
         return alpha, new
 
     rules.rule_step = recording
@@ -76,10 +74,10 @@ def run(task_name: str, base: str, rule: str, alpha0: float, seed: int) -> dict:
         rules.rule_step = real
     out = {"steps": len(seen), "rule": seen[0][0], **{r: 0 for r in REASONS}}
     taken = [s[-1] for s in seen if s[-1] > 0]
-    for rule_, L0, Lb, red, beta, pdir, eps, alpha in seen:
+    for rule_, L0, Lb, red, beta, pdir, eps, ema, alpha in seen:
         if alpha == 0:
             eps = R.FP32_EPS if eps is None else eps
-            out[why_zero(rule_, L0, Lb, red, beta, pdir, eps)] += 1
+            out[why_zero(rule_, L0, Lb, red, beta, pdir, eps, ema)] += 1
     out["taken"] = len(taken)
     out["final_train_loss"] = task.train_loss(task.model)
     out["median_alpha"] = statistics.median(taken) if taken else 0.0
