@@ -26,8 +26,8 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
-# _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _restart), defined
-# below.
+# _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
+# _unseen, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -73,7 +73,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_slow_polyak", "alternate_wgeo_ema_rel_near_slow_polyak_unseen",
          "alternate_trust_ema_rel_near_match_guard_len_carry",
          "alternate_trust_ema_rel_near_match_guard_len_carry_unseen",
-         "alternate_wgeo_ema_rel_near_polyak_carry", "alternate_wgeo_ema_rel_near_polyak_carry_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_carry", "alternate_wgeo_ema_rel_near_polyak_carry_unseen",
+         "alternate_trust_ema_rel_near_match_guard_len_split",
+         "alternate_trust_ema_rel_near_match_guard_len_split_unseen",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_split",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_split_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -365,13 +369,29 @@ NEAR["alternate_wgeo_ema_rel_near_edge"] = NEAR["alternate_wgeo_ema_rel_near"]
 CARRY_RULES = tuple(r for r in RULES if "_carry" in r)
 NEAR.update({r: NEAR[r.replace("_carry", "")] for r in CARRY_RULES if r.replace("_carry", "") in NEAR})
 UNSEEN_RULES = tuple(r for r in RULES if r.endswith("_unseen"))
-NEAR.update({r: NEAR[r[:-len("_unseen")]] for r in UNSEEN_RULES})
+NEAR.update({r: NEAR[r[:-len("_unseen")]] for r in UNSEEN_RULES if r[:-len("_unseen")] in NEAR})
 
 
 def unseen_scale(vz: float, vv: float) -> float:
     """(1 − u)², u = vz / vv clamped to [0, 1]; 1 where |V| = 0."""
     u = min(max(vz / vv, 0.0), 1.0) if vv > 0 else 0.0
     return (1.0 - u) ** 2
+
+
+# `*_split` (round 24): each probe direction keeps the distance its own last probe asked for. The
+# alternate rules probe P and V by turns from one chain of distances, and a probe that measured
+# nothing (`_guard`: the next probe 10× farther) or fitted too near to trust (the next probe at the
+# fitted minimum) sets the distance of the next probe, which is along the other direction. Where
+# the two directions need distances an order apart, that chain locks into a 2-cycle: QLAB-Adam on
+# the physics-informed net (seed 0, α₀ = 0.01) probes V at ~3e-4, where the loss moves by rounding
+# only, so P is probed 10× farther, at ~3e-3, where its fit lies at a tenth of that, too near to
+# trust, so V is probed there again, and so on; 617 of its 800 steps take no step (log item 49).
+# With `_split` such a request is kept (`beta_alt`) for the next probe along the same direction,
+# and the probe after this one goes where the other direction's last probe asked (the rule's own
+# distance when it asked for nothing). Nothing else changes: the step, the memory and the
+# distances of probes that measured well are the rule's without the modifier.
+SPLIT_RULES = tuple(r for r in RULES if "_split" in r)
+NEAR.update({r: NEAR[r.replace("_split", "")] for r in SPLIT_RULES if r.replace("_split", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -494,7 +514,9 @@ class RuleState:
     ema: float = 0.0        # "*ema*": the smoothed step (0: none yet)
     held: float = 0.0       # "*edge": the held step (0: none yet)
     length: float = 0.0     # "*len": the smoothed length α·|V| of the steps taken (0: none yet)
-    #                         (kappa_v, kappa_p, ema, held and length: the scalar memory slots)
+    beta_alt: float = 0.0   # "*split": the distance the other direction's last probe asked for
+    #                         (0: none; kappa_v, kappa_p, ema, held, length and beta_alt: the
+    #                         scalar memory slots)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 
@@ -568,6 +590,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if not (math.isfinite(Lb) and all(math.isfinite(x) for x in red.values())):
         new.skips += 1
         new.alpha, new.beta = 0.0, beta / 10
+        if rule in SPLIT_RULES:
+            new.beta_alt = 0.0  # both directions start again from the rule's own distances
         return 0.0, new
     dX = red["pg"] if probe_dir == DIR_P else d
     a_star, a2 = _fit(L0, Lb, dX, beta)
@@ -671,23 +695,29 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         alpha = 0.0
     new.alpha = alpha
     policy = RULE_BETA.get(rule, "last")
-    if unresolved:
-        new.beta = 10 * beta
-    elif far and alpha == 0 and red["gg"] != 0:
-        new.beta = max(a_star, beta / 1000)
-    elif rule in EMA_RULES:
+    if rule in EMA_RULES:
         at = new.ema if (rule in EDGE_RULES and _good(new.ema)) else alpha  # `*edge`: probe at m
-        new.beta = reach * (at if at > 0 else new.ema if _good(new.ema) else alpha0)
+        usual = reach * (at if at > 0 else new.ema if _good(new.ema) else alpha0)
         if rule in MATCH_RULES and probe_dir == DIR_V and red["vv"] > 0 and red["pp"] > 0:
-            new.beta *= math.sqrt(red["vv"] / red["pp"])  # the next probe is along P
+            usual *= math.sqrt(red["vv"] / red["pp"])  # the next probe is along P
     elif rule in EDGE_RULES and alpha > 0 and _good(new.ema):
-        new.beta = new.ema  # probe at the fit's scale: a probe at a held long step fits long
+        usual = new.ema  # probe at the fit's scale: a probe at a held long step fits long
     elif policy == "paper":
-        new.beta = max(alpha0, alpha)
+        usual = max(alpha0, alpha)
     elif policy == "keep":
-        new.beta = alpha if alpha > 0 else beta
+        usual = alpha if alpha > 0 else beta
     else:
-        new.beta = alpha if alpha > 0 else alpha0
+        usual = alpha if alpha > 0 else alpha0
+    asked = 0.0  # where this probe asks the next probe along its direction to go (0: nothing)
+    if unresolved:
+        asked = 10 * beta
+    elif far and alpha == 0 and red["gg"] != 0:
+        asked = max(a_star, beta / 1000)
+    if rule in SPLIT_RULES:  # `*split`: the request waits for this direction's next probe
+        new.beta = st.beta_alt if st.beta_alt > 0 else usual
+        new.beta_alt = asked
+    else:
+        new.beta = asked if asked > 0 else usual
     xx_next = red["pp"] if next_probe_direction(rule, probe_dir) == DIR_P else red["vv"]
     new.beta = max(new.beta, probe_floor(param_eps, tt, xx_next))
     if rule in RESTART_RULES and new.beta < ulp_distance(param_eps, tt, xx_next):

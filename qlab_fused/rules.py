@@ -16,16 +16,18 @@ from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, E
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
-                        SLOW_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES, UNSEEN_RULES,
+                        SLOW_RULES, SPLIT_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES,
+                        UNSEEN_RULES,
                         WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
-STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "skips", "step")
+STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "skips",
+              "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
-            "length": z(), "skips": z(), "step": z()}
+            "length": z(), "beta_alt": z(), "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -207,9 +209,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         beta_next = torch.where(alpha > 0, alpha, beta)
     else:
         beta_next = torch.where(alpha > 0, alpha, torch.full_like(zero, alpha0))
-    beta_next = torch.where(far & (alpha == 0) & (red[RED_GG] != 0),
-                            torch.maximum(a_star, beta / 1000), beta_next)
-    beta_next = torch.where(unresolved, 10 * beta, beta_next)
+    asked = torch.where(far & (alpha == 0) & (red[RED_GG] != 0), torch.maximum(a_star, beta / 1000),
+                        zero)  # where this probe asks the next probe along its direction to go
+    asked = torch.where(unresolved, 10 * beta, asked)
+    if rule in SPLIT_RULES:  # `*split`: the request waits for this direction's next probe
+        pending = st64["beta_alt"]
+        beta_next = torch.where(pending > 0, pending, beta_next)
+    else:
+        beta_next = torch.where(asked > 0, asked, beta_next)
     floor = param_eps > FP32_EPS  # the probe floor (bf16, fp16 parameters)
     if floor or rule in RESTART_RULES:  # host-side test: no ops on the hot path of the others
         xx_next = red[RED_PP] if next_probe_direction(rule, probe_dir) == DIR_P else vv
@@ -255,6 +262,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "ema": ema_next,
         "held": torch.where(stepped, held_next, st64["held"]) if rule in EDGE_RULES else st64["held"],
         "length": length,
+        "beta_alt": (torch.where(l0_ok, torch.where(fin, asked, zero), st64["beta_alt"])
+                     if rule in SPLIT_RULES else st64["beta_alt"]),
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

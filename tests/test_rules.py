@@ -21,11 +21,12 @@ rule_names = st.sampled_from(reference.RULES)
 NO_FLOOR = dict(param_eps=0.0)
 
 
-def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP32_EPS):
+def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP32_EPS, beta_alt=0.0):
     st_dev = rules.init_state(alpha0, "cpu")
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
-                  ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length))
+                  ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length),
+                  beta_alt=torch.tensor(beta_alt))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0), red.get("vz", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -856,8 +857,9 @@ def test_polyak_cap_binds_on_the_demo_spike():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.LEN_RULES  # `_unseen`, `_carry` on top: their
-                             if r not in reference.UNSEEN_RULES + reference.CARRY_RULES]),  # own tests
+@given(rule=st.sampled_from([r for r in reference.LEN_RULES  # `_unseen`, `_carry`, `_split` on top:
+                             if r not in reference.UNSEEN_RULES + reference.CARRY_RULES  # their own
+                             + reference.SPLIT_RULES]),  # tests
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, m=kappa, kv=kappa, kp=kappa, length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
        eps=st.sampled_from(PARAM_EPS))
@@ -1070,3 +1072,90 @@ def test_carry_steps_with_the_memory_where_the_batch_says_v_ascends(rule):
     assert float(a_dev) == pytest.approx(want, rel=1e-5)
     empty = reference.RuleState(alpha=0.0, beta=beta, kappa_v=0.0, kappa_p=0.0, ema=0.0)
     assert reference.rule_step(rule, 1.0, Lb, red, beta, empty, 1e-3, DIR_P)[0] == 0.0
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.SPLIT_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
+       length=kappa, pending=st.one_of(st.just(0.0), positive), pdir=st.sampled_from([DIR_V, DIR_P]),
+       rounding=st.booleans())
+def test_split_rules_keep_each_direction_s_request_for_its_own_next_probe(
+        rule, L0, dL, vg, pg, vv, pp, gg, tt, beta, kv, kp, ema, length, pending, pdir, rounding):
+    """`*_split`: the step and every slot but β and `beta_alt` are the rule's without it; where the
+    rule without it sends the next probe to a distance this probe asked for (10β after a probe that
+    measured nothing, the fitted minimum after a fit too near to trust), `_split` stores that request
+    in `beta_alt` and probes next where the other direction asked (`pending`), or at the rule's own
+    distance when it asked for nothing; the device agrees."""
+    beta, kv, kp, ema, length, pending = (float(torch.tensor(x, dtype=torch.float32))
+                                          for x in (beta, kv, kp, ema, length, pending))
+    if rounding:  # the loss moved along the line from the slope only
+        dL = -beta * (pg if pdir == DIR_P else vg) + 0.5 * reference.RESOLVE * abs(L0)
+    base = rule.replace("_split", "")
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.1 * vv)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, ema=ema, length=length,
+                             beta_alt=pending)
+    none = reference.RuleState(**{**vars(rs), "beta_alt": 0.0})
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    a_0, n_0 = reference.rule_step(rule, L0, L0 + dL, red, beta, none, 1e-3, pdir, **NO_FLOOR)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir, **NO_FLOOR)
+    same = ("alpha", "kappa_v", "kappa_p", "ema", "held", "length", "skips")
+    assert a_s == a_0 == a_b and all(getattr(n_s, k) == getattr(n_b, k) for k in same)
+    asked = n_0.beta_alt
+    assert n_s.beta_alt == asked and n_b.beta_alt == pending  # the base never touches the slot
+    if asked > 0:
+        assert n_b.beta == asked  # where the base's next probe would have gone
+    else:
+        assert n_b.beta == n_0.beta
+    if reference.measured_nothing(rule, L0, L0 + dL, beta, pg if pdir == DIR_P else vg,
+                                  reference.FP32_EPS) and math.isfinite(L0 + dL):
+        assert asked == 10 * beta
+    assert n_s.beta == (pending if pending > 0 else n_0.beta)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir, param_eps=0.0,
+                              beta_alt=pending)
+    assert float(a_dev) == pytest.approx(a_s, rel=1e-5, abs=1e-30)
+    assert float(n_dev["beta"]) == pytest.approx(n_s.beta, rel=1e-5)
+    assert float(n_dev["beta_alt"]) == pytest.approx(n_s.beta_alt, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", reference.SPLIT_RULES)
+def test_split_breaks_the_two_cycle_of_the_physics_informed_net(rule):
+    """The 2-cycle of log item 49, in two steps: a V probe at 3e-4 that moves the loss by rounding
+    only, then a P probe whose fit lies at a tenth of its distance. Without `_split` the P probe goes
+    10× farther than V's (3e-3) and the V probe after it to P's fitted minimum (3e-4, rounding again);
+    with it P is probed at the rule's own distance and V next at 10× its last, 3e-3, while P's
+    request waits for the P probe after that."""
+    base = rule.replace("_split", "")
+    L0, beta_v = 0.22, 3e-4
+    red = dict(vg=3e-3, pg=5e-3, vv=2.5, pp=3.6, sg=0.0, gg=1.0, tt=400.0, vz=0.0)
+    rs = reference.RuleState(alpha=4e-4, beta=beta_v, kappa_v=1.0, kappa_p=10.0, ema=4e-4,
+                             length=1e-3)
+    Lb = L0 - beta_v * red["vg"] + 1e-8  # within rounding of the line
+    steps = {}
+    for name in (base, rule):
+        a1, n1 = reference.rule_step(name, L0, Lb, red, beta_v, rs, 1e-2, DIR_V)
+        beta_p = n1.beta
+        a_far = beta_p / 10
+        Lb_p = L0 - beta_p * red["pg"] + red["pg"] * beta_p ** 2 / (2 * a_far)
+        a2, n2 = reference.rule_step(name, L0, Lb_p, red, beta_p, n1, 1e-2, DIR_P)
+        steps[name] = (a1, n1, a2, n2)
+    a1, n1, a2, n2 = steps[base]
+    assert a1 == 0 and n1.beta == pytest.approx(10 * beta_v)  # P probed 10x farther
+    assert a2 == 0 and n2.beta == pytest.approx(n1.beta / 10)  # V probed at P's fitted minimum
+    a1, n1, a2, n2 = steps[rule]
+    reach = reference.NEAR[rule][0]
+    assert a1 == 0 and n1.beta_alt == pytest.approx(10 * beta_v)
+    assert n1.beta == pytest.approx(reach * 4e-4 * math.sqrt(red["vv"] / red["pp"]), rel=1e-9)
+    assert a2 == 0 and n2.beta == pytest.approx(10 * beta_v)  # V's own request
+    assert n2.beta_alt == pytest.approx(n1.beta / 10)  # P's, for the P probe after
+
+
+@pytest.mark.parametrize("rule", reference.SPLIT_RULES)
+def test_split_requests_are_dropped_after_a_non_finite_probe(rule):
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=4.0)
+    rs = reference.RuleState(alpha=0.1, beta=0.1, beta_alt=0.5)
+    _, new = reference.rule_step(rule, 1.0, math.inf, red, 0.1, rs, 1e-3, DIR_V)
+    assert new.beta == pytest.approx(0.01) and new.beta_alt == 0.0
+    _, new_dev = run_device(rule, 1.0, math.inf, red, 0.1, rs, 1e-3, DIR_V, beta_alt=0.5)
+    assert float(new_dev["beta_alt"]) == 0.0
+    _, skipped = reference.rule_step(rule, math.nan, 0.9, red, 0.1, rs, 1e-3, DIR_V)
+    assert skipped.beta_alt == 0.5 and skipped.beta == 0.1  # a skipped step changes nothing
