@@ -392,7 +392,8 @@ def unseen_scale(vz: float, vv: float) -> float:
 # the two directions need distances an order apart, that chain locks into a 2-cycle: QLAB-Adam on
 # the physics-informed net (seed 0, α₀ = 0.01) probes V at ~3e-4, where the loss moves by rounding
 # only, so P is probed 10× farther, at ~3e-3, where its fit lies at a tenth of that, too near to
-# trust, so V is probed there again, and so on; 617 of its 800 steps take no step (log item 49).
+# trust, so V is probed there again, and so on: 617 of its 800 steps are zero for one reason or
+# the other (647 in all; log item 49).
 # With `_split` such a request is kept (`beta_alt`) for the next probe along the same direction,
 # and the probe after this one goes where the other direction's last probe asked (the rule's own
 # distance when it asked for nothing). Nothing else changes: the step, the memory and the
