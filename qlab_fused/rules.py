@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV, RED_VZ
-from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES,  # noqa: F401
+from .reference import (CARRY_RULES, EDGE_OF, GROW_RULES, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES,  # noqa: F401
                         FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
@@ -84,6 +84,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     a2 = (Lb - L0 + beta * dX) / (beta * beta)
     a_star = dX / (2 * a2)
     fallback = torch.where(_good(a_star), a_star, beta)
+    if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as one at the growth cap
+        fallback = torch.where(~_good(a_star) & (a2 <= 0) & (dX > 0), RULE_CAP[rule] * beta, fallback)
     kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 
     if rule not in RULES:

@@ -567,7 +567,8 @@ def test_hold_rules_step_with_the_memory_after_a_rounding_only_probe(rule, L0, d
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.STILL_RULES if r not in reference.RESTART_RULES]),
+@given(rule=st.sampled_from([r for r in reference.STILL_RULES  # `_grow` on top: its own test
+                             if r not in reference.RESTART_RULES + reference.GROW_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        pdir=st.sampled_from([DIR_V, DIR_P]), still=st.booleans())
 # the bf16 decay of log item 29: θ − βX rounded back to θ, Lβ = L0, β·d_X far above rounding
@@ -813,7 +814,7 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 @settings(max_examples=400, deadline=None)
 @given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen`, `_carry` on top: their
                               if r not in reference.LEN_RULES + reference.UNSEEN_RULES  # own tests
-                              + reference.CARRY_RULES]),
+                              + reference.CARRY_RULES + reference.GROW_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
@@ -1159,3 +1160,45 @@ def test_split_requests_are_dropped_after_a_non_finite_probe(rule):
     assert float(new_dev["beta_alt"]) == 0.0
     _, skipped = reference.rule_step(rule, math.nan, 0.9, red, 0.1, rs, 1e-3, DIR_V)
     assert skipped.beta_alt == 0.5 and skipped.beta == 0.1  # a skipped step changes nothing
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.GROW_RULES), L0=finite, dL=finite, vg=finite, vv=nonneg,
+       gg=nonneg, tt=nonneg, beta=positive, ema=kappa, held=kappa, concave=st.booleans())
+def test_grow_rules_differ_from_their_base_only_on_a_fit_without_a_minimum(
+        rule, L0, dL, vg, vv, gg, tt, beta, ema, held, concave):
+    """`*_grow`: where the fit has a minimum (or V does not descend), the step and every slot are the
+    rule's without it; where the loss along V falls faster than a line (a₂ ≤ 0, ⟨V,G⟩ > 0) the fit
+    counts as one at the growth cap, so the step is at least the base rule's; the device agrees."""
+    beta, ema, held = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, ema, held))
+    if concave and vg > 0:  # below the line through L0 with the slope: no minimum
+        dL = -beta * vg * (1 + (L0 % 1 if L0 > 0 else 0.5))
+    base = rule.replace("_grow", "")
+    red = dict(vg=vg, pg=vg, vv=vv, pp=vv, sg=0.0, gg=gg, tt=tt)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, held=held)
+    a_g, n_g = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V)
+    a_star, a2 = reference._fit(L0, L0 + dL, vg, beta)
+    if reference._good(a_star) or not (a2 <= 0 and vg > 0):
+        assert a_g == a_b and vars(n_g) == vars(n_b)
+    else:
+        assert a_g >= a_b
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, DIR_V)
+    assert float(a_dev) == pytest.approx(a_g, rel=1e-5, abs=1e-30)
+    assert float(n_dev["ema"]) == pytest.approx(n_g.ema, rel=1e-5, abs=1e-30)
+    assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", reference.GROW_RULES)
+def test_grow_lets_the_step_grow_where_the_loss_along_v_is_concave(rule):
+    """Round 24's CTC task from α₀ = 1e-4: the probe finds the loss along V below the line of its
+    slope. The SGD default holds the step at β and probes at β again; `_grow` counts the fit at
+    2β, so the smoothed fit, the held step and the next probe grow by 2^0.1 a step."""
+    beta, L0, vg = 1e-4, 6.0, 17.0
+    Lb = L0 - beta * vg - 2e-7  # a₂ < 0
+    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=beta, held=beta)
+    a_b, n_b = reference.rule_step(rule.replace("_grow", ""), L0, Lb, red, beta, rs, 1e-4, DIR_V)
+    a_g, n_g = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, DIR_V)
+    assert a_b == pytest.approx(beta) and n_b.beta == pytest.approx(beta)
+    assert a_g == pytest.approx(beta * 2 ** 0.1, rel=1e-9) and n_g.beta == pytest.approx(a_g)
