@@ -32,6 +32,14 @@ INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 INTERPRET_BLOCK = 16384
 
 
+def autotune_wanted() -> bool:
+    """Whether the update kernel is timing-autotuned on GPU (read at import). Its key includes n,
+    so every new buffer size costs a tuning round (~1 s): a test suite of many sizes turns it off
+    with ``QLAB_FUSED_TRITON_AUTOTUNE=0`` and launches the fixed configuration of the probe pass."""
+    return os.environ.get("QLAB_FUSED_TRITON_AUTOTUNE", "1").strip().lower() not in (
+        "0", "false", "no", "off")
+
+
 def interpreting() -> bool:
     """Whether this module's kernels were defined for the interpreter (fixed at import, as in
     triton.jit)."""

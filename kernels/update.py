@@ -2,7 +2,7 @@
 the master buffer, and its rounding into the work buffer in copy mode.
 
 Purely elementwise, so its bits do not depend on the launch configuration: on GPU it is autotuned
-over block size and warp count. The gradient is read only where the direction needs it.
+over block size and warp count (``QLAB_FUSED_TRITON_AUTOTUNE=0``: the probe pass's fixed one). The gradient is read only where the direction needs it.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import triton.language as tl
 from qlab_fused import contract as C
 
 from . import _common as K
+from .probe import config as fixed_config
 
 
 @triton.jit
@@ -67,7 +68,7 @@ def _autotuned():
                            restore_value=["master_ptr", "work_ptr"])(_update_kernel)
 
 
-_tuned = None if K.interpreting() else _autotuned()
+_tuned = None if K.interpreting() or not K.autotune_wanted() else _autotuned()
 
 
 def update(master, work, grad, states, sc, h, probe_dir, inplace):
@@ -80,8 +81,9 @@ def update(master, work, grad, states, sc, h, probe_dir, inplace):
     # G enters V for SGD and Nesterov, and P always; P matters here only to undo an inplace probe.
     flags["NEEDS_G"] = (h.kind not in (C.KIND_MOMENTUM, C.KIND_ADAM) or bool(h.nesterov)
                         or (bool(inplace) and probe_dir == C.DIR_P))
-    if _tuned is None:
-        _update_kernel[(triton.cdiv(n, K.INTERPRET_BLOCK),)](*args, **flags,
-                                                              BLOCK_SIZE=K.INTERPRET_BLOCK)
+    if _tuned is None:  # the interpreter, or autotuning turned off
+        block, warps = fixed_config(n)
+        _update_kernel[(triton.cdiv(n, block),)](*args, **flags, BLOCK_SIZE=block,
+                                                 num_warps=warps)
     else:
         _tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_SIZE"]),)](*args, **flags)

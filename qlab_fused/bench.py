@@ -79,6 +79,16 @@ def _why(exc) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
 
 
+def _progress(timed) -> None:
+    """One stdout line per timed case as soon as its group ends: a run cut short by a time limit
+    (a lent GPU machine) still leaves its numbers in the log."""
+    for r in timed:
+        what = (f"median {r['median_s'] * 1e3:.4g} ms, {r['gbps']:.4g} GB/s" if r.get("median_s")
+                else f"not timed ({r.get('error')})")
+        print(f"timed {r['impl']} {r['kind']} {r['dtype']} N={r['numel']:.3g} x{r['ntensors']} "
+              f"probe={r['probe']}: {what}", flush=True)
+
+
 def run(args) -> dict:
     from tqdm import tqdm
 
@@ -121,10 +131,12 @@ def run(args) -> dict:
         s = g[0]
         bar.set_postfix_str(f"{s['kind']} {s['dtype']} N={s['numel']:.2g} x{s['ntensors']}")
         try:
-            results += micro.run_group(g, device, budget_s=budget, min_rounds=3 if quick else 5,
-                                       warmup=1 if quick else 2)
+            timed = micro.run_group(g, device, budget_s=budget, min_rounds=3 if quick else 5,
+                                    warmup=1 if quick else 2)
         except Exception as exc:  # noqa: BLE001 - e.g. a kernel fault while timing
-            results += [micro._failed(spec, _why(exc)) for spec in g]
+            timed = [micro._failed(spec, _why(exc)) for spec in g]
+        results += timed
+        _progress(timed)
         bar.update(1)
     bar.set_postfix_str("copy bandwidth")
     try:
