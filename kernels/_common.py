@@ -49,10 +49,11 @@ def interpreting() -> bool:
 def hyper_args(h) -> tuple[float, ...]:
     """The runtime scalars of a segment, always as Python floats: an int would change the kernel's
     signature (i32 instead of fp32) and compile a second variant."""
-    # P's scale for momentum, (1−δ)/(1−μ)·lr_scale, in float64 here rather than per program.
+    # P's scale for momentum, (1−δ)/(1−μ)·lr_scale, and the complements 1 − δ, 1 − β₁, 1 − β₂ in
+    # float64 here, as the C++ kernels do: 1 − β₂ taken in fp32 (β₂ = 0.999) is 1.3e-5 off.
     p_scale = h.lr_scale * (1.0 - h.dampening) / (1.0 - h.momentum) if h.momentum != 1 else math.inf
-    return tuple(float(x) for x in (h.lr_scale, h.weight_decay, h.momentum, h.dampening, h.beta1,
-                                    h.beta2, h.eps, p_scale))
+    return tuple(float(x) for x in (h.lr_scale, h.weight_decay, h.momentum, 1.0 - h.dampening,
+                                    h.beta1, 1.0 - h.beta1, h.beta2, 1.0 - h.beta2, h.eps, p_scale))
 
 
 def structural(h, probe_dir) -> dict:

@@ -17,7 +17,8 @@ from .reduce import sum_partials
 
 @triton.jit
 def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_ptr, n,
-                  lr_scale, weight_decay, momentum, dampening, beta1, beta2, eps, p_scale,
+                  lr_scale, weight_decay, momentum, one_m_damp, beta1, one_m_b1, beta2, one_m_b2,
+                  eps, p_scale,
                   KIND: tl.constexpr, NESTEROV: tl.constexpr, DECOUPLED: tl.constexpr,
                   PROBE_DIR: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     pid = tl.program_id(0)
@@ -43,7 +44,7 @@ def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_p
         buf = tl.load(s0_ptr + offs, mask=mask, other=0.0)
         gp = gf + weight_decay * theta
         first = tl.where(mask, tl.load(sc_ptr + K.SC_FIRST), 0.0) > 0
-        s0 = tl.where(first, gp, momentum * buf + (1.0 - dampening) * gp)
+        s0 = tl.where(first, gp, momentum * buf + one_m_damp * gp)
         s0 = tl.where(finite, s0, buf)
         tl.store(s0_ptr + offs, s0, mask=wmask)
         S = lr_scale * buf
@@ -54,8 +55,8 @@ def _probe_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, part_p
             gp = gf
         else:
             gp = gf + weight_decay * theta
-        s0 = tl.where(finite, beta1 * m + (1.0 - beta1) * gp, m)
-        s1 = tl.where(finite, beta2 * v + (1.0 - beta2) * gp * gp, v)
+        s0 = tl.where(finite, beta1 * m + one_m_b1 * gp, m)
+        s1 = tl.where(finite, beta2 * v + one_m_b2 * gp * gp, v)
         tl.store(s0_ptr + offs, s0, mask=wmask)
         tl.store(s1_ptr + offs, s1, mask=wmask)
         denom = K.div(tl.sqrt_rn(s1), bc2s) + eps

@@ -17,7 +17,8 @@ from .probe import config as fixed_config
 
 @triton.jit
 def _update_kernel(master_ptr, work_ptr, grad_ptr, s0_ptr, s1_ptr, sc_ptr, n,
-                   lr_scale, weight_decay, momentum, dampening, beta1, beta2, eps, p_scale,
+                   lr_scale, weight_decay, momentum, one_m_damp, beta1, one_m_b1, beta2, one_m_b2,
+                   eps, p_scale,
                    KIND: tl.constexpr, NESTEROV: tl.constexpr, DECOUPLED: tl.constexpr,
                    PROBE_DIR: tl.constexpr, INPLACE: tl.constexpr, NEEDS_G: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr):

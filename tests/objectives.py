@@ -17,6 +17,7 @@ class Quartic:
     def loss(self, params):
         total = 0.0
         for p, h, q, t in zip(params, self.h, self.q, self.t):
+            h, q, t = h.to(p.device), q.to(p.device), t.to(p.device)  # CUDA parameters too
             e = p.double() - t
             total = total + (0.5 * h * e * e + 0.25 * q * e ** 4).sum()
         return total
