@@ -15,10 +15,12 @@ import sys
 import torch
 
 from qlab_fused.benchmarking import micro
+from qlab_fused.contract import KIND_ADAM, KIND_MOMENTUM, KIND_SGD
 from qlab_fused.kernels import probe as probe_module
 
 CONFIGS = [(1024, 4), (1024, 8), (2048, 4), (2048, 8), (4096, 8), (4096, 16)]
 CASES = [("adam", "fp32"), ("momentum", "fp32"), ("sgd", "bf16")]
+KIND_OF = {"sgd": KIND_SGD, "momentum": KIND_MOMENTUM, "adam": KIND_ADAM}
 
 
 def main(argv=None) -> int:
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
         case = micro.build("qlab:triton", kind, dtype, n, args.device, probe="copy")
         nbytes = micro.qlab_bytes(kind, micro.DTYPES[dtype], "copy")[0] * n
         for block, warps in CONFIGS:
-            probe_module.config = lambda _n, c=(block, warps): c
+            probe_module.config = lambda _n, _kind, c=(block, warps): c
             try:
                 case.parts["probe"]()  # compile and warm up
                 ts = [micro.time_parts({"probe": case.parts["probe"]}, args.device)["probe"]
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                    "torch": torch.__version__,
-                   "default": {n: list(default(n)) for n in {r["numel"] for r in rows}}, "copy": copy, "rows": rows}, f, indent=1)
+                   "default": {f"{r['kind']} {r['numel']}": list(default(r["numel"], KIND_OF[r["kind"]]))
+                               for r in rows}, "copy": copy, "rows": rows}, f, indent=1)
     return 0
 
 

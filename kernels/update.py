@@ -83,7 +83,7 @@ def update(master, work, grad, states, sc, h, probe_dir, inplace):
     flags["NEEDS_G"] = (h.kind not in (C.KIND_MOMENTUM, C.KIND_ADAM) or bool(h.nesterov)
                         or (bool(inplace) and probe_dir == C.DIR_P))
     if _tuned is None:  # the interpreter, or autotuning turned off
-        block, warps = fixed_config(n)
+        block, warps = fixed_config(n, h.kind)
         _update_kernel[(triton.cdiv(n, block),)](*args, **flags, BLOCK_SIZE=block,
                                                  num_warps=warps)
     else:

@@ -1,5 +1,6 @@
 """The optimizers against ``qlab_fused.reference`` (float64), on every backend that runs here."""
 import copy
+import math
 
 import pytest
 import torch
@@ -87,26 +88,77 @@ def test_matches_reference(config, rule, probe, backend, device):
         sync_reference(ref, opt, params)
         grads = fp32_grads(obj, params)
         # The probe point exists in fp32 only as fl(θ − βX): evaluate the reference there too.
-        ref.step(lambda ps: obj.loss([p.float() for p in ps]), lambda _: grads)
+        refs = reference_steps(ref, lambda ps: obj.loss([p.float() for p in ps]), lambda _: grads)
         opt.zero_grad()
         opt.step(lambda: obj.loss(params))
         tol = 1e-5 * max(1.0, cancellation(opt) / 100)
         if rule == "stale":  # α ∝ ⟨S, G⟩, a sum of mixed-sign terms: its fp32 value cancels too
             tol = max(tol, 1e-4)
-        scale = max(r.abs().max().item() for r in ref.params)
-        for p, r in zip(params, ref.params):
-            torch.testing.assert_close(p.detach().double().cpu(), r, rtol=tol, atol=tol * scale,
-                                       msg=lambda m: f"θ, step {step}: {m}")
-        for p, st_ref in zip(params, ref.states):
-            for name, value in st_ref.items():
-                torch.testing.assert_close(opt.state[p][name].double().cpu(), value, rtol=1e-5,
-                                           atol=1e-5 * max(value.abs().max().item(), 1e-12),
-                                           msg=lambda m: f"{name}, step {step}: {m}")
-        assert float(opt.alpha) == pytest.approx(ref.rs.alpha, rel=tol, abs=1e-12), step
-        assert float(opt._rs["beta"]) == pytest.approx(ref.rs.beta, rel=tol), step
-        assert float(opt._rs["length"]) == pytest.approx(ref.rs.length, rel=tol, abs=1e-12), step
-        assert float(opt._rs["skips"]) == ref.rs.skips
-        assert float(opt._rs["step"]) == ref.t
+        ref = matching_reference(refs, lambda r: check_step(opt, params, r, tol, step))
+
+
+def reference_steps(ref, loss, grads) -> list:
+    """The reference's step, and, where a trust test (fitted minimum against β/TRUST_FAR) fell
+    within 1e-6 of its threshold, also the step that takes the test's other branch. The fp32
+    inputs cannot decide such a test: on the `*trust`/`*skip`/`*start` rules the fit converges onto
+    the threshold (the ratio reaches 1 − 4e-8 on sgd_wd), and a CUDA backend, whose sums round
+    otherwise, goes either way (seen on an H200)."""
+    start = copy.deepcopy(ref)
+    margins = []
+    real = reference.fit_too_near
+
+    def spy(rule, a_star, beta, reach, ema):
+        if beta > 0 and math.isfinite(a_star):
+            margins.extend(abs(a_star * reference.TRUST_FAR * r / beta - 1) for r in (reach, 1.0))
+        return real(rule, a_star, beta, reach, ema)
+
+    reference.fit_too_near = spy
+    try:
+        ref.step(loss, grads)
+    finally:
+        reference.fit_too_near = real
+    refs = [ref]
+    if margins and min(margins) < 1e-6:
+        far = reference.TRUST_FAR
+        for nudge in (1 - 1e-5, 1 + 1e-5):
+            alt = copy.deepcopy(start)
+            reference.TRUST_FAR = far * nudge
+            try:
+                alt.step(loss, grads)
+            finally:
+                reference.TRUST_FAR = far
+            refs.append(alt)
+    return refs
+
+
+def matching_reference(refs, check):
+    """The first reference step that ``check`` accepts; the first's error if none does."""
+    errors = []
+    for r in refs:
+        try:
+            check(r)
+            return r
+        except AssertionError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
+def check_step(opt, params, ref, tol, step):
+    """θ, every state entry and the rule state after one step, against the reference's."""
+    scale = max(r.abs().max().item() for r in ref.params)
+    for p, r in zip(params, ref.params):
+        torch.testing.assert_close(p.detach().double().cpu(), r, rtol=tol, atol=tol * scale,
+                                   msg=lambda m: f"θ, step {step}: {m}")
+    for p, st_ref in zip(params, ref.states):
+        for name, value in st_ref.items():
+            torch.testing.assert_close(opt.state[p][name].double().cpu(), value, rtol=1e-5,
+                                       atol=1e-5 * max(value.abs().max().item(), 1e-12),
+                                       msg=lambda m: f"{name}, step {step}: {m}")
+    assert float(opt.alpha) == pytest.approx(ref.rs.alpha, rel=tol, abs=1e-12), step
+    assert float(opt._rs["beta"]) == pytest.approx(ref.rs.beta, rel=tol), step
+    assert float(opt._rs["length"]) == pytest.approx(ref.rs.length, rel=tol, abs=1e-12), step
+    assert float(opt._rs["skips"]) == ref.rs.skips
+    assert float(opt._rs["step"]) == ref.t
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

@@ -214,8 +214,11 @@ def test_large_matches_torch_backend(n, h, dtype, inplace, pdir):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(),
                                        msg=f"reductions {i}")
         elif a.dtype == torch.bfloat16:
-            # one rounding of the same fp32 value: at most one bf16 ulp apart
-            assert ((a.float() - b.float()).abs() <= b.float().abs() * 2 ** -7 + 1e-30).all()
+            # one rounding each of fp32 values within the tolerance below: at most one bf16 ulp
+            # apart, plus that tolerance where θ − αV cancels to near 0 (seen on an H200)
+            a, b = a.float(), b.float()
+            bound = torch.maximum(a.abs(), b.abs()) * (2 ** -7 + 1e-5) + 1e-6 * b.abs().max()
+            assert ((a - b).abs() <= bound).all(), f"bf16 buffer {i}"
         else:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
 
@@ -295,6 +298,20 @@ def test_update_bits_do_not_depend_on_autotuning(h, tmp_path):
         if a.numel() == RED_LEN:
             continue  # the probe pass is the same fixed-config kernel in both processes
         assert torch.equal(a.cpu(), b)
+
+
+def test_probe_config_is_a_function_of_size_and_kind(monkeypatch):
+    """The GPU launch configurations (the reduction bits depend on them): powers of two, at least
+    one element per thread, the same for the same (n, kind), and Adam's measured choice at 1e9."""
+    from qlab_fused.kernels import _common, probe
+    monkeypatch.setattr(_common, "interpreting", lambda: False)
+    for kind in (KIND_SGD, KIND_MOMENTUM, KIND_ADAM):
+        for n in (1, 4097, (1 << 24) - 1, 1 << 24, 10 ** 9):
+            block, warps = probe.config(n, kind)
+            assert block & (block - 1) == 0 and warps & (warps - 1) == 0
+            assert block >= 32 * warps and probe.config(n, kind) == (block, warps)
+    assert probe.config(10 ** 9, KIND_ADAM) == (2048, 8)
+    assert probe.config(10 ** 9, KIND_MOMENTUM) == (4096, 8)
 
 
 @pytest.mark.parametrize("value,wanted", [(None, True), ("1", True), ("0", False), ("off", False),
