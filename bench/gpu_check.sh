@@ -20,7 +20,9 @@
 #   probe_sweep      launch configurations of the Triton probe pass (bench/triton_probe_configs) ≤ 60 s
 #   tests_optimizer  the optimizer tests on CUDA (thousands of small cases; autotuning off)     ≤ 150 s
 #   bench_full       small sizes, many tensors, the three training-step profiles               ≤ 150 s
-# Give the device tool's run timeout_s = TOTAL_S + 20 and carry=[".whl"] (expecttest, below).
+# Give the device tool's run timeout_s = TOTAL_S + 20 and carry=[".whl"] (expecttest, below). The
+# tree it sends must stay under 64 MiB: move bench/quality/results (≈ 130 MB of quality runs, not
+# needed here) out of the checkout for the call, and back after it.
 # Pytest runs under xdist where the machine has it (the H200 image does), one line per test, so a
 # cut-short phase still says which tests ran.
 # Files under $OUT (8 at most, ≤ 2 folders down, what the device tool returns):

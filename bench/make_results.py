@@ -95,17 +95,20 @@ def main(argv) -> int:
     print(goals(goal_recs) + "\n")
     if notes:
         print(notes.strip() + "\n")
-    print("## GPU: not lent to this task; run bench/gpu_check.sh\n")
-    print("No GPU was available to this task, so there are no GPU numbers (the `cuda` and `triton` "
-          "backends are not timed; Triton on CPU runs only in its interpreter). On the H200 "
-          "machine, from the repository root: `bash bench/gpu_check.sh` (with the device tool: "
-          "`run(command='bash bench/gpu_check.sh', timeout_s=600)`). It installs the package "
-          "without network, runs `pytest -q tests/`, checks that steps are free of host sync "
-          "and that the optimizer step can be captured in a CUDA graph, measures the card's copy "
-          "bandwidth and runs `python -m qlab_fused bench --device cuda` (sizes 1e5 … 1e9), "
-          "writing 8 files under `$OUT`.\n")
-    print(f"Goal table: {'focus run ' + goal_recs[0]['date'] if focus else 'the full run'}; "
-          f"re-runs: the other runs, in order.\n")
+    gpu_md = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "h200", "gpu.md")
+    goal_line = (f"Goal table: {'focus run ' + goal_recs[0]['date'] if focus else 'the full run'}; "
+                 f"re-runs: the other runs, in order.\n")
+    print(goal_line)
+    if os.path.exists(gpu_md):  # written by hand from a GPU lease (bench/gpu_check.sh)
+        with open(gpu_md) as f:
+            print(f.read().strip() + "\n")
+    else:
+        print("## GPU: not measured; run bench/gpu_check.sh\n")
+        print("On a GPU machine, from the repository root: `bash bench/gpu_check.sh` (with the "
+              "device tool: `run(command='bash bench/gpu_check.sh', carry=['.whl'], "
+              "timeout_s=580)`); it installs the package without network, runs the CUDA and "
+              "Triton tests, the sync/graph checks and `python -m qlab_fused bench --device "
+              "cuda`, and writes its files under `$OUT`.\n")
     print("## Full report of the latest CPU run\n")
     print(body)
     return 0
