@@ -283,12 +283,52 @@ def test_focal_unequal_is_the_focal_loss_on_unequal_classes():
     assert name == "test_bal_acc" and abs(value - sum(recalls) / 5) < 1e-6
 
 
-def test_round_24_held_out_tasks_are_out_of_the_selection_and_round_23_s_are_in():
-    for name in ("digits_vae", "ctc_frames"):
+def test_round_25_held_out_tasks_are_out_of_the_selection_and_round_24_s_are_in():
+    for name in ("ring_flow", "wave_mdn"):
         assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
-    for name in ("pinn_poisson", "focal_unequal", "adding_rnn", "digits_distill", "skipgram_ns"):
+    for name in ("digits_vae", "ctc_frames", "pinn_poisson", "focal_unequal", "adding_rnn"):
         assert name in tasks.SELECTION
-    assert len(tasks.SELECTION) == 43
+    assert len(tasks.SELECTION) == 45
+
+
+def test_ring_flow_is_a_normalised_density_and_reads_zero_at_the_true_one():
+    t = tasks.ring_flow(0)
+    g = torch.linspace(-12, 12, 961)
+    pts = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():  # a random flow: the log-determinants must keep it a density
+        for p in t.model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        mass = float(t.model(pts).double().exp().sum() * (g[1] - g[0]) ** 2)
+    assert abs(mass - 1) < 1e-3
+    Xtr, Xte, entropy = tasks._ring_points()
+    assert Xtr.shape == (3000, 2) and Xte.shape == (1000, 2)
+    assert float(-tasks._ring_log_density(Xtr).mean() / 2) - entropy == 0
+    x, y = next(iter(t.batches()))
+    want = float(-t.model(x).mean() / 2) - entropy
+    assert abs(float(t.loss(t.model, x, y).detach()) - want) < 1e-6
+    assert t.test_metric(t.model)[0] == "test_nll_excess" and t.steps == 930
+
+
+def test_wave_mdn_nll_and_the_conditional_entropy_of_its_data():
+    t = tasks.wave_mdn(0)
+    x, y = next(iter(t.batches()))
+    logits, mu, log_sigma = t.model(x)
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=logits.double()),
+        torch.distributions.Normal(mu.double(), log_sigma.double().exp()))
+    want = float(-mix.log_prob(y.double().squeeze(-1)).mean())
+    _, _, _, _, entropy = tasks._inverse_wave()
+    assert abs(float(t.loss(t.model, x, y).detach()) + entropy - want) < 1e-5
+    # H(y | x) = H(x | y) + H(y) - H(x): H(y) = 0 (uniform on [0, 1]), H(x | y) Gaussian, H(x) by
+    # quadrature of p(x) = ∫ N(x; wave(y), σ²) dy; the training set's estimate within its noise
+    s = tasks._MDN_NOISE
+    ys = (torch.arange(4000, dtype=torch.float64) + 0.5) / 4000
+    xs = torch.linspace(-1, 2, 3001, dtype=torch.float64)
+    px = torch.exp(-(xs[:, None] - tasks._wave(ys)[None]) ** 2 / (2 * s * s)).mean(1)
+    px = px / math.sqrt(2 * math.pi * s * s)
+    h_x = float(-(px * px.clamp_min(1e-300).log()).sum() * (xs[1] - xs[0]))
+    assert abs(entropy - (0.5 * math.log(2 * math.pi * math.e * s * s) - h_x)) < 0.03
+    assert t.test_metric(t.model)[0] == "test_nll_excess" and t.steps == 930
 
 
 def test_digits_vae_replays_its_latent_draw_and_its_loss_is_zero_at_a_perfect_fit():
