@@ -153,7 +153,13 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # within (21 against 20 tasks holding), no check run past 100×, and passes CI's claims: Adam's
 # default. The round's own candidates, `_split` (each probe direction keeps its own distance
 # requests), 962, and with the slow EMA 994, which also raises the convex loss (3.4e-2): out.
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_restart",
+# Round 25 (log item 51; forty-five tasks: round 24's held-out VAE and CTC task joined): SGD's with
+# `_grow` (a fit with no minimum along a descent direction steps at the cap, 2β, instead of β;
+# measured after round 24's choice, log item 50) has a worst case of 1.56× (digits_lstm) against
+# 28.0× (ctc_frames, from small α₀), 1271 against 1265 of 1350 runs within (33 against 34 tasks
+# holding), the same largest rebound (1.53× against 1.57×), no spike, and passes CI's claims:
+# SGD's default. No Momentum or Adam candidate this round: theirs stand.
+DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_unseen",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_unseen"}
 
