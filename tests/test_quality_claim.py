@@ -94,7 +94,7 @@ def test_qlab_sgd_alpha0_free_on_a_cnn():
                  for a0 in (1e-4, 1.0)]
     print(f"SGD(0.1) {tuned:.3f}, SGD(1) {plain_large:.3f}, QLAB-SGD {q}, without the bound {unbounded}")
     assert plain_large > 2.0                  # measured 2.305: plain SGD at lr 1 does not train
-    assert max(q) < 0.45 and max(q) < 1.10 * tuned   # measured 0.238, 0.179 vs 0.583 (round 13 rule)
+    assert max(q) < 0.45 and max(q) < 1.10 * tuned   # measured 0.228, 0.179 vs 0.583 (round 25 rule)
     assert min(unbounded) > 2.0               # measured 2.384 twice: chance level, the net died
 
 
