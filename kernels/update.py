@@ -2,7 +2,8 @@
 the master buffer, and its rounding into the work buffer in copy mode.
 
 Purely elementwise, so its bits do not depend on the launch configuration: on GPU it is autotuned
-over block size and warp count (``QLAB_FUSED_TRITON_AUTOTUNE=0``: the probe pass's fixed one). The gradient is read only where the direction needs it.
+over block size and warp count (``QLAB_FUSED_TRITON_AUTOTUNE=0``: the probe pass's fixed one). The
+gradient is read only where the direction needs it.
 """
 from __future__ import annotations
 
