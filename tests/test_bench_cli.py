@@ -1,11 +1,14 @@
 """`python -m qlab_fused bench --quick` end to end: it writes a report with the expected sections
-and tables, JSON and plots, and every number the report shows is finite and positive."""
+and tables, JSON and plots, and every number the report shows is finite and positive; and the GPU
+probe-configuration sweep, dry-run on the CPU."""
 import json
 import math
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 SECTIONS = ["# qlab_fused benchmark report", "## Copy bandwidth",
@@ -95,3 +98,21 @@ def test_bench_quick(tmp_path):
     for r in rec["steps"]:
         if r["mode"] != "torch":
             assert r["step_ratio"] > 0 and 1 < r["floor"] < 2
+
+
+def test_triton_probe_config_sweep_dry_run(tmp_path):
+    """bench/triton_probe_configs.py (run on a GPU to choose kernels/probe.config) works end to end:
+    on CPU tensors under the Triton interpreter, every configuration of every case is timed and the
+    JSON names the configuration the library would launch."""
+    pytest.importorskip("triton")
+    out = tmp_path / "configs.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root)
+    script = os.path.join(root, "bench", "triton_probe_configs.py")
+    proc = subprocess.run([sys.executable, script, str(out), "--numel", "3000", "--reps", "1",
+                           "--device", "cpu"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert len(rec["rows"]) == 3 * 6 and all("error" not in r for r in rec["rows"])
+    assert all(r["median_s"] > 0 and math.isfinite(r["gbps"]) for r in rec["rows"])
+    assert set(rec["default"]) == {"adam 3000", "momentum 3000", "sgd 3000"}
