@@ -78,7 +78,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_guard_len_split_unseen",
          "alternate_trust_ema_rel_near_match_slow_guard_len_split",
          "alternate_trust_ema_rel_near_match_slow_guard_len_split_unseen",
-         "safeguarded_rel_edge135_polyak_still_grow", "safeguarded_rel_edge135_polyak_still_grow_restart")
+         "safeguarded_rel_edge135_polyak_still_grow", "safeguarded_rel_edge135_polyak_still_grow_restart",
+         "alternate_wgeo_ema_rel_near_polyak_grow", "alternate_wgeo_ema_rel_near_polyak_grow_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -415,6 +416,12 @@ NEAR.update({r: NEAR[r.replace("_split", "")] for r in SPLIT_RULES if r.replace(
 # along V there, keeps α at α₀ for all 279 steps on two seeds and ends at 4.3–5.3 against tuned
 # SGD's 0.19–0.23 (log item 49).
 GROW_RULES = tuple(r for r in RULES if "_grow" in r)
+# On the alternating rules (after round 25's choice, log item 52) such a fit, when no curvature is
+# left to combine, counts as GROW_STEPS × the step the probe stood for (β / reach) instead of β:
+# QLAB-Momentum from α₀ = 1e-4 on the CTC task met it on 146 of 279 steps, and its step shrank
+# from 1e-4 to 2.5e-5 (the probe goes at ¼ of the step and β·1.25 is all the fit gives).
+GROW_STEPS = 2.0
+NEAR.update({r: NEAR[r.replace("_grow", "")] for r in GROW_RULES if r.replace("_grow", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -673,6 +680,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         cp = red["pg"] / (2 * new.kappa_p * red["pp"]) if new.kappa_p * red["pp"] > 0 else math.nan
         if not cands:
             alpha = min(beta, cap)
+            if rule in GROW_RULES and a2 <= 0 and dX > 0:  # `*grow`: no minimum along a descent
+                alpha = GROW_STEPS * beta / reach
             zero_far = far
         elif rule == "alternate_noise" and len(cands) == 2:
             rho = 1.0 if red["sg"] == 0 else (min(max(red["sg"] / d, 0.0), 1.0) if d > 0 else 0.0)

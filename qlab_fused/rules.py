@@ -12,7 +12,7 @@ from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_
 from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES,  # noqa: F401
                         FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GROW_RULES, GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
+                        GROW_RULES, GROW_STEPS, GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
@@ -155,7 +155,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             best = _weighted_geo(cv, cp, 1 - w, w)
         else:
             best = torch.minimum(cv, cp)
-        alpha = torch.where(torch.isfinite(best), best, beta)
+        no_curvature = beta
+        if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as GROW_STEPS steps
+            no_curvature = torch.where((a2 <= 0) & (dX > 0), GROW_STEPS * beta / reach, beta)
+        alpha = torch.where(torch.isfinite(best), best, no_curvature)
         if rule in SKIP_RULES:
             zero_far = far & ~torch.isfinite(best)
         if rule not in EMA_RULES:  # the EMA rules limit growth by the EMA itself

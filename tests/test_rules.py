@@ -1189,7 +1189,7 @@ def test_grow_rules_differ_from_their_base_only_on_a_fit_without_a_minimum(
     assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-5)
 
 
-@pytest.mark.parametrize("rule", reference.GROW_RULES)
+@pytest.mark.parametrize("rule", [r for r in reference.GROW_RULES if r in reference.FIT_RULES])
 def test_grow_lets_the_step_grow_where_the_loss_along_v_is_concave(rule):
     """Round 24's CTC task from α₀ = 1e-4: the probe finds the loss along V below the line of its
     slope. The SGD default holds the step at β and probes at β again; `_grow` counts the fit at
@@ -1202,3 +1202,27 @@ def test_grow_lets_the_step_grow_where_the_loss_along_v_is_concave(rule):
     a_g, n_g = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, DIR_V)
     assert a_b == pytest.approx(beta) and n_b.beta == pytest.approx(beta)
     assert a_g == pytest.approx(beta * 2 ** 0.1, rel=1e-9) and n_g.beta == pytest.approx(a_g)
+
+
+@pytest.mark.parametrize("rule", [r for r in reference.GROW_RULES if r not in reference.FIT_RULES])
+@pytest.mark.parametrize("probe_dir", [DIR_V, DIR_P])
+def test_alternating_grow_lets_the_step_grow_where_no_curvature_is_measured(rule, probe_dir):
+    """The CTC task from α₀ = 1e-4 with Momentum: both probe directions find the loss below the line
+    of their slope, so no curvature is left to combine. The rule without `_grow` moves its memory
+    towards β·scale, a quarter of the step times 1.25, and the step shrinks; with it the fit counts
+    as GROW_STEPS steps (β / reach), so the memory moves towards 2.5 steps and the step grows by
+    2.5^0.1; the device agrees."""
+    beta, L0, vg = 1e-4, 6.0, 17.0
+    reach, scale = reference.NEAR[rule]
+    Lb = L0 - beta * vg - 2e-7  # a₂ < 0 along either direction (pg = vg)
+    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
+    step = beta / reach
+    rs = reference.RuleState(alpha=step, beta=beta, ema=step, held=step)
+    a_b, _ = reference.rule_step(rule.replace("_grow", ""), L0, Lb, red, beta, rs, 1e-4, probe_dir)
+    a_g, n_g = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
+    assert a_b == pytest.approx(step * (beta * scale / step) ** (1 - reference.EMA_DECAY))
+    assert a_g == pytest.approx(step * (reference.GROW_STEPS * scale) ** (1 - reference.EMA_DECAY))
+    assert a_g > step > a_b and n_g.beta == pytest.approx(reach * a_g)
+    a_dev, n_dev = run_device(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
+    assert float(a_dev) == pytest.approx(a_g, rel=1e-6)
+    assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-6)
