@@ -628,9 +628,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
 
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
-    fallback = a_star if _good(a_star) else beta
-    if rule in GROW_RULES and not _good(a_star) and a2 <= 0 and dX > 0:  # `*grow`: no minimum
-        fallback = RULE_CAP[rule] * beta
+    # `*grow`: the loss along X falls faster than a line, so the parabola has no minimum
+    no_minimum = rule in GROW_RULES and a2 <= 0 and dX > 0
+    fallback = RULE_CAP[rule] * beta if no_minimum else (a_star if _good(a_star) else beta)
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
     tt, vv = red.get("tt", 0.0), red["vv"]
@@ -679,9 +679,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         cv = d / (2 * new.kappa_v * red["vv"]) if new.kappa_v * red["vv"] > 0 else math.nan
         cp = red["pg"] / (2 * new.kappa_p * red["pp"]) if new.kappa_p * red["pp"] > 0 else math.nan
         if not cands:
-            alpha = min(beta, cap)
-            if rule in GROW_RULES and a2 <= 0 and dX > 0:  # `*grow`: no minimum along a descent
-                alpha = GROW_STEPS * beta / reach
+            alpha = GROW_STEPS * beta / reach if no_minimum else min(beta, cap)
             zero_far = far
         elif rule == "alternate_noise" and len(cands) == 2:
             rho = 1.0 if red["sg"] == 0 else (min(max(red["sg"] / d, 0.0), 1.0) if d > 0 else 0.0)

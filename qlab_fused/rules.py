@@ -12,7 +12,8 @@ from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_
 from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES,  # noqa: F401
                         FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
-                        GROW_RULES, GROW_STEPS, GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
+                        GROW_RULES, GROW_STEPS,
+                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
@@ -85,7 +86,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     a_star = dX / (2 * a2)
     fallback = torch.where(_good(a_star), a_star, beta)
     if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as one at the growth cap
-        fallback = torch.where(~_good(a_star) & (a2 <= 0) & (dX > 0), RULE_CAP[rule] * beta, fallback)
+        no_minimum = (a2 <= 0) & (dX > 0)  # the loss along X falls faster than a line
+        fallback = torch.where(no_minimum, RULE_CAP[rule] * beta, fallback)
     kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 
     if rule not in RULES:
@@ -157,7 +159,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             best = torch.minimum(cv, cp)
         no_curvature = beta
         if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as GROW_STEPS steps
-            no_curvature = torch.where((a2 <= 0) & (dX > 0), GROW_STEPS * beta / reach, beta)
+            no_curvature = torch.where(no_minimum, GROW_STEPS * beta / reach, beta)
         alpha = torch.where(torch.isfinite(best), best, no_curvature)
         if rule in SKIP_RULES:
             zero_far = far & ~torch.isfinite(best)
