@@ -1656,7 +1656,7 @@ def digits_vae(seed: int) -> Task:
         return _neg_elbo_of(*m(x), x, entropy)
 
     @torch.no_grad()
-    def full(m, X):
+    def full(m, X, _):
         eps = torch.randn(len(X), 4, generator=torch.Generator().manual_seed(2038))
         logits, mu, logvar = m(X, eps)
         return float(_neg_elbo_of(logits.double(), mu.double(), logvar.double(), X.double(),
@@ -1664,8 +1664,7 @@ def digits_vae(seed: int) -> Task:
 
     data = (Xtr, torch.zeros(len(Xtr)), Xte, torch.zeros(len(Xte)))
     return _array_task("digits_vae", model, data, seed, batch=32, epochs=6, loss=loss,
-                       full_loss=lambda m, X, _: full(m, X),
-                       metric=("test_neg_elbo", lambda m, X, _: full(m, X)))
+                       full_loss=full, metric=("test_neg_elbo", full))
 
 
 _CTC_FRAMES, _CTC_SYMBOLS, _CTC_MAX_LABELS = 24, 4, 5
@@ -1834,13 +1833,12 @@ def ring_flow(seed: int) -> Task:
         return -m(x).mean() / 2 - entropy
 
     @torch.no_grad()
-    def full(m, X):
+    def full(m, X, _):
         return float(-m(X).double().mean() / 2 - entropy)
 
     data = (Xtr, torch.zeros(len(Xtr)), Xte, torch.zeros(len(Xte)))
     return _array_task("ring_flow", _RingFlow(), data, seed, batch=32, epochs=10, loss=loss,
-                       full_loss=lambda m, X, _: full(m, X),
-                       metric=("test_nll_excess", lambda m, X, _: full(m, X)))
+                       full_loss=full, metric=("test_nll_excess", full))
 
 
 _MDN_NOISE, _MDN_COMPONENTS = 0.05, 5
