@@ -21,7 +21,7 @@
 #                    (a smoke check), CUDA-graph capture/replay                                 ≤ 45 s
 #   bench_focus      benchmark at 1e8 and 1e9 elements (the issue-4/5 ratios and GB/s)          ≤ 100 s
 #   probe_sweep      launch configurations of the Triton probe pass (bench/triton_probe_configs) ≤ 40 s
-#   tests_optimizer  the optimizer tests on CUDA (~900 cases: the defaults on every backend,
+#   tests_optimizer  the optimizer tests on CUDA (~650 cases: the defaults on every backend,
 #                    every rule on the torch backend; autotuning off)                          ≤ 150 s
 #   bench_full       small sizes, many tensors, the three training-step profiles               ≤ 100 s
 # Give the device tool's run timeout_s = TOTAL_S + 20 and carry=[".whl"] (expecttest, below). The
