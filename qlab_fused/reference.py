@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _restart), defined below.
+# _unseen, _grow, _steep, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -79,7 +79,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_len_split",
          "alternate_trust_ema_rel_near_match_slow_guard_len_split_unseen",
          "safeguarded_rel_edge135_polyak_still_grow", "safeguarded_rel_edge135_polyak_still_grow_restart",
-         "alternate_wgeo_ema_rel_near_polyak_grow", "alternate_wgeo_ema_rel_near_polyak_grow_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_grow", "alternate_wgeo_ema_rel_near_polyak_grow_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_steep", "alternate_wgeo_ema_rel_near_polyak_steep_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -422,6 +423,15 @@ GROW_RULES = tuple(r for r in RULES if "_grow" in r)
 # from 1e-4 to 2.5e-5 (the probe goes at ¼ of the step and β·1.25 is all the fit gives).
 GROW_STEPS = 2.0
 NEAR.update({r: NEAR[r.replace("_grow", "")] for r in GROW_RULES if r.replace("_grow", "") in NEAR})
+# `*_steep` (round 26, log item 53): `_grow` only where the probe's loss fell at least GROW_STEPS times
+# as far as the line of its slope predicts (L0 − Lβ ≥ GROW_STEPS·β·d_X), so a fit without a minimum
+# is concavity the probe measured, not a straight stretch of loss whose a₂ rounding put at or below
+# zero. `_grow` on Momentum lost the quantile regression (piecewise linear: along X its loss is a
+# line up to the next kink, so a₂ ≤ 0 by rounding on about half its probes, and each counted as
+# growth), while its gains were steep falls: the CTC task's first ten probes from α₀ = 1e-4 fell
+# 10× as far as the line (log item 52).
+STEEP_RULES = tuple(r for r in RULES if "_steep" in r)
+NEAR.update({r: NEAR[r.replace("_steep", "")] for r in STEEP_RULES if r.replace("_steep", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -630,6 +640,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     # `*grow`: the loss along X falls faster than a line, so the parabola has no minimum
     no_minimum = rule in GROW_RULES and a2 <= 0 and dX > 0
+    if rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
+        no_minimum = dX > 0 and L0 - Lb >= GROW_STEPS * beta * dX
     fallback = RULE_CAP[rule] * beta if no_minimum else (a_star if _good(a_star) else beta)
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))

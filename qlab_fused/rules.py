@@ -17,7 +17,8 @@ from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, E
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
-                        SLOW_RULES, SPLIT_RULES, START_RULES, STILL_RULES, TRUST_FAR, TRUST_RULES,
+                        SLOW_RULES, SPLIT_RULES, START_RULES, STEEP_RULES, STILL_RULES, TRUST_FAR,
+                        TRUST_RULES,
                         UNSEEN_RULES,
                         WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
@@ -87,6 +88,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     fallback = torch.where(_good(a_star), a_star, beta)
     if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as one at the growth cap
         no_minimum = (a2 <= 0) & (dX > 0)  # the loss along X falls faster than a line
+        fallback = torch.where(no_minimum, RULE_CAP[rule] * beta, fallback)
+    elif rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
+        no_minimum = (dX > 0) & (L0 - Lb >= GROW_STEPS * beta * dX)
         fallback = torch.where(no_minimum, RULE_CAP[rule] * beta, fallback)
     kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 
@@ -158,7 +162,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         else:
             best = torch.minimum(cv, cp)
         no_curvature = beta
-        if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as GROW_STEPS steps
+        if rule in GROW_RULES or rule in STEEP_RULES:  # a fit without a minimum: GROW_STEPS steps
             no_curvature = torch.where(no_minimum, GROW_STEPS * beta / reach, beta)
         alpha = torch.where(torch.isfinite(best), best, no_curvature)
         if rule in SKIP_RULES:

@@ -814,7 +814,8 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 @settings(max_examples=400, deadline=None)
 @given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen`, `_carry` on top: their
                               if r not in reference.LEN_RULES + reference.UNSEEN_RULES  # own tests
-                              + reference.CARRY_RULES + reference.GROW_RULES]),
+                              + reference.CARRY_RULES + reference.GROW_RULES
+                              + reference.STEEP_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
@@ -1226,3 +1227,45 @@ def test_alternating_grow_lets_the_step_grow_where_no_curvature_is_measured(rule
     a_dev, n_dev = run_device(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
     assert float(a_dev) == pytest.approx(a_g, rel=1e-6)
     assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.STEEP_RULES), L0=finite, vg=finite, vv=nonneg, gg=nonneg,
+       tt=nonneg, beta=positive, ema=kappa, lines=st.floats(0.0, 4.0), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_steep_rules_are_grow_on_a_steep_fall_and_their_base_elsewhere(rule, L0, vg, vv, gg, tt, beta,
+                                                                       ema, lines, pdir):
+    """`*_steep`: where the probe's loss fell at least GROW_STEPS lines deep (L0 − Lβ ≥ GROW_STEPS·β·d_X,
+    d_X > 0) the step and every slot are the `_grow` rule's; elsewhere, a shallower fall without a
+    minimum included, the rule's without either modifier; the device agrees."""
+    beta, ema = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, ema))
+    Lb = L0 - lines * beta * vg  # `lines` line-depths below L0 (above it where vg < 0)
+    red = dict(vg=vg, pg=vg, vv=vv, pp=vv, sg=0.0, gg=gg, tt=tt, vz=0.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=0.0, kappa_p=0.0)
+    a_s, n_s = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, pdir)
+    twin = rule.replace("_steep", "_grow") if vg > 0 and L0 - Lb >= reference.GROW_STEPS * beta * vg \
+        else rule.replace("_steep", "")
+    a_t, n_t = reference.rule_step(twin, L0, Lb, red, beta, rs, 1e-3, pdir)
+    assert a_s == a_t and vars(n_s) == vars(n_t)
+    a_dev, n_dev = run_device(rule, L0, Lb, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_s, rel=1e-5, abs=1e-30)
+    assert float(n_dev["ema"]) == pytest.approx(n_s.ema, rel=1e-5, abs=1e-30)
+    assert float(n_dev["beta"]) == pytest.approx(n_s.beta, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", reference.STEEP_RULES)
+def test_steep_grows_on_the_ctc_fall_and_not_on_a_straight_stretch(rule):
+    """The CTC task's first probe from α₀ = 1e-4 (log item 52) fell 10 lines deep: `_steep` grows the
+    step as `_grow` does. The quantile regression's loss is a line between kinks, and rounding puts a₂
+    at or below zero on about half such probes: `_grow` grows there, `_steep` steps as the rule
+    without it."""
+    beta, L0, vg = 1e-4, 6.0, 17.0
+    reach, _ = reference.NEAR[rule]
+    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
+    step = beta / reach
+    rs = reference.RuleState(alpha=step, beta=beta, ema=step)
+    for Lb, grows in ((L0 - 10 * beta * vg, True), (L0 - beta * vg - 2e-7, False)):
+        a_s, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, DIR_V)
+        a_g, _ = reference.rule_step(rule.replace("_steep", "_grow"), L0, Lb, red, beta, rs, 1e-4, DIR_V)
+        a_b, _ = reference.rule_step(rule.replace("_steep", ""), L0, Lb, red, beta, rs, 1e-4, DIR_V)
+        assert a_g > step > a_b  # both falls are below the line: `_grow` grows on either
+        assert a_s == (a_g if grows else a_b)
