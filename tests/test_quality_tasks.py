@@ -283,12 +283,12 @@ def test_focal_unequal_is_the_focal_loss_on_unequal_classes():
     assert name == "test_bal_acc" and abs(value - sum(recalls) / 5) < 1e-6
 
 
-def test_round_25_held_out_tasks_are_out_of_the_selection_and_round_24_s_are_in():
-    for name in ("ring_flow", "wave_mdn"):
+def test_round_26_held_out_tasks_are_out_of_the_selection_and_round_25_s_are_in():
+    for name in ("ring_score", "ordinal_latent"):
         assert name in tasks.TASKS and name in tasks.HELD_OUT and name not in tasks.SELECTION
-    for name in ("digits_vae", "ctc_frames", "pinn_poisson", "focal_unequal", "adding_rnn"):
+    for name in ("ring_flow", "wave_mdn", "digits_vae", "ctc_frames", "pinn_poisson"):
         assert name in tasks.SELECTION
-    assert len(tasks.SELECTION) == 45
+    assert len(tasks.SELECTION) == 47
 
 
 def test_ring_flow_is_a_normalised_density_and_reads_zero_at_the_true_one():
@@ -380,3 +380,112 @@ def test_ctc_frames_labels_and_greedy_decoding():
     want = F.ctc_loss(logp, y[:, 1:], torch.full((len(y),), 24), y[:, 0], reduction="none")
     assert abs(float(t.loss(t.model, x, y).detach()) - float((want / y[:, 0]).mean().detach())) < 1e-5
     assert t.steps == 279
+
+
+def test_ring_score_true_score_is_the_gradient_of_the_noised_ring_s_log_density():
+    """The ring (σ 0.2) convolved with N(0, 0.5²) is eight Gaussians of variance 0.2² + 0.5²."""
+    angles = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
+    centres = 2.0 * torch.stack([angles.cos(), angles.sin()], -1)
+    cov = (0.2 ** 2 + 0.5 ** 2) * torch.eye(2, dtype=torch.float64)
+    noised = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.full((8,), 1 / 8, dtype=torch.float64)),
+        torch.distributions.MultivariateNormal(centres, cov))
+    g = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(300, 2, generator=g, dtype=torch.float64)).requires_grad_()
+    grad, = torch.autograd.grad(noised.log_prob(x).sum(), x)
+    assert torch.allclose(tasks._ring_score(x.detach()), grad, rtol=1e-9, atol=1e-9)
+    # the stored inputs are the ring's points moved by the stored noise, σ·ε
+    Xn, eps, Xn_te, eps_te = tasks._noised_ring()
+    Xtr, Xte, _ = tasks._ring_points()
+    assert torch.allclose(Xn - 0.5 * eps, Xtr, atol=1e-6)
+    assert torch.allclose(Xn_te - 0.5 * eps_te, Xte, atol=1e-6)
+    assert 0.95 < float(eps.std()) < 1.05 and abs(float(eps.mean())) < 0.05
+
+
+class _TrueScore(torch.nn.Module):
+    def forward(self, x):
+        return tasks._ring_score(x)
+
+
+def test_ring_score_loss_is_zero_at_the_true_score_and_otherwise_its_fisher_divergence():
+    t = tasks.ring_score(0)
+    assert t.train_loss(_TrueScore()) == 0 and t.test_metric(_TrueScore()) == ("test_dsm_excess", 0)
+    # in expectation σ²/2·E‖s − s*‖²: on the 3000 training rows within the cross term's noise
+    Xn, _, _, _ = tasks._noised_ring()
+    for k in range(3):
+        m = tasks.ring_score(k).model
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.3 * k * torch.randn_like(p))
+            fisher = float(0.125 * ((m(Xn).double() - tasks._ring_score(Xn)) ** 2).sum(-1).mean())
+        assert abs(t.train_loss(m) - fisher) < 0.03 + 0.02 * fisher and fisher > 0.3
+    assert t.steps == 465
+
+
+def test_ring_score_batch_loss_replays_and_is_the_dsm_loss_less_the_true_score_s():
+    t = tasks.ring_score(0)
+    x, eps = next(iter(t.batches()))
+    assert x.shape == eps.shape == (32, 2)
+    a, b = t.loss(t.model, x, eps), t.loss(t.model, x, eps)
+    assert float(a.detach()) == float(b.detach()) > 0
+    s, s_true = t.model(x).double(), tasks._ring_score(x)
+    want = 0.5 * ((0.5 * s + eps.double()) ** 2).sum(-1) - 0.5 * ((0.5 * s_true + eps.double()) ** 2).sum(-1)
+    assert abs(float(a.detach()) - float(want.mean().detach())) < 1e-5
+    assert abs(float(t.loss(_TrueScore(), x, eps))) < 1e-12
+
+
+def _ordinal_truth(X):
+    theta = torch.tensor(tasks._ORD_THRESHOLDS, dtype=torch.float64)
+    return tasks._cumulative_log_probs(tasks._ordinal_score(X.double()), theta)
+
+
+def test_ordinal_latent_probabilities_are_differences_of_sigmoids_at_ordered_thresholds():
+    t = tasks.ordinal_latent(0)
+    m, X = t.model, tasks._ordinal_data()[0][:50]
+    assert torch.allclose(m.thresholds(), torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0]), atol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for scale in (0.1, 1.0, 3.0):
+            m.first.copy_(scale * torch.randn(1, generator=g))
+            m.gaps.copy_(scale * torch.randn(4, generator=g))
+            th = m.thresholds()
+            assert bool((th[1:] > th[:-1]).all())
+            p = m(X).double().exp()
+            assert bool((p > 0).all()) and torch.allclose(p.sum(-1), torch.ones(50, dtype=p.dtype), atol=1e-5)
+            cum = torch.sigmoid(th.double()[None] - m.net(X).double())  # P(y ≤ k), k < 5
+            assert torch.allclose(p[:, :5].cumsum(-1), cum, atol=1e-5)
+        m.gaps.copy_(torch.tensor([-200.0, -30.0, 30.0, 200.0]))  # gaps below float resolution
+        th = m.thresholds()
+        assert bool((th[1:] >= th[:-1]).all()) and bool(torch.isfinite(th).all())
+
+
+def test_ordinal_latent_labels_follow_the_true_model_and_its_loss_reads_zero_there():
+    Xtr, ytr, Xte, yte, h_tr, h_te = tasks._ordinal_data()
+    assert Xtr.shape == (3000, 8) and Xte.shape == (1000, 8) and int(ytr.max()) == 5
+    X, y = torch.cat([Xtr, Xte]), torch.cat([ytr, yte])
+    p = _ordinal_truth(X).exp()
+    # within each third of the rows by f*, the label shares are the true model's mean probabilities
+    # (a sign slip in f* would keep the overall shares of these near-symmetric classes)
+    order = tasks._ordinal_score(X.double()).argsort()
+    for rows in order.chunk(3):
+        shares = torch.bincount(y[rows], minlength=6).double() / len(rows)
+        assert float((shares - p[rows].mean(0)).abs().max()) < 0.04
+    t = tasks.ordinal_latent(0)
+
+    class Truth(torch.nn.Module):
+        def forward(self, X):
+            return _ordinal_truth(X)
+
+    assert abs(t.train_loss(Truth())) < 1e-12 and abs(t.test_metric(Truth())[1]) < 1e-12
+    # the floor is the rows' own −log P*(y | x): the exact conditional entropy within its noise
+    lp = _ordinal_truth(Xtr)
+    nll, exact = -lp.gather(1, ytr[:, None]).squeeze(1), -(lp.exp() * lp).sum(-1)
+    assert abs(h_tr - float(nll.mean())) < 1e-12
+    assert abs(h_tr - float(exact.mean())) < 4 * float((nll - exact).std()) / math.sqrt(3000)
+    assert 1.1 < h_tr < 1.4 < math.log(6) - 0.3  # labels informative, far from certain
+    x, y = next(iter(t.batches()))
+    a, b = t.loss(t.model, x, y), t.loss(t.model, x, y)
+    assert float(a.detach()) == float(b.detach()) > 0
+    want = -t.model(x).double().gather(1, y[:, None]).mean() - h_tr
+    assert abs(float(a.detach()) - float(want.detach())) < 1e-5
+    assert t.test_metric(t.model)[0] == "test_nll_excess" and t.steps == 465
