@@ -1253,11 +1253,11 @@ def test_steep_rules_are_grow_on_a_steep_fall_and_their_base_elsewhere(rule, L0,
 
 
 @pytest.mark.parametrize("rule", reference.STEEP_RULES)
-def test_steep_grows_on_the_ctc_fall_and_not_on_a_straight_stretch(rule):
-    """The CTC task's first probe from α₀ = 1e-4 (log item 52) fell 10 lines deep: `_steep` grows the
-    step as `_grow` does. The quantile regression's loss is a line between kinks, and rounding puts a₂
-    at or below zero on about half such probes: `_grow` grows there, `_steep` steps as the rule
-    without it."""
+def test_steep_grows_on_a_deep_fall_and_not_on_a_straight_stretch(rule):
+    """A probe that fell 10 lines deep: `_steep` grows the step as `_grow` does. One that fell just
+    below the line (a straight stretch whose a₂ rounding put below zero, as the quantile regression's
+    between kinks, and as the CTC task's from α₀ = 1e-4, whose probes fell 1.00–1.01 lines deep; log
+    item 53): `_grow` grows there, `_steep` steps as the rule without it."""
     beta, L0, vg = 1e-4, 6.0, 17.0
     reach, _ = reference.NEAR[rule]
     red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
