@@ -426,10 +426,10 @@ NEAR.update({r: NEAR[r.replace("_grow", "")] for r in GROW_RULES if r.replace("_
 # `*_steep` (round 26, log item 53): `_grow` only where the probe's loss fell at least GROW_STEPS times
 # as far as the line of its slope predicts (L0 − Lβ ≥ GROW_STEPS·β·d_X), so a fit without a minimum
 # is concavity the probe measured, not a straight stretch of loss whose a₂ rounding put at or below
-# zero. `_grow` on Momentum lost the quantile regression (piecewise linear: along X its loss is a
-# line up to the next kink, so a₂ ≤ 0 by rounding on about half its probes, and each counted as
-# growth; log item 52). Measured (log item 53): the CTC task's probes, where `_grow` gained, fall
-# only 1.00–1.01 lines deep, so `_steep` never grows there and reproduces the rule without it on
+# zero. `_grow` on Momentum lost the quantile regression (log item 52; not traced there: the guess
+# was that its pinball loss, piecewise linear in the output, gives straight stretches whose a₂
+# rounds to ≤ 0, each counted as growth). Measured (log item 53): the CTC task's probes, where
+# `_grow` gained, fall only 1.00–1.01 lines deep, so `_steep` never grows there and reproduces the rule without it on
 # 692 of 705 selection runs: not a candidate.
 STEEP_RULES = tuple(r for r in RULES if "_steep" in r)
 NEAR.update({r: NEAR[r.replace("_steep", "")] for r in STEEP_RULES if r.replace("_steep", "") in NEAR})
