@@ -86,11 +86,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     a2 = (Lb - L0 + beta * dX) / (beta * beta)
     a_star = dX / (2 * a2)
     fallback = torch.where(_good(a_star), a_star, beta)
-    if rule in GROW_RULES:  # `*grow`: a fit without a minimum counts as one at the growth cap
-        no_minimum = (a2 <= 0) & (dX > 0)  # the loss along X falls faster than a line
-        fallback = torch.where(no_minimum, RULE_CAP[rule] * beta, fallback)
-    elif rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
-        no_minimum = (dX > 0) & (L0 - Lb >= GROW_STEPS * beta * dX)
+    if rule in GROW_RULES or rule in STEEP_RULES:  # a fit without a minimum counts at the cap
+        if rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
+            no_minimum = (dX > 0) & (L0 - Lb >= GROW_STEPS * beta * dX)
+        else:  # `*grow`: the loss along X falls faster than a line
+            no_minimum = (a2 <= 0) & (dX > 0)
         fallback = torch.where(no_minimum, RULE_CAP[rule] * beta, fallback)
     kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 

@@ -1762,11 +1762,15 @@ def ctc_frames(seed: int) -> Task:
 _RING_MODES, _RING_RADIUS, _RING_SIGMA = 8, 2.0, 0.2
 
 
+def _ring_centres():
+    """The ring's eight modes (float64), at radius 2."""
+    angles = torch.arange(_RING_MODES, dtype=torch.float64) * (2 * math.pi / _RING_MODES)
+    return _RING_RADIUS * torch.stack([angles.cos(), angles.sin()], -1)
+
+
 def _ring_log_density(x):
     """log p(x) of the eight-Gaussian ring (float64): modes at radius 2, σ = 0.2, equal weights."""
-    angles = torch.arange(_RING_MODES, dtype=torch.float64) * (2 * math.pi / _RING_MODES)
-    centres = _RING_RADIUS * torch.stack([angles.cos(), angles.sin()], -1)
-    d2 = ((x.double()[:, None, :] - centres[None]) ** 2).sum(-1)
+    d2 = ((x.double()[:, None, :] - _ring_centres()[None]) ** 2).sum(-1)
     log_n = -d2 / (2 * _RING_SIGMA ** 2) - math.log(2 * math.pi * _RING_SIGMA ** 2)
     return torch.logsumexp(log_n, -1) - math.log(_RING_MODES)
 
@@ -1929,9 +1933,7 @@ def _ring_score(x):
     """∇ log p_σ(x) in float64, p_σ the ring convolved with N(0, σ²I), σ = _SCORE_NOISE: again eight
     equal Gaussians, of variance 0.2² + σ², whose score is the posterior-weighted pull to the modes."""
     var = _RING_SIGMA ** 2 + _SCORE_NOISE ** 2
-    angles = torch.arange(_RING_MODES, dtype=torch.float64) * (2 * math.pi / _RING_MODES)
-    centres = _RING_RADIUS * torch.stack([angles.cos(), angles.sin()], -1)
-    pull = centres[None] - x.double()[:, None, :]
+    pull = _ring_centres()[None] - x.double()[:, None, :]
     w = torch.softmax(-(pull ** 2).sum(-1) / (2 * var), -1)
     return (w[..., None] * pull).sum(1) / var
 
