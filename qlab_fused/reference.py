@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _restart), defined below.
+# _unseen, _grow, _steep, _early, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -80,7 +80,8 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_len_split_unseen",
          "safeguarded_rel_edge135_polyak_still_grow", "safeguarded_rel_edge135_polyak_still_grow_restart",
          "alternate_wgeo_ema_rel_near_polyak_grow", "alternate_wgeo_ema_rel_near_polyak_grow_unseen",
-         "alternate_wgeo_ema_rel_near_polyak_steep", "alternate_wgeo_ema_rel_near_polyak_steep_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_steep", "alternate_wgeo_ema_rel_near_polyak_steep_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early", "alternate_wgeo_ema_rel_near_polyak_early_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -433,6 +434,14 @@ NEAR.update({r: NEAR[r.replace("_grow", "")] for r in GROW_RULES if r.replace("_
 # 692 of 705 selection runs: not a candidate.
 STEEP_RULES = tuple(r for r in RULES if "_steep" in r)
 NEAR.update({r: NEAR[r.replace("_steep", "")] for r in STEEP_RULES if r.replace("_steep", "") in NEAR})
+# `*_early` (alternating rules; round 27, log item 54): `_grow` only until the rule's first fit with a
+# minimum (a curvature it stores; the `found` slot remembers it). Where `_grow` gained (log item 52),
+# at the CTC task's start, it did so before any such fit (seed 0, α₀ = 1e-4: its ten growth steps
+# were the run's first ten, traced); where it spiked a model trained to near-zero loss (the
+# interpolation check's largest rebound, seed 12, α₀ = 1e-4, 30 epochs) it grew late, after
+# hundreds of fits with a minimum (traced: step 399 of 660).
+EARLY_RULES = tuple(r for r in RULES if "_early" in r)
+NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace("_early", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -556,8 +565,9 @@ class RuleState:
     held: float = 0.0       # "*edge": the held step (0: none yet)
     length: float = 0.0     # "*len": the smoothed length α·|V| of the steps taken (0: none yet)
     beta_alt: float = 0.0   # "*split": the distance the other direction's last probe asked for
-    #                         (0: none; kappa_v, kappa_p, ema, held, length and beta_alt: the
-    #                         scalar memory slots)
+    #                         (0: none)
+    found: float = 0.0      # "*early": 1 once a fit with a minimum was stored (kappa_v, kappa_p,
+    #                         ema, held, length, beta_alt and found: the scalar memory slots)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 
@@ -643,6 +653,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     no_minimum = rule in GROW_RULES and a2 <= 0 and dX > 0
     if rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
         no_minimum = dX > 0 and L0 - Lb >= GROW_STEPS * beta * dX
+    if rule in EARLY_RULES:  # `*early`: only before the first fit with a minimum
+        no_minimum = a2 <= 0 and dX > 0 and not st.found > 0
     fallback = RULE_CAP[rule] * beta if no_minimum else (a_star if _good(a_star) else beta)
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))
@@ -683,6 +695,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
                 new.kappa_p = kappa
             else:
                 new.kappa_v = kappa
+            if rule in EARLY_RULES and kappa > 0:
+                new.found = 1.0
         cands = []  # the step each curvature estimate allows, in units of V
         if new.kappa_v * red["vv"] > 0:
             cands.append(d / (2 * new.kappa_v * red["vv"]))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from .contract import DIR_P, DIR_V, RED_GG, RED_PG, RED_PP, RED_SG, RED_TT, RED_VG, RED_VV, RED_VZ
-from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, EMA_RULES,  # noqa: F401
-                        FIT_RULES,
+from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN,  # noqa: F401
+                        EMA_RULES, FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
                         GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
@@ -22,14 +22,14 @@ from .reference import (CARRY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY, EMA_DOWN, E
                         UNSEEN_RULES,
                         WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
-STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "skips",
-              "step")
+STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "found",
+              "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
-            "length": z(), "beta_alt": z(), "skips": z(), "step": z()}
+            "length": z(), "beta_alt": z(), "found": z(), "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -86,11 +86,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     a2 = (Lb - L0 + beta * dX) / (beta * beta)
     a_star = dX / (2 * a2)
     fallback = torch.where(_good(a_star), a_star, beta)
-    if rule in GROW_RULES or rule in STEEP_RULES:  # a fit without a minimum counts at the cap
+    grows = rule in GROW_RULES or rule in STEEP_RULES or rule in EARLY_RULES
+    if grows:  # a fit without a minimum counts at the cap
         if rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
             no_minimum = (dX > 0) & (L0 - Lb >= GROW_STEPS * beta * dX)
         else:  # `*grow`: the loss along X falls faster than a line
             no_minimum = (a2 <= 0) & (dX > 0)
+        if rule in EARLY_RULES:  # `*early`: only before the first fit with a minimum
+            no_minimum = no_minimum & ~(st64["found"] > 0)
         fallback = torch.where(no_minimum, RULE_CAP[rule] * beta, fallback)
     kappa_v, kappa_p = st64["kappa_v"], st64["kappa_p"]
 
@@ -141,6 +144,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             kappa_p = torch.where(remember, kappa, kappa_p)
         else:
             kappa_v = torch.where(remember, kappa, kappa_v)
+        found = torch.where(remember & (kappa > 0), torch.ones_like(zero), st64["found"])
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
@@ -162,7 +166,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         else:
             best = torch.minimum(cv, cp)
         no_curvature = beta
-        if rule in GROW_RULES or rule in STEEP_RULES:  # a fit without a minimum: GROW_STEPS steps
+        if grows:  # a fit without a minimum: GROW_STEPS steps
             no_curvature = torch.where(no_minimum, GROW_STEPS * beta / reach, beta)
         alpha = torch.where(torch.isfinite(best), best, no_curvature)
         if rule in SKIP_RULES:
@@ -275,6 +279,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "length": length,
         "beta_alt": (torch.where(l0_ok, torch.where(fin, asked, zero), st64["beta_alt"])
                      if rule in SPLIT_RULES else st64["beta_alt"]),
+        "found": (torch.where(stepped, found, st64["found"]) if rule in EARLY_RULES else st64["found"]),
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

@@ -35,7 +35,7 @@ def sync_reference(ref, opt, params):
     rs = {k: float(v) for k, v in opt._rs.items()}
     ref.rs = reference.RuleState(alpha=rs["alpha"], beta=rs["beta"], kappa_v=rs["kappa_v"],
                                  kappa_p=rs["kappa_p"], ema=rs["ema"], held=rs["held"],
-                                 length=rs["length"], beta_alt=rs["beta_alt"],
+                                 length=rs["length"], beta_alt=rs["beta_alt"], found=rs["found"],
                                  skips=int(rs["skips"]))
     ref.t, ref.k = int(rs["step"]), opt._k
 

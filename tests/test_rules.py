@@ -26,7 +26,7 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
                   ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length),
-                  beta_alt=torch.tensor(beta_alt))
+                  beta_alt=torch.tensor(beta_alt), found=torch.tensor(rs.found))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0), red.get("vz", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -815,7 +815,7 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 @given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen`, `_carry` on top: their
                               if r not in reference.LEN_RULES + reference.UNSEEN_RULES  # own tests
                               + reference.CARRY_RULES + reference.GROW_RULES
-                              + reference.STEEP_RULES]),
+                              + reference.STEEP_RULES + reference.EARLY_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
@@ -1269,3 +1269,57 @@ def test_steep_grows_on_a_deep_fall_and_not_on_a_straight_stretch(rule):
         a_b, _ = reference.rule_step(rule.replace("_steep", ""), L0, Lb, red, beta, rs, 1e-4, DIR_V)
         assert a_g > step > a_b  # both falls are below the line: `_grow` grows on either
         assert a_s == (a_g if grows else a_b)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.EARLY_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
+       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_early_rules_are_grow_until_a_fit_with_a_minimum_and_their_base_after(rule, L0, dL, vg, pg, vv,
+                                                                                pp, gg, tt, beta, ema,
+                                                                                kv, kp, found, pdir):
+    """`*_early`: before the rule stored a curvature (found = 0) the step and every other slot are
+    the `_grow` rule's, after it (found = 1) the rule's without either modifier; `found` turns 1
+    exactly when this step stores a curvature, and never back; the device agrees."""
+    beta, ema, kv, kp = (float(torch.tensor(x, dtype=torch.float32)) for x in (beta, ema, kv, kp))
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found)
+    a_e, n_e = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    twin = rule.replace("_early", "" if found else "_grow")
+    a_t, n_t = reference.rule_step(twin, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert a_e == a_t
+    assert {k: v for k, v in vars(n_e).items() if k != "found"} == \
+        {k: v for k, v in vars(n_t).items() if k != "found"}
+    stored = (n_e.kappa_p if pdir == DIR_P else n_e.kappa_v) > 0 and n_e.skips == rs.skips
+    assert n_e.found == (1.0 if (found or stored) else 0.0)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_e, rel=1e-5, abs=1e-30)
+    assert float(n_dev["ema"]) == pytest.approx(n_e.ema, rel=1e-5, abs=1e-30)
+    assert float(n_dev["beta"]) == pytest.approx(n_e.beta, rel=1e-5)
+    assert float(n_dev["found"]) == n_e.found
+
+
+@pytest.mark.parametrize("rule", reference.EARLY_RULES)
+def test_early_grows_at_the_start_and_not_after_a_fit_with_a_minimum(rule):
+    """The CTC task's start (log item 52): fits without a minimum along both directions grow the step
+    as `_grow` does; once a probe finds a minimum, a later fit without one, no curvature left to
+    combine, steps as the rule without `_grow` (the interpolation check's late spike, log item 54)."""
+    beta, L0, vg = 1e-4, 6.0, 17.0
+    reach, _ = reference.NEAR[rule]
+    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
+    concave = L0 - beta * vg - 2e-7  # a₂ < 0
+    convex = L0 - 0.5 * beta * vg  # a₂ > 0: a minimum at β
+    step = beta / reach
+    rs = reference.RuleState(alpha=step, beta=beta, ema=step)
+    a_e, n1 = reference.rule_step(rule, L0, concave, red, beta, rs, 1e-4, DIR_P)
+    a_g, _ = reference.rule_step(rule.replace("_early", "_grow"), L0, concave, red, beta, rs, 1e-4, DIR_P)
+    assert a_e == a_g > step and n1.found == 0.0
+    _, n2 = reference.rule_step(rule, L0, convex, red, n1.beta, n1, 1e-4, DIR_V)
+    assert n2.found == 1.0 and n2.kappa_v > 0
+    n2.kappa_v = n2.kappa_p = 0.0  # both directions' last fits without a minimum: nothing to combine
+    a_late, n3 = reference.rule_step(rule, L0, L0 - n2.beta * vg - 2e-7, red, n2.beta, n2, 1e-4, DIR_P)
+    a_base, _ = reference.rule_step(rule.replace("_early", ""), L0, L0 - n2.beta * vg - 2e-7, red,
+                                    n2.beta, n2, 1e-4, DIR_P)
+    a_grow, _ = reference.rule_step(rule.replace("_early", "_grow"), L0, L0 - n2.beta * vg - 2e-7, red,
+                                    n2.beta, n2, 1e-4, DIR_P)
+    assert a_late == a_base < a_grow and n3.found == 1.0
