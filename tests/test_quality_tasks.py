@@ -1,4 +1,5 @@
 """The quality protocol's tasks build, and their losses are what their docstrings say."""
+import copy
 import math
 
 import pytest
@@ -290,6 +291,13 @@ def test_round_26_s_held_out_tasks_are_in_the_selection_of_round_27():
     assert len(tasks.SELECTION) == 49
 
 
+def test_round_27_held_out_tasks_are_out_of_the_selection():
+    for name in ("cox_survival", "set_deepsets"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 27"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 49
+
+
 def test_ring_flow_is_a_normalised_density_and_reads_zero_at_the_true_one():
     t = tasks.ring_flow(0)
     g = torch.linspace(-12, 12, 961)
@@ -488,3 +496,161 @@ def test_ordinal_latent_labels_follow_the_true_model_and_its_loss_reads_zero_the
     want = -t.model(x).double().gather(1, y[:, None]).mean() - h_tr
     assert abs(float(a.detach()) - float(want.detach())) < 1e-5
     assert t.test_metric(t.model)[0] == "test_nll_excess" and t.steps == 465
+
+
+class _TrueHazard(torch.nn.Module):
+    def __init__(self, sign=1.0, shift=0.0):
+        super().__init__()
+        self.sign, self.shift = sign, shift
+
+    def forward(self, X):
+        return (self.sign * tasks._cox_log_hazard(X.double()) + self.shift)[:, None]
+
+
+class _Double(torch.nn.Module):
+    """A float64 copy of a model: its batch loss and its full loss then round alike."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = copy.deepcopy(m).double()
+
+    def forward(self, x):
+        return self.m(x.double())
+
+
+def test_cox_survival_data_censoring_and_the_true_log_hazard():
+    Xtr, ytr, Xte, yte = tasks._survival_data()
+    assert Xtr.shape == (1500, 8) and Xte.shape == (500, 8) and ytr.shape == (1500, 3)
+    for X, y in ((Xtr, ytr), (Xte, yte)):
+        assert 0.2 <= 1 - float(y[:, 1].mean()) <= 0.4
+        assert torch.equal(y[:, 2], tasks._cox_log_hazard(X.double())) and bool((y[:, 0] > 0).all())
+    f = torch.cat([ytr, yte])[:, 2]
+    assert abs(float(f.mean())) < 0.15 and 1.6 < float(f.std()) < 2.1
+    # a higher log-hazard fails sooner: the true risk ranks the test rows well, its negation as badly
+    t = tasks.cox_survival(0)
+    name, c = t.test_metric(_TrueHazard())
+    assert name == "test_cindex" and 0.75 < c < 0.9
+    assert abs(t.test_metric(_TrueHazard(-1.0))[1] - (1 - c)) < 1e-12
+    assert t.test_metric(_TrueHazard(shift=5.0))[1] == c
+
+
+def test_cox_c_index_counts_the_ordered_pairs_whose_earlier_time_is_an_event():
+    _, _, Xte, yte = tasks._survival_data()
+    X, y = Xte[:60], yte[:60]
+    r = torch.randn(60, generator=torch.Generator().manual_seed(0)).double()
+    r[1] = r[2]  # one tie in risk, counted half
+
+    class Risk(torch.nn.Module):
+        def forward(self, X):
+            return r[: len(X), None]
+
+    num = den = 0.0
+    for i in range(60):
+        for j in range(60):
+            if y[i, 1] == 1 and y[i, 0] < y[j, 0]:
+                den += 1
+                num += 1.0 if r[i] > r[j] else 0.5 if r[i] == r[j] else 0.0
+    assert abs(tasks._cindex(Risk(), X, y) - num / den) < 1e-12
+
+
+def test_cox_breslow_partial_likelihood_by_hand():
+    # rows by time: 1 (event), 0 (event), 3 (event), 2 (censored, in the first three risk sets only)
+    time = torch.tensor([2.0, 1.0, 4.0, 3.0], dtype=torch.float64)
+    event = torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    eta = torch.tensor([0.5, -0.2, 0.1, 0.3], dtype=torch.float64)
+    e = [math.exp(v) for v in eta.tolist()]
+    want = (math.log(e[0] + e[1] + e[2] + e[3]) + 0.2
+            + math.log(e[0] + e[2] + e[3]) - 0.5
+            + math.log(e[2] + e[3]) - 0.3) / 3
+    assert abs(float(tasks._breslow_nll(eta, time, event)) - want) < 1e-12
+    # the task's loss on these rows: less the same for the stored true log-hazard (here 0: log|R|)
+    y = torch.stack([time, event, torch.zeros(4, dtype=torch.float64)], -1)
+    t = tasks.cox_survival(0)
+    got = float(t.loss(lambda x: eta[:, None], None, y))
+    assert abs(got - (want - (math.log(4) + math.log(3) + math.log(2)) / 3)) < 1e-12
+    # a batch without events: 0, and a backward pass that leaves zero gradients, not NaN
+    x = torch.randn(4, 8)
+    L = t.loss(t.model, x, torch.stack([time, torch.zeros(4, dtype=torch.float64), y[:, 2]], -1))
+    L.backward()
+    assert float(L.detach()) == 0 and all(bool((p.grad == 0).all()) for p in t.model.parameters())
+
+
+def test_cox_survival_loss_is_zero_at_the_true_log_hazard_and_its_batch_and_full_losses_agree():
+    Xtr, ytr, _, _ = tasks._survival_data()
+    t = tasks.cox_survival(0)
+    x, y = next(iter(t.batches()))
+    for shift in (0.0, 3.0):  # partial likelihoods do not see a constant added to the log-risk
+        assert abs(t.train_loss(_TrueHazard(shift=shift))) < 1e-9
+        assert abs(float(t.loss(_TrueHazard(shift=shift), x, y))) < 1e-9
+    assert abs(float(t.loss(t.model, Xtr, ytr).detach()) - t.train_loss(t.model)) < 1e-5
+    m64 = _Double(t.model)
+    assert abs(float(t.loss(m64, Xtr, ytr).detach()) - t.train_loss(m64)) < 1e-9
+    # replay: the same seed builds the same model and the same first batch
+    a = float(t.loss(t.model, x, y).detach())
+    t2 = tasks.cox_survival(0)
+    x2, y2 = next(iter(t2.batches()))
+    assert a == float(t2.loss(t2.model, x2, y2).detach()) > 0
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert t.steps == 230
+
+
+class _SetOracle(torch.nn.Module):
+    """The noise-free target g of each stored set, looked up by the set's points."""
+
+    def __init__(self):
+        super().__init__()
+        Xtr, ytr, Xte, yte = tasks._gaussian_sets()
+        self.table = {x.numpy().tobytes(): float(v) for X, y in ((Xtr, ytr), (Xte, yte))
+                      for x, v in zip(X, y[:, 1])}
+
+    def forward(self, X):
+        return torch.tensor([self.table[x.numpy().tobytes()] for x in X], dtype=torch.float64)
+
+
+def test_set_deepsets_data_are_gaussian_sets_with_noisy_targets():
+    Xtr, ytr, Xte, yte = tasks._gaussian_sets()
+    assert Xtr.shape == (2000, 12, 2) and Xte.shape == (500, 12, 2) and ytr.shape == (2000, 2)
+    noise = torch.cat([ytr, yte])[:, 0] - torch.cat([ytr, yte])[:, 1]
+    assert abs(float(noise.std()) - 0.3) < 0.02 and abs(float(noise.mean())) < 0.02
+    # the target is the generating covariance's log-determinant plus half the mean's norm: the
+    # sets' sample statistics track it (from 12 points the log-determinant comes out low)
+    X = torch.cat([Xtr, Xte]).double()
+    mu = X.mean(1)
+    c = X - mu[:, None]
+    plug = torch.logdet(c.transpose(1, 2) @ c / 11) + 0.5 * mu.norm(dim=-1)
+    g = torch.cat([ytr, yte])[:, 1]
+    assert float(torch.corrcoef(torch.stack([plug, g]))[0, 1]) > 0.9
+    assert -0.5 < float((plug - g).mean()) < 0
+    lo, hi = 4 * math.log(0.3), 4 * math.log(2.0)  # 2 Σ log s over two axes, each s in [0.3, 2]
+    assert lo < float(g.min()) < lo + 1 and hi - 1 < float(g.max()) < hi + 0.5 * 5
+
+
+def test_set_deepsets_is_invariant_to_the_order_of_a_set_s_points():
+    t = tasks.set_deepsets(0)
+    x, _ = next(iter(t.batches()))
+    perm = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(0)).argsort(-1)
+    shuffled = x.gather(1, perm[..., None].expand_as(x))
+    assert not torch.equal(shuffled, x)
+    with torch.no_grad():
+        assert torch.allclose(t.model(shuffled), t.model(x), atol=1e-6)
+        assert t.model(x).shape == (32,)
+
+
+def test_set_deepsets_loss_is_the_excess_over_the_noise_free_target_and_zero_there():
+    Xtr, ytr, _, _ = tasks._gaussian_sets()
+    t = tasks.set_deepsets(0)
+    oracle = _SetOracle()
+    assert abs(t.train_loss(oracle)) < 1e-9 and abs(t.test_metric(oracle)[1]) < 1e-9
+    x, y = next(iter(t.batches()))
+    assert abs(float(t.loss(oracle, x, y))) < 1e-9
+    a = t.loss(t.model, x, y)
+    p = t.model(x).double()
+    want = ((p - y[:, 0]) ** 2).mean() - ((y[:, 1] - y[:, 0]) ** 2).mean()
+    assert abs(float(a.detach()) - float(want.detach())) < 1e-5
+    assert abs(float(t.loss(t.model, Xtr, ytr).detach()) - t.train_loss(t.model)) < 1e-5
+    m64 = _Double(t.model)
+    assert abs(float(t.loss(m64, Xtr, ytr).detach()) - t.train_loss(m64)) < 1e-9
+    t2 = tasks.set_deepsets(0)
+    x2, y2 = next(iter(t2.batches()))
+    assert float(a.detach()) == float(t2.loss(t2.model, x2, y2).detach()) > 0
+    assert t.test_metric(t.model)[0] == "test_mse_excess" and t.steps == 310
