@@ -81,7 +81,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "safeguarded_rel_edge135_polyak_still_grow", "safeguarded_rel_edge135_polyak_still_grow_restart",
          "alternate_wgeo_ema_rel_near_polyak_grow", "alternate_wgeo_ema_rel_near_polyak_grow_unseen",
          "alternate_wgeo_ema_rel_near_polyak_steep", "alternate_wgeo_ema_rel_near_polyak_steep_unseen",
-         "alternate_wgeo_ema_rel_near_polyak_early", "alternate_wgeo_ema_rel_near_polyak_early_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early", "alternate_wgeo_ema_rel_near_polyak_early_unseen",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_grow",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_grow_unseen",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -439,7 +443,9 @@ NEAR.update({r: NEAR[r.replace("_steep", "")] for r in STEEP_RULES if r.replace(
 # at the CTC task's start, it did so before any such fit (seed 0, α₀ = 1e-4: its ten growth steps
 # were the run's first ten, traced); where it spiked a model trained to near-zero loss (the
 # interpolation check's largest rebound, seed 12, α₀ = 1e-4, 30 epochs) it grew late, after
-# hundreds of fits with a minimum (traced: step 399 of 660).
+# hundreds of fits with a minimum (traced: step 399 of 660). On Adam's rule (tried after round 27's
+# choice, log item 54): QLAB-Adam from α₀ = 1e-4 on the CTC task (seed 0) finds no minimum on its
+# first 63 fits, and its step stays near α₀ all that while (traced).
 EARLY_RULES = tuple(r for r in RULES if "_early" in r)
 NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace("_early", "") in NEAR})
 

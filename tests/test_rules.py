@@ -859,9 +859,10 @@ def test_polyak_cap_binds_on_the_demo_spike():
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from([r for r in reference.LEN_RULES  # `_unseen`, `_carry`, `_split` on top:
-                             if r not in reference.UNSEEN_RULES + reference.CARRY_RULES  # their own
-                             + reference.SPLIT_RULES]),  # tests
+@given(rule=st.sampled_from([r for r in reference.LEN_RULES  # `_unseen`, `_carry`, `_split`, `_grow`,
+                             if r not in reference.UNSEEN_RULES + reference.CARRY_RULES  # `_early` on
+                             + reference.SPLIT_RULES + reference.GROW_RULES  # top: their own tests
+                             + reference.EARLY_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg, vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg,
        beta=positive, m=kappa, kv=kappa, kp=kappa, length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
        eps=st.sampled_from(PARAM_EPS))
@@ -1205,7 +1206,7 @@ def test_grow_lets_the_step_grow_where_the_loss_along_v_is_concave(rule):
     assert a_g == pytest.approx(beta * 2 ** 0.1, rel=1e-9) and n_g.beta == pytest.approx(a_g)
 
 
-@pytest.mark.parametrize("rule", [r for r in reference.GROW_RULES if r not in reference.FIT_RULES])
+@pytest.mark.parametrize("rule", [r for r in reference.GROW_RULES if r in reference.WGEO_RULES])
 @pytest.mark.parametrize("probe_dir", [DIR_V, DIR_P])
 def test_alternating_grow_lets_the_step_grow_where_no_curvature_is_measured(rule, probe_dir):
     """The CTC task from α₀ = 1e-4 with Momentum: both probe directions find the loss below the line
@@ -1290,7 +1291,8 @@ def test_early_rules_are_grow_until_a_fit_with_a_minimum_and_their_base_after(ru
     assert a_e == a_t
     assert {k: v for k, v in vars(n_e).items() if k != "found"} == \
         {k: v for k, v in vars(n_t).items() if k != "found"}
-    stored = (n_e.kappa_p if pdir == DIR_P else n_e.kappa_v) > 0 and n_e.skips == rs.skips
+    old, new = (kp, n_e.kappa_p) if pdir == DIR_P else (kv, n_e.kappa_v)
+    stored = new > 0 and new != old and n_e.skips == rs.skips  # a curvature this step measured
     assert n_e.found == (1.0 if (found or stored) else 0.0)
     a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     assert float(a_dev) == pytest.approx(a_e, rel=1e-5, abs=1e-30)
@@ -1307,7 +1309,7 @@ def test_early_grows_at_the_start_and_not_after_a_fit_with_a_minimum(rule):
     beta, L0, vg = 1e-4, 6.0, 17.0
     reach, _ = reference.NEAR[rule]
     red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
-    concave = L0 - beta * vg - 2e-7  # a₂ < 0
+    concave = L0 - beta * vg - 1e-4  # a₂ < 0, well clear of `_guard`'s rounding test
     convex = L0 - 0.5 * beta * vg  # a₂ > 0: a minimum at β
     step = beta / reach
     rs = reference.RuleState(alpha=step, beta=beta, ema=step)
@@ -1317,9 +1319,32 @@ def test_early_grows_at_the_start_and_not_after_a_fit_with_a_minimum(rule):
     _, n2 = reference.rule_step(rule, L0, convex, red, n1.beta, n1, 1e-4, DIR_V)
     assert n2.found == 1.0 and n2.kappa_v > 0
     n2.kappa_v = n2.kappa_p = 0.0  # both directions' last fits without a minimum: nothing to combine
-    a_late, n3 = reference.rule_step(rule, L0, L0 - n2.beta * vg - 2e-7, red, n2.beta, n2, 1e-4, DIR_P)
-    a_base, _ = reference.rule_step(rule.replace("_early", ""), L0, L0 - n2.beta * vg - 2e-7, red,
-                                    n2.beta, n2, 1e-4, DIR_P)
-    a_grow, _ = reference.rule_step(rule.replace("_early", "_grow"), L0, L0 - n2.beta * vg - 2e-7, red,
-                                    n2.beta, n2, 1e-4, DIR_P)
+    late = L0 - n2.beta * vg - 1e-4
+    a_late, n3 = reference.rule_step(rule, L0, late, red, n2.beta, n2, 1e-4, DIR_P)
+    a_base, _ = reference.rule_step(rule.replace("_early", ""), L0, late, red, n2.beta, n2, 1e-4, DIR_P)
+    a_grow, _ = reference.rule_step(rule.replace("_early", "_grow"), L0, late, red, n2.beta, n2, 1e-4,
+                                    DIR_P)
     assert a_late == a_base < a_grow and n3.found == 1.0
+
+
+@pytest.mark.parametrize("rule", [r for r in reference.GROW_RULES + reference.EARLY_RULES
+                                  if r.startswith("alternate_trust")])
+@pytest.mark.parametrize("probe_dir", [DIR_V, DIR_P])
+def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(rule, probe_dir):
+    """QLAB-Adam from α₀ = 1e-4 on the CTC task finds no minimum on its first 63 fits (log item 54):
+    without `_grow` the step stays near α₀; with it (and with `_early` before a first minimum) a fit
+    that falls below its line, clear of `_guard`'s rounding test, counts as GROW_STEPS steps and the
+    step grows; the device agrees."""
+    beta, L0, vg = 1e-4, 6.0, 17.0
+    reach, _ = reference.NEAR[rule]
+    Lb = L0 - beta * vg - 1e-4  # a₂ < 0 along either direction (pg = vg)
+    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
+    step = beta / reach
+    rs = reference.RuleState(alpha=step, beta=beta, ema=step, held=step)
+    base = rule.replace("_grow", "").replace("_early", "")
+    a_b, _ = reference.rule_step(base, L0, Lb, red, beta, rs, 1e-4, probe_dir)
+    a_g, n_g = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
+    assert 0 < a_b <= step < a_g and n_g.beta > beta
+    a_dev, n_dev = run_device(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
+    assert float(a_dev) == pytest.approx(a_g, rel=1e-6)
+    assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-6)
