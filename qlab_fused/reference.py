@@ -166,9 +166,16 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # 28.0× (ctc_frames, from small α₀), 1271 against 1265 of 1350 runs within (33 against 34 tasks
 # holding), the same largest rebound (1.53× against 1.57×), no spike, and passes CI's claims:
 # SGD's default. No Momentum or Adam candidate this round: theirs stand.
+# Round 27 (log item 54; forty-nine tasks: round 26's held-out score model and ordinal regression
+# joined): Momentum's with `_early` (`_grow` until the first fit with a minimum) has 1143 against
+# 1133 of 1470 runs within and a worst case of 4.13× against 9.45×, but 5 check runs spike past
+# 100× against 4: out, Momentum's stands. Adam's with `_early` (tried after the round's held-out
+# runs, on the CTC task's trace) ties its worst case (13.8×, the physics-informed net), has 1100
+# against 1093 runs within, the same largest rebound (69.6×), no spike, and passes CI's claims:
+# Adam's default.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_unseen",
-                 KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_unseen"}
+                 KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen"}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
