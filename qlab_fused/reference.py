@@ -451,8 +451,10 @@ NEAR.update({r: NEAR[r.replace("_steep", "")] for r in STEEP_RULES if r.replace(
 # were the run's first ten, traced); where it spiked a model trained to near-zero loss (the
 # interpolation check's largest rebound, seed 12, α₀ = 1e-4, 30 epochs) it grew late, after
 # hundreds of fits with a minimum (traced: step 399 of 660). On Adam's rule (tried after round 27's
-# choice, log item 54): QLAB-Adam from α₀ = 1e-4 on the CTC task (seed 0) finds no minimum on its
-# first 63 fits, and its step stays near α₀ all that while (traced).
+# held-out runs, log item 54; Adam's default since): QLAB-Adam from α₀ = 1e-4 on the CTC task (seed
+# 0) finds no minimum on its first 63 fits, and its step stays near α₀ all that while (traced). A
+# checkpoint saved before the slot existed loads with `found` = 0: such a run may grow its step
+# again until its next fit with a minimum.
 EARLY_RULES = tuple(r for r in RULES if "_early" in r)
 NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace("_early", "") in NEAR})
 
