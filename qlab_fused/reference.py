@@ -665,11 +665,11 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
     # `*grow`: the loss along X falls faster than a line, so the parabola has no minimum
-    no_minimum = rule in GROW_RULES and a2 <= 0 and dX > 0
+    no_minimum = (rule in GROW_RULES or rule in EARLY_RULES) and a2 <= 0 and dX > 0
     if rule in STEEP_RULES:  # `*steep`: only a fall at least GROW_STEPS lines deep
         no_minimum = dX > 0 and L0 - Lb >= GROW_STEPS * beta * dX
     if rule in EARLY_RULES:  # `*early`: only before the first fit with a minimum
-        no_minimum = a2 <= 0 and dX > 0 and not st.found > 0
+        no_minimum = no_minimum and not st.found > 0
     fallback = RULE_CAP[rule] * beta if no_minimum else (a_star if _good(a_star) else beta)
     cap = RULE_CAP[rule] * beta
     reach, scale = NEAR.get(rule, (1.0, 1.0))

@@ -144,7 +144,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             kappa_p = torch.where(remember, kappa, kappa_p)
         else:
             kappa_v = torch.where(remember, kappa, kappa_v)
-        found = torch.where(remember & (kappa > 0), torch.ones_like(zero), st64["found"])
+        if rule in EARLY_RULES:  # `*early`: a stored curvature is a fit with a minimum
+            found = torch.where(remember & (kappa > 0), torch.ones_like(zero), st64["found"])
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)

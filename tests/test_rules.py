@@ -1206,6 +1206,17 @@ def test_grow_lets_the_step_grow_where_the_loss_along_v_is_concave(rule):
     assert a_g == pytest.approx(beta * 2 ** 0.1, rel=1e-9) and n_g.beta == pytest.approx(a_g)
 
 
+def ctc_start(rule, below_line):
+    """The CTC task's start from α₀ = 1e-4: a probe at β = α₀ whose loss falls ``below_line`` under
+    the line of its slope along either direction (pg = vg), no curvature stored, the memory at the
+    step the probe stood for. Returns (β, L0, Lβ, reductions, that step, the rule state)."""
+    beta, L0, vg = 1e-4, 6.0, 17.0
+    step = beta / reference.NEAR[rule][0]
+    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
+    rs = reference.RuleState(alpha=step, beta=beta, ema=step, held=step)
+    return beta, L0, L0 - beta * vg - below_line, red, step, rs
+
+
 @pytest.mark.parametrize("rule", [r for r in reference.GROW_RULES if r in reference.WGEO_RULES])
 @pytest.mark.parametrize("probe_dir", [DIR_V, DIR_P])
 def test_alternating_grow_lets_the_step_grow_where_no_curvature_is_measured(rule, probe_dir):
@@ -1214,12 +1225,8 @@ def test_alternating_grow_lets_the_step_grow_where_no_curvature_is_measured(rule
     towards β·scale, a quarter of the step times 1.25, and the step shrinks; with it the fit counts
     as GROW_STEPS steps (β / reach), so the memory moves towards 2.5 steps and the step grows by
     2.5^0.1; the device agrees."""
-    beta, L0, vg = 1e-4, 6.0, 17.0
     reach, scale = reference.NEAR[rule]
-    Lb = L0 - beta * vg - 2e-7  # a₂ < 0 along either direction (pg = vg)
-    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
-    step = beta / reach
-    rs = reference.RuleState(alpha=step, beta=beta, ema=step, held=step)
+    beta, L0, Lb, red, step, rs = ctc_start(rule, 2e-7)  # a₂ < 0
     a_b, _ = reference.rule_step(rule.replace("_grow", ""), L0, Lb, red, beta, rs, 1e-4, probe_dir)
     a_g, n_g = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
     assert a_b == pytest.approx(step * (beta * scale / step) ** (1 - reference.EMA_DECAY))
@@ -1335,12 +1342,7 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
     without `_grow` the step stays near α₀; with it (and with `_early` before a first minimum) a fit
     that falls below its line, clear of `_guard`'s rounding test, counts as GROW_STEPS steps and the
     step grows; the device agrees."""
-    beta, L0, vg = 1e-4, 6.0, 17.0
-    reach, _ = reference.NEAR[rule]
-    Lb = L0 - beta * vg - 1e-4  # a₂ < 0 along either direction (pg = vg)
-    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
-    step = beta / reach
-    rs = reference.RuleState(alpha=step, beta=beta, ema=step, held=step)
+    beta, L0, Lb, red, step, rs = ctc_start(rule, 1e-4)  # a₂ < 0, clear of `_guard`'s rounding test
     base = rule.replace("_grow", "").replace("_early", "")
     a_b, _ = reference.rule_step(base, L0, Lb, red, beta, rs, 1e-4, probe_dir)
     a_g, n_g = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
