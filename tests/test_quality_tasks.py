@@ -647,3 +647,150 @@ def test_set_deepsets_loss_is_the_excess_over_the_noise_free_target_and_zero_the
     x2, y2 = next(iter(t2.batches()))
     assert float(a.detach()) == float(t2.loss(t2.model, x2, y2).detach()) > 0
     assert t.test_metric(t.model)[0] == "test_mse_excess" and t.steps == 310
+
+
+def test_round_28_held_out_tasks_are_out_of_the_selection():
+    for name in ("rank_listnet", "lista_sparse"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 28"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 51
+
+
+def _true_scores(X):
+    """log P of the stored queries (s* less each query's log-sum-exp), looked up by identity."""
+    Xtr, ptr, Xte, pte = tasks._ranking_queries()
+    return {id(Xtr): ptr, id(Xte): pte}[id(X)].log()[..., None]
+
+
+def test_rank_listnet_data_are_queries_with_softmax_targets():
+    Xtr, ptr, Xte, pte = tasks._ranking_queries()
+    assert Xtr.shape == (1200, 10, 12) and Xte.shape == (300, 10, 12) and ptr.shape == (1200, 10)
+    assert Xtr.dtype == torch.float32 and ptr.dtype == torch.float64
+    p = torch.cat([ptr, pte])
+    assert bool((p > 0).all()) and torch.allclose(p.sum(-1), torch.ones(1500, dtype=p.dtype))
+    s = p.log() - p.log().mean(-1, keepdim=True)  # s* less its mean over each query's documents
+    assert 1.2 < float(s.std()) < 1.6  # 1.5 over all documents, a little less within queries
+
+
+def test_rank_listnet_loss_is_the_kl_to_the_target_and_zero_there():
+    Xtr, ptr, _, _ = tasks._ranking_queries()
+    t = tasks.rank_listnet(0)
+    x, y = next(iter(t.batches()))
+    assert x.shape == (16, 10, 12) and y.shape == (16, 10)
+    for shift in (0.0, 3.0):  # a softmax does not see a constant added to a query's scores
+        assert abs(t.train_loss(lambda X: _true_scores(X) + shift)) < 1e-12
+        assert abs(float(t.loss(lambda x: y.log()[..., None] + shift, x, y))) < 1e-6
+    name, value = t.test_metric(_true_scores)
+    assert name == "test_ndcg3" and abs(value - 1.0) < 1e-12
+    # by hand, in float64: Σ P (log P − log Q) per query, the mean over the batch
+    s = t.model(x).squeeze(-1).double().detach()
+    want = 0.0
+    for q in range(16):
+        z = math.log(sum(math.exp(v) for v in s[q].tolist()))
+        want += sum(pi * (math.log(pi) - (si - z)) for pi, si in zip(y[q].tolist(), s[q].tolist()))
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - want / 16) < 1e-5 and a > 0.1
+    assert abs(float(t.loss(t.model, Xtr, ptr).detach()) - t.train_loss(t.model)) < 1e-5
+    m64 = _Double(t.model)
+    assert abs(float(t.loss(m64, Xtr, ptr).detach()) - t.train_loss(m64)) < 1e-9
+    assert t.train_loss(t.model) > 0.5 and t.steps == 375
+
+
+def test_rank_listnet_scores_each_document_alone():
+    t = tasks.rank_listnet(0)
+    x, _ = next(iter(t.batches()))
+    perm = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(0)).argsort(-1)
+    shuffled = x.gather(1, perm[..., None].expand_as(x))
+    assert not torch.equal(shuffled, x)
+    with torch.no_grad():
+        s = t.model(x).squeeze(-1)
+        assert s.shape == (16, 10)
+        assert torch.allclose(t.model(shuffled).squeeze(-1), s.gather(1, perm), atol=1e-6)
+
+
+def _ndcg3_by_hand(scores, gains):
+    total = 0.0
+    for s, g in zip(scores.tolist(), gains.tolist()):
+        order = sorted(range(len(s)), key=lambda i: -s[i])  # stable: ties in document order
+        dcg = sum(g[i] / math.log2(r + 2) for r, i in enumerate(order[:3]))
+        idcg = sum(v / math.log2(r + 2) for r, v in enumerate(sorted(g, reverse=True)[:3]))
+        total += dcg / idcg
+    return total / len(scores)
+
+
+def test_rank_listnet_ndcg_at_3_by_hand():
+    gen = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(7, 10, generator=gen, dtype=torch.float64), -1)
+    r = torch.randn(7, 10, generator=gen, dtype=torch.float64)
+    r[0, 4] = r[0, 1]  # one tie in score, ranked in the documents' order
+    X = torch.zeros(7, 10, 12)
+
+    def scorer(s):
+        return lambda X: s[..., None]
+
+    got = tasks._ndcg3(scorer(r), X, p)
+    assert abs(got - _ndcg3_by_hand(r, p)) < 1e-12 and 0 < got < 1
+    assert abs(tasks._ndcg3(scorer(p.log()), X, p) - 1.0) < 1e-12  # the ideal ranking
+    assert abs(tasks._ndcg3(scorer(2 * p + 1), X, p) - 1.0) < 1e-12  # any order-keeping map
+    # a model that puts the targets' worst three first scores below one that ranks at random
+    assert tasks._ndcg3(scorer(-p), X, p) < got
+    bad = r.clone()
+    bad[3, 2] = math.nan
+    assert math.isnan(tasks._ndcg3(scorer(bad), X, p))
+    bad[3, 2] = math.inf
+    assert math.isnan(tasks._ndcg3(scorer(bad), X, p))
+
+
+def test_lista_sparse_data_are_noisy_measurements_of_4_sparse_codes():
+    Xtr, ztr, Xte, zte, D = tasks._sparse_codes()
+    assert Xtr.shape == (2000, 20) and Xte.shape == (500, 20) and ztr.shape == (2000, 40)
+    assert Xtr.dtype == torch.float32 and ztr.dtype == torch.float64 and D.shape == (20, 40)
+    assert torch.allclose(D.norm(dim=0), torch.ones(40, dtype=D.dtype), atol=1e-12)
+    z = torch.cat([ztr, zte])
+    assert bool(((z != 0).sum(-1) == 4).all()) and float(z[z != 0].abs().min()) >= 0.5
+    noise = torch.cat([Xtr, Xte]).double() - z @ D.T
+    assert abs(float(noise.std()) - 0.1) < 0.005 and abs(float(noise.mean())) < 0.005
+
+
+def _ista(D, X, steps=5, lam=0.1):
+    """Plain ISTA from z = 0 on ½‖y − D z‖² + λ‖z‖₁, step 1/L (float64)."""
+    L = float(torch.linalg.eigvalsh(D.T @ D).max())
+    z = torch.zeros(len(X), D.shape[1], dtype=torch.float64)
+    for _ in range(steps):
+        u = z + (X - z @ D.T) @ D / L
+        z = u.sign() * (u.abs() - lam / L).clamp_min(0)
+    return z
+
+
+def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
+    Xtr, ztr, Xte, zte, D = tasks._sparse_codes()
+    t = tasks.lista_sparse(0)
+    with torch.no_grad():
+        got = t.model(Xtr).double()
+    want = _ista(D, Xtr.double())
+    assert float((got - want).abs().max()) < 1e-5 and bool(((want != 0).sum(-1) > 0).all())
+    assert 0.8 < t.train_loss(t.model) < 1.3  # ISTA's five steps shrink the codes hard
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 20) and y.shape == (32, 40)
+    p = t.model(x).double().detach()
+    want = sum(sum((a - b) ** 2 for a, b in zip(pr, zr)) for pr, zr in zip(p.tolist(), y.tolist()))
+    assert abs(float(t.loss(t.model, x, y).detach()) - want / 32 / 4) < 1e-5
+    assert abs(float(t.loss(t.model, Xtr, ztr).detach()) - t.train_loss(t.model)) < 1e-5
+    m64 = _Double(t.model)
+    assert abs(float(t.loss(m64, Xtr, ztr).detach()) - t.train_loss(m64)) < 1e-9
+    assert t.loss(lambda x: y, x, y) == 0 and t.train_loss(lambda X: ztr) == 0
+    name, value = t.test_metric(t.model)
+    assert name == "test_code_mse" and abs(value - float(t.loss(t.model, Xte, zte).detach())) < 1e-5
+    assert t.steps == 372
+
+
+@pytest.mark.parametrize("name", ["rank_listnet", "lista_sparse"])
+def test_round_28_tasks_replay_from_the_seed(name):
+    t, t2 = tasks.TASKS[name](0), tasks.TASKS[name](0)
+    (x, y), (x2, y2) = next(iter(t.batches())), next(iter(t2.batches()))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    for p, p2 in zip(t.model.parameters(), t2.model.parameters()):
+        assert torch.equal(p, p2)
+    assert float(t.loss(t.model, x, y).detach()) == float(t2.loss(t2.model, x2, y2).detach()) > 0
+    x1, _ = next(iter(tasks.TASKS[name](1).batches()))
+    assert not torch.equal(x, x1)  # another seed, another order
