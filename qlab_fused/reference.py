@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _early, _restart), defined below.
+# _unseen, _grow, _steep, _early, _kmax, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -85,7 +85,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_len_grow",
          "alternate_trust_ema_rel_near_match_slow_guard_len_grow_unseen",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early",
-         "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen")
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_kmax", "alternate_wgeo_ema_rel_near_polyak_kmax_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmax",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmax_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -457,6 +460,21 @@ NEAR.update({r: NEAR[r.replace("_steep", "")] for r in STEEP_RULES if r.replace(
 # again until its next fit with a minimum.
 EARLY_RULES = tuple(r for r in RULES if "_early" in r)
 NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace("_early", "") in NEAR})
+# `*_kmax` (alternating rules; round 28, log item 55): the step is at most the fit along V with the
+# largest curvature stored lately instead of the last one: κ_max = max(this probe's κ, KMAX_DECAY ·
+# κ_max before), α ≤ scale·⟨V,G⟩ / (2 κ_max |V|²). Traced on an interpolation-check spike of
+# Momentum's `_early` rule (the demo's MLP near zero loss, seed 42, α₀ = 1e-4, 30 epochs): a rare
+# batch of high loss measures a curvature along V of 0.32, the quiet batches' median 0.0018, and
+# its own step is right (the training set's loss falls from 7e-3 to 3.3e-5); the buffer goes on
+# carrying that batch's gradient for ~1/(1 − μ) steps, while the next V probes, on quiet batches
+# that lack its examples, measure none or almost none (0, then 2.4e-6), so the memory's long step
+# (1.7 and 1.2 there; heavy ball's tuned lr is 0.1) walks the model past that batch's minimum and
+# the training set's loss rises to 1.4e-2 within ten steps. The decay, 0.5 per step, lets a
+# curvature 10³× the quiet one bind for ~10 steps, the buffer's memory at μ = 0.9. The step only:
+# the α memory and the next probe are the rule's own, as with `_polyak`.
+KMAX_DECAY = 0.5
+KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)
+NEAR.update({r: NEAR[r.replace("_kmax", "")] for r in KMAX_RULES if r.replace("_kmax", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -581,8 +599,10 @@ class RuleState:
     length: float = 0.0     # "*len": the smoothed length α·|V| of the steps taken (0: none yet)
     beta_alt: float = 0.0   # "*split": the distance the other direction's last probe asked for
     #                         (0: none)
-    found: float = 0.0      # "*early": 1 once a fit with a minimum was stored (kappa_v, kappa_p,
-    #                         ema, held, length, beta_alt and found: the scalar memory slots)
+    found: float = 0.0      # "*early": 1 once a fit with a minimum was stored
+    kmax: float = 0.0       # "*kmax": the decayed largest curvature per unit length (0: none yet)
+    #                         (kappa_v, kappa_p, ema, held, length, beta_alt, found and kmax: the
+    #                         scalar memory slots)
     skips: int = 0          # steps whose θ update was skipped for non-finite values
 
 
@@ -712,6 +732,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
                 new.kappa_v = kappa
             if rule in EARLY_RULES and kappa > 0:
                 new.found = 1.0
+        if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
+            new.kmax = max(kappa if remember else 0.0, KMAX_DECAY * st.kmax)
         cands = []  # the step each curvature estimate allows, in units of V
         if new.kappa_v * red["vv"] > 0:
             cands.append(d / (2 * new.kappa_v * red["vv"]))
@@ -813,6 +835,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             new.alpha = alpha
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
+    if rule in KMAX_RULES and d > 0 and vv > 0 and new.kmax > 0:  # the step only, as `*polyak`
+        alpha = min(alpha, NEAR.get(rule, (1.0, 1.0))[1] * d / (2 * new.kmax * vv))
+        new.alpha = alpha
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         alpha *= unseen_scale(red.get("vz", 0.0), vv)
         new.alpha = alpha

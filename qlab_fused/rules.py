@@ -13,7 +13,8 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         EMA_RULES, FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
-                        GUARD_RULES, HOLD_RULES, LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
+                        GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES,
+                        LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
@@ -23,13 +24,13 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "found",
-              "skips", "step")
+              "kmax", "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
-            "length": z(), "beta_alt": z(), "found": z(), "skips": z(), "step": z()}
+            "length": z(), "beta_alt": z(), "found": z(), "kmax": z(), "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -146,6 +147,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             kappa_v = torch.where(remember, kappa, kappa_v)
         if rule in EARLY_RULES:  # `*early`: a stored curvature is a fit with a minimum
             found = torch.where(remember & (kappa > 0), torch.ones_like(zero), st64["found"])
+        if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
+            kmax = torch.maximum(torch.where(remember, kappa, zero), KMAX_DECAY * st64["kmax"])
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
@@ -267,6 +270,11 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         taken = stepped & (vv > 0) & (alpha > 0)
         step_len = torch.where(taken, alpha * norm, zero + 1)
         length = torch.where(taken, _log_ema(moved, step_len, LEN_DECAY_OF[rule]), length)
+    if rule in KMAX_RULES:  # the step only, as `*polyak`
+        ok = (d > 0) & (vv > 0) & (kmax > 0)
+        one = zero + 1
+        bound = scale * d / (2 * torch.where(ok, kmax, one) * torch.where(ok, vv, one))
+        alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)
         alpha = alpha * (1 - u.clamp(0, 1)) ** 2
@@ -281,6 +289,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "beta_alt": (torch.where(l0_ok, torch.where(fin, asked, zero), st64["beta_alt"])
                      if rule in SPLIT_RULES else st64["beta_alt"]),
         "found": (torch.where(stepped, found, st64["found"]) if rule in EARLY_RULES else st64["found"]),
+        "kmax": torch.where(stepped, kmax, st64["kmax"]) if rule in KMAX_RULES else st64["kmax"],
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

@@ -26,7 +26,8 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
     st_dev.update(alpha=torch.tensor(rs.alpha), beta=torch.tensor(beta),
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
                   ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length),
-                  beta_alt=torch.tensor(beta_alt), found=torch.tensor(rs.found))
+                  beta_alt=torch.tensor(beta_alt), found=torch.tensor(rs.found),
+                  kmax=torch.tensor(rs.kmax))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0), red.get("vz", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -815,7 +816,8 @@ def test_edge_ema_rule_holds_the_step_inside_the_band_of_its_ema():
 @given(rule=st.sampled_from([r for r in reference.POLYAK_RULES  # `_unseen`, `_carry` on top: their
                               if r not in reference.LEN_RULES + reference.UNSEEN_RULES  # own tests
                               + reference.CARRY_RULES + reference.GROW_RULES
-                              + reference.STEEP_RULES + reference.EARLY_RULES]),
+                              + reference.STEEP_RULES + reference.EARLY_RULES
+                              + reference.KMAX_RULES]),
        L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, m=kappa, held=kappa,
        kv=kappa, kp=kappa, pdir=st.sampled_from([DIR_V, DIR_P]), eps=st.sampled_from(PARAM_EPS))
@@ -1279,8 +1281,11 @@ def test_steep_grows_on_a_deep_fall_and_not_on_a_straight_stretch(rule):
         assert a_s == (a_g if grows else a_b)
 
 
+EARLY_ONLY = [r for r in reference.EARLY_RULES if r not in reference.KMAX_RULES]  # `_kmax`: below
+
+
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.EARLY_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+@given(rule=st.sampled_from(EARLY_ONLY), L0=finite, dL=finite, vg=finite, pg=finite,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
        found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
 def test_early_rules_are_grow_until_a_fit_with_a_minimum_and_their_base_after(rule, L0, dL, vg, pg, vv,
@@ -1308,7 +1313,7 @@ def test_early_rules_are_grow_until_a_fit_with_a_minimum_and_their_base_after(ru
     assert float(n_dev["found"]) == n_e.found
 
 
-@pytest.mark.parametrize("rule", reference.EARLY_RULES)
+@pytest.mark.parametrize("rule", EARLY_ONLY)
 def test_early_grows_at_the_start_and_not_after_a_fit_with_a_minimum(rule):
     """The CTC task's start (log item 52): fits without a minimum along both directions grow the step
     as `_grow` does; once a probe finds a minimum, a later fit without one, no curvature left to
@@ -1350,3 +1355,67 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
     a_dev, n_dev = run_device(rule, L0, Lb, red, beta, rs, 1e-4, probe_dir)
     assert float(a_dev) == pytest.approx(a_g, rel=1e-6)
     assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.KMAX_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
+       kmax=kappa, found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(rule, L0, dL, vg, pg,
+                                                                               vv, pp, gg, tt, beta,
+                                                                               ema, kv, kp, kmax,
+                                                                               found, pdir):
+    """`*_kmax`: κ_max becomes max(the curvature this probe stores, KMAX_DECAY·κ_max); the step is
+    the rule's without the modifier, at most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max
+    are positive; every other slot (the α memory, the next probe) is that rule's; the device agrees."""
+    beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
+                               for x in (beta, ema, kv, kp, kmax))
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)  # `_unseen`: its own test
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             kmax=kmax)
+    a_k, n_k = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    base = rule.replace("_kmax", "")
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    if n_k.skips > rs.skips:  # non-finite inputs: nothing is remembered
+        assert n_k.kmax == kmax and a_k == a_b == 0.0
+        return
+    stored = n_b.kappa_p if pdir == DIR_P else n_b.kappa_v
+    assert n_k.kmax == max(stored, reference.KMAX_DECAY * kmax)
+    bound = (reference.NEAR[rule][1] * vg / (2 * n_k.kmax * vv) if (vg > 0 and vv > 0 and n_k.kmax > 0)
+             else math.inf)
+    assert a_k == min(a_b, bound) and n_k.alpha == a_k
+    assert vars(n_k) == dict(vars(n_b), alpha=a_k, kmax=n_k.kmax)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_k, rel=1e-5, abs=1e-30)
+    assert float(n_dev["kmax"]) == pytest.approx(n_k.kmax, rel=1e-5, abs=1e-30)
+    assert float(n_dev["beta"]) == pytest.approx(n_k.beta, rel=1e-5)
+    assert float(n_dev["ema"]) == pytest.approx(n_k.ema, rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.KMAX_RULES)
+def test_kmax_keeps_a_rare_steep_batch_s_curvature_while_the_buffer_carries_its_gradient(rule):
+    """The interpolation check's spikes (log item 55): a batch of high loss measures a curvature far
+    above the quiet batches' and the next probes, on quiet batches, measure almost none. Without
+    `_kmax` the quiet steps take the memory's long step at once; with it they are short while the
+    steep curvature, halved each step, outweighs the quiet one, and the rule's own once it has
+    decayed below it."""
+    reach, scale = reference.NEAR[rule]
+    base = rule.replace("_kmax", "")
+    quiet = dict(vg=1e-5, pg=1e-5, vv=1e-2, pp=1e-2, sg=0.0, gg=1e-5, tt=4000.0, vz=0.0)
+    kq = 1e-6  # the quiet batches' curvature per unit length, along V and along P
+    rs = reference.RuleState(alpha=3.0, beta=3.0 * reach, ema=3.0, kappa_v=kq, kappa_p=kq,
+                             found=1.0, kmax=1.0)  # the steep batch's curvature, just stored
+    L0, bounded = 1.0, []  # far from zero loss: `_polyak` does not bind
+    for k in range(30):
+        pdir = DIR_P if k % 2 == 0 else DIR_V
+        dX = quiet["pg" if pdir == DIR_P else "vg"]
+        Lb = L0 - rs.beta * dX + kq * quiet["vv"] * rs.beta ** 2  # a₂ = κ·|X|²
+        a_k, n_k = reference.rule_step(rule, L0, Lb, quiet, rs.beta, rs, 1e-4, pdir)
+        a_b, _ = reference.rule_step(base, L0, Lb, quiet, rs.beta, rs, 1e-4, pdir)
+        assert n_k.kmax == pytest.approx(max(0.5 ** (k + 1), kq), rel=1e-6)
+        if k == 0:
+            assert a_k == pytest.approx(scale * 1e-5 / (2 * 0.5 * 1e-2), rel=1e-9) and a_b > 100 * a_k
+        assert a_k <= a_b
+        bounded.append(a_k < a_b)
+        rs = n_k
+    assert all(bounded[:14]) and not any(bounded[-5:])  # short while the steep κ outweighs
