@@ -88,7 +88,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen",
          "alternate_wgeo_ema_rel_near_polyak_kmax", "alternate_wgeo_ema_rel_near_polyak_kmax_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmax",
-         "alternate_wgeo_ema_rel_near_polyak_early_kmax_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early_kmax_unseen",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_kmax",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_kmax_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
