@@ -843,7 +843,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
     if rule in KMAX_RULES and d > 0 and vv > 0 and new.kmax > 0:  # the step only, as `*polyak`
-        alpha = min(alpha, NEAR.get(rule, (1.0, 1.0))[1] * d / (2 * new.kmax * vv))
+        alpha = min(alpha, scale * d / (2 * new.kmax * vv))
         new.alpha = alpha
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         alpha *= unseen_scale(red.get("vz", 0.0), vv)
