@@ -511,6 +511,22 @@ class _Double(torch.nn.Module):
         return self.m(x.double())
 
 
+def _assert_full_loss_is_the_batch_loss_over_all_rows(t, X, Y):
+    """The whole training set's loss is the batch loss with every row in one batch: within fp32
+    rounding for the model, within 1e-9 for its float64 copy."""
+    assert abs(float(t.loss(t.model, X, Y).detach()) - t.train_loss(t.model)) < 1e-5
+    m64 = _Double(t.model)
+    assert abs(float(t.loss(m64, X, Y).detach()) - t.train_loss(m64)) < 1e-9
+
+
+def _shuffled_items(x):
+    """``x`` (batch, items, features) with each row's items in a fixed random order, and that order."""
+    perm = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(0)).argsort(-1)
+    shuffled = x.gather(1, perm[..., None].expand_as(x))
+    assert not torch.equal(shuffled, x)
+    return shuffled, perm
+
+
 def test_cox_survival_data_censoring_and_the_true_log_hazard():
     Xtr, ytr, Xte, yte = tasks._survival_data()
     assert Xtr.shape == (1500, 8) and Xte.shape == (500, 8) and ytr.shape == (1500, 3)
@@ -575,16 +591,8 @@ def test_cox_survival_loss_is_zero_at_the_true_log_hazard_and_its_batch_and_full
     for shift in (0.0, 3.0):  # partial likelihoods do not see a constant added to the log-risk
         assert abs(t.train_loss(_TrueHazard(shift=shift))) < 1e-9
         assert abs(float(t.loss(_TrueHazard(shift=shift), x, y))) < 1e-9
-    assert abs(float(t.loss(t.model, Xtr, ytr).detach()) - t.train_loss(t.model)) < 1e-5
-    m64 = _Double(t.model)
-    assert abs(float(t.loss(m64, Xtr, ytr).detach()) - t.train_loss(m64)) < 1e-9
-    # replay: the same seed builds the same model and the same first batch
-    a = float(t.loss(t.model, x, y).detach())
-    t2 = tasks.cox_survival(0)
-    x2, y2 = next(iter(t2.batches()))
-    assert a == float(t2.loss(t2.model, x2, y2).detach()) > 0
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    assert t.steps == 230
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    assert t.steps == 230  # replay: test_recent_tasks_replay_from_the_seed
 
 
 class _SetOracle(torch.nn.Module):
@@ -621,9 +629,7 @@ def test_set_deepsets_data_are_gaussian_sets_with_noisy_targets():
 def test_set_deepsets_is_invariant_to_the_order_of_a_set_s_points():
     t = tasks.set_deepsets(0)
     x, _ = next(iter(t.batches()))
-    perm = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(0)).argsort(-1)
-    shuffled = x.gather(1, perm[..., None].expand_as(x))
-    assert not torch.equal(shuffled, x)
+    shuffled, _ = _shuffled_items(x)
     with torch.no_grad():
         assert torch.allclose(t.model(shuffled), t.model(x), atol=1e-6)
         assert t.model(x).shape == (32,)
@@ -640,12 +646,7 @@ def test_set_deepsets_loss_is_the_excess_over_the_noise_free_target_and_zero_the
     p = t.model(x).double()
     want = ((p - y[:, 0]) ** 2).mean() - ((y[:, 1] - y[:, 0]) ** 2).mean()
     assert abs(float(a.detach()) - float(want.detach())) < 1e-5
-    assert abs(float(t.loss(t.model, Xtr, ytr).detach()) - t.train_loss(t.model)) < 1e-5
-    m64 = _Double(t.model)
-    assert abs(float(t.loss(m64, Xtr, ytr).detach()) - t.train_loss(m64)) < 1e-9
-    t2 = tasks.set_deepsets(0)
-    x2, y2 = next(iter(t2.batches()))
-    assert float(a.detach()) == float(t2.loss(t2.model, x2, y2).detach()) > 0
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
     assert t.test_metric(t.model)[0] == "test_mse_excess" and t.steps == 310
 
 
@@ -690,18 +691,14 @@ def test_rank_listnet_loss_is_the_kl_to_the_target_and_zero_there():
         want += sum(pi * (math.log(pi) - (si - z)) for pi, si in zip(y[q].tolist(), s[q].tolist()))
     a = float(t.loss(t.model, x, y).detach())
     assert abs(a - want / 16) < 1e-5 and a > 0.1
-    assert abs(float(t.loss(t.model, Xtr, ptr).detach()) - t.train_loss(t.model)) < 1e-5
-    m64 = _Double(t.model)
-    assert abs(float(t.loss(m64, Xtr, ptr).detach()) - t.train_loss(m64)) < 1e-9
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ptr)
     assert t.train_loss(t.model) > 0.5 and t.steps == 375
 
 
 def test_rank_listnet_scores_each_document_alone():
     t = tasks.rank_listnet(0)
     x, _ = next(iter(t.batches()))
-    perm = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(0)).argsort(-1)
-    shuffled = x.gather(1, perm[..., None].expand_as(x))
-    assert not torch.equal(shuffled, x)
+    shuffled, perm = _shuffled_items(x)
     with torch.no_grad():
         s = t.model(x).squeeze(-1)
         assert s.shape == (16, 10)
@@ -775,17 +772,17 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
     p = t.model(x).double().detach()
     want = sum(sum((a - b) ** 2 for a, b in zip(pr, zr)) for pr, zr in zip(p.tolist(), y.tolist()))
     assert abs(float(t.loss(t.model, x, y).detach()) - want / 32 / 4) < 1e-5
-    assert abs(float(t.loss(t.model, Xtr, ztr).detach()) - t.train_loss(t.model)) < 1e-5
-    m64 = _Double(t.model)
-    assert abs(float(t.loss(m64, Xtr, ztr).detach()) - t.train_loss(m64)) < 1e-9
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ztr)
     assert t.loss(lambda x: y, x, y) == 0 and t.train_loss(lambda X: ztr) == 0
     name, value = t.test_metric(t.model)
     assert name == "test_code_mse" and abs(value - float(t.loss(t.model, Xte, zte).detach())) < 1e-5
     assert t.steps == 372
 
 
-@pytest.mark.parametrize("name", ["rank_listnet", "lista_sparse"])
-def test_round_28_tasks_replay_from_the_seed(name):
+@pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse"])
+def test_recent_tasks_replay_from_the_seed(name):
+    """The same seed builds the same model and the same first batch, with the same loss; another
+    seed another order."""
     t, t2 = tasks.TASKS[name](0), tasks.TASKS[name](0)
     (x, y), (x2, y2) = next(iter(t.batches())), next(iter(t2.batches()))
     assert torch.equal(x, x2) and torch.equal(y, y2)

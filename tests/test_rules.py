@@ -1318,13 +1318,9 @@ def test_early_grows_at_the_start_and_not_after_a_fit_with_a_minimum(rule):
     """The CTC task's start (log item 52): fits without a minimum along both directions grow the step
     as `_grow` does; once a probe finds a minimum, a later fit without one, no curvature left to
     combine, steps as the rule without `_grow` (the interpolation check's late spike, log item 54)."""
-    beta, L0, vg = 1e-4, 6.0, 17.0
-    reach, _ = reference.NEAR[rule]
-    red = dict(vg=vg, pg=vg, vv=vg, pp=vg, sg=0.0, gg=vg, tt=4000.0, vz=0.0)
-    concave = L0 - beta * vg - 1e-4  # a₂ < 0, well clear of `_guard`'s rounding test
+    beta, L0, concave, red, step, rs = ctc_start(rule, 1e-4)  # a₂ < 0, clear of `_guard`'s test
+    vg = red["vg"]
     convex = L0 - 0.5 * beta * vg  # a₂ > 0: a minimum at β
-    step = beta / reach
-    rs = reference.RuleState(alpha=step, beta=beta, ema=step)
     a_e, n1 = reference.rule_step(rule, L0, concave, red, beta, rs, 1e-4, DIR_P)
     a_g, _ = reference.rule_step(rule.replace("_early", "_grow"), L0, concave, red, beta, rs, 1e-4, DIR_P)
     assert a_e == a_g > step and n1.found == 0.0
