@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _early, _kmax, _restart), defined below.
+# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -90,7 +90,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak_early_kmax",
          "alternate_wgeo_ema_rel_near_polyak_early_kmax_unseen",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_kmax",
-         "alternate_trust_ema_rel_near_match_slow_guard_len_early_kmax_unseen")
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_kmax_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_kmaxv", "alternate_wgeo_ema_rel_near_polyak_kmaxv_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxv",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxv_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -480,8 +483,21 @@ NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace(
 # curvature 10³× the quiet one bind for ~10 steps, the buffer's memory at μ = 0.9. The step only:
 # the α memory and the next probe are the rule's own, as with `_polyak`.
 KMAX_DECAY = 0.5
-KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)
-NEAR.update({r: NEAR[r.replace("_kmax", "")] for r in KMAX_RULES if r.replace("_kmax", "") in NEAR})
+KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv` too: the same bound, another κ_max
+# `*_kmaxv` (round 29, log item 56): `_kmax` with κ_max in the units of V's curvature. The step goes
+# along V, but the alternating rules probe V and P by turns, and along the fresh gradient P the
+# curvature per unit length reads higher than along the buffer V on quiet batches too (median κ_P /
+# κ_V 2.3 on the CNN and the digits MLP, Momentum's default, seed 0/1, α₀ = 1e-2), so a P probe's
+# κ bounds the step along V taken with it (and, halved, the next): `_kmax` cut 18-28 % of the
+# P-probe steps (median to 0.7×) on those runs, a shortening on quiet batches that no steep batch
+# asked for. Here a P probe enters
+# κ_max as κ_V × κ_P / κ_P before (the stored V curvature, scaled by how much steeper this batch
+# reads along P than the last P probe did; nothing while either is 0); a V probe as under `_kmax`.
+KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
+NEAR.update({r: NEAR[r.replace("_kmaxv", "")] for r in KMAXV_RULES
+             if r.replace("_kmaxv", "") in NEAR})
+NEAR.update({r: NEAR[r.replace("_kmax", "")] for r in KMAX_RULES
+             if r not in KMAXV_RULES and r.replace("_kmax", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -740,7 +756,10 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             if rule in EARLY_RULES and kappa > 0:
                 new.found = 1.0
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
-            new.kmax = max(kappa if remember else 0.0, KMAX_DECAY * st.kmax)
+            entry = kappa if remember else 0.0
+            if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units
+                entry = st.kappa_v * entry / st.kappa_p if (st.kappa_v > 0 and st.kappa_p > 0) else 0.0
+            new.kmax = max(entry, KMAX_DECAY * st.kmax)
         cands = []  # the step each curvature estimate allows, in units of V
         if new.kappa_v * red["vv"] > 0:
             cands.append(d / (2 * new.kappa_v * red["vv"]))

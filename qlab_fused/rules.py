@@ -13,7 +13,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         EMA_RULES, FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
-                        GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES,
+                        GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
@@ -148,7 +148,12 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         if rule in EARLY_RULES:  # `*early`: a stored curvature is a fit with a minimum
             found = torch.where(remember & (kappa > 0), torch.ones_like(zero), st64["found"])
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
-            kmax = torch.maximum(torch.where(remember, kappa, zero), KMAX_DECAY * st64["kmax"])
+            entry = torch.where(remember, kappa, zero)
+            if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units
+                kv, kp = st64["kappa_v"], st64["kappa_p"]
+                ok = (kv > 0) & (kp > 0)
+                entry = torch.where(ok, kv * entry / torch.where(ok, kp, zero + 1), zero)
+            kmax = torch.maximum(entry, KMAX_DECAY * st64["kmax"])
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)

@@ -1353,6 +1353,10 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
     assert float(n_dev["beta"]) == pytest.approx(n_g.beta, rel=1e-6)
 
 
+def _without_kmax(rule):
+    return rule.replace("_kmaxv", "").replace("_kmax", "")
+
+
 @settings(max_examples=400, deadline=None)
 @given(rule=st.sampled_from(reference.KMAX_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
@@ -1361,16 +1365,17 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
                                                                                vv, pp, gg, tt, beta,
                                                                                ema, kv, kp, kmax,
                                                                                found, pdir):
-    """`*_kmax`: κ_max becomes max(the curvature this probe stores, KMAX_DECAY·κ_max); the step is
-    the rule's without the modifier, at most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max
-    are positive; every other slot (the α memory, the next probe) is that rule's; the device agrees."""
+    """`*_kmax`: κ_max becomes max(the curvature this probe stores, KMAX_DECAY·κ_max) (`_kmaxv`: a
+    P probe's in V's units, κ_V·κ_P/κ_P before); the step is the rule's without the modifier, at
+    most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max are positive; every other slot (the
+    α memory, the next probe) is that rule's; the device agrees."""
     beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
                                for x in (beta, ema, kv, kp, kmax))
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)  # `_unseen`: its own test
     rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
                              kmax=kmax)
     a_k, n_k = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    base = rule.replace("_kmax", "")
+    base = _without_kmax(rule)
     a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     if n_k.skips > rs.skips:  # non-finite inputs: nothing is remembered
         assert n_k.kmax == kmax and a_k == a_b == 0.0
@@ -1379,7 +1384,10 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     a2 = (L0 + dL - L0 + beta * dX) / beta ** 2  # as reference._fit computes it
     fitted = a2 / xx if (a2 > 0 and xx > 0) else 0.0
     stored = n_b.kappa_p if pdir == DIR_P else n_b.kappa_v  # `_guard`: only what it measured
-    assert n_k.kmax == max(fitted if stored == fitted else 0.0, reference.KMAX_DECAY * kmax)
+    entry = fitted if stored == fitted else 0.0
+    if rule in reference.KMAXV_RULES and pdir == DIR_P:
+        entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
+    assert n_k.kmax == max(entry, reference.KMAX_DECAY * kmax)
     bound = (reference.NEAR[rule][1] * vg / (2 * n_k.kmax * vv) if (vg > 0 and vv > 0 and n_k.kmax > 0)
              else math.inf)
     assert a_k == min(a_b, bound) and n_k.alpha == a_k
@@ -1399,7 +1407,7 @@ def test_kmax_keeps_a_rare_steep_batch_s_curvature_while_the_buffer_carries_its_
     steep curvature, halved each step, outweighs the quiet one, and the rule's own once it has
     decayed below it."""
     reach, scale = reference.NEAR[rule]
-    base = rule.replace("_kmax", "")
+    base = _without_kmax(rule)
     quiet = dict(vg=1e-5, pg=1e-5, vv=1e-2, pp=1e-2, sg=0.0, gg=1e-5, tt=4000.0, vz=0.0)
     kq = 1e-6  # the quiet batches' curvature per unit length, along V and along P
     rs = reference.RuleState(alpha=3.0, beta=3.0 * reach, ema=3.0, kappa_v=kq, kappa_p=kq,
@@ -1418,3 +1426,54 @@ def test_kmax_keeps_a_rare_steep_batch_s_curvature_while_the_buffer_carries_its_
         bounded.append(a_k < a_b)
         rs = n_k
     assert all(bounded[:14]) and not any(bounded[-5:])  # short while the steep κ outweighs
+
+
+def _alternating_run(rule, kappas, quiet, rs, L0=1.0):
+    """The rule over probes alternating P, V, P, ... whose fits read the curvatures ``kappas``;
+    the steps it takes and the state it ends in."""
+    steps = []
+    for k, kx in enumerate(kappas):
+        pdir = DIR_P if k % 2 == 0 else DIR_V
+        dX, xx = (quiet["pg"], quiet["pp"]) if pdir == DIR_P else (quiet["vg"], quiet["vv"])
+        Lb = L0 - rs.beta * dX + kx * xx * rs.beta ** 2  # a₂ = κ·|X|²
+        a, rs = reference.rule_step(rule, L0, Lb, quiet, rs.beta, rs, 1e-4, pdir)
+        steps.append(a)
+    return steps, rs
+
+
+@pytest.mark.parametrize("rule", [r for r in reference.KMAXV_RULES if r in reference.WGEO_RULES])
+def test_kmaxv_reads_a_p_probe_s_curvature_against_the_last_p_probe_s(rule):
+    """On quiet batches the curvature along P reads higher than along V (2.3× here, the median
+    measured on the CNN): `_kmax` bounds the step along V taken with a P probe by that probe's κ
+    and cuts it where the memory's step is the fit along V (here, the fits' steady state: c_P >
+    c_V);
+    `_kmaxv` does not, and takes the rule's own steps. A steep batch measured along P (1000× the P
+    probe before it) enters as 1000× the stored V curvature and binds the steps after it, as a
+    steep V probe does under `_kmax`; the device agrees."""
+    reach, _ = reference.NEAR[rule]
+    kmax_rule, base = rule.replace("_kmaxv", "_kmax"), _without_kmax(rule)
+    quiet = dict(vg=1e-3, pg=3e-3, vv=1e-2, pp=1e-2, sg=0.0, gg=3e-3, tt=4000.0, vz=0.0)
+    kv, kp = 1e-3, 2.3e-3
+    cv = quiet["vg"] / (2 * kv * quiet["vv"])  # 50; c_P 65: the memory's step is c_V
+    start = reference.RuleState(alpha=cv, beta=cv * reach, ema=cv, kappa_v=kv, kappa_p=kp,
+                                found=1.0)
+    kappas = [kp, kv] * 10
+    own, _ = _alternating_run(base, kappas, quiet, start)
+    with_v, _ = _alternating_run(rule, kappas, quiet, start)
+    with_k, _ = _alternating_run(kmax_rule, kappas, quiet, start)
+    assert with_v == pytest.approx(own, rel=1e-12)
+    cut = [b / a for a, b in zip(own, with_k)]
+    assert all(c < 0.6 for c in cut[0::2])  # `_kmax`: each P probe's κ_P bounds its own step
+    steep = [1000 * kp] + kappas[1:]
+    after, rs = _alternating_run(rule, steep, quiet, start)
+    own_steep, _ = _alternating_run(base, steep, quiet, start)  # its memory saw the steep fit too
+    assert rs.kmax > 0 and after[1] < 0.01 * own_steep[1] and after[3] < 0.02 * own_steep[3]
+    assert after[-1] == pytest.approx(own_steep[-1], rel=1e-6)  # decayed below the quiet κ
+    st = reference.RuleState(alpha=cv, beta=cv * reach, ema=cv, kappa_v=kv, kappa_p=kp,
+                             found=1.0, kmax=3e-3)
+    Lb = 1.0 - st.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * st.beta ** 2
+    a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, st.beta, st, 1e-4, DIR_P)
+    assert n_r.kmax == pytest.approx(1000 * kv, rel=1e-9)
+    a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, st.beta, st, 1e-4, DIR_P)
+    assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
+    assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
