@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _restart), defined below.
+# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -93,7 +93,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_kmax_unseen",
          "alternate_wgeo_ema_rel_near_polyak_kmaxv", "alternate_wgeo_ema_rel_near_polyak_kmaxv_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxv",
-         "alternate_wgeo_ema_rel_near_polyak_early_kmaxv_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxv_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_kmaxn", "alternate_wgeo_ema_rel_near_polyak_kmaxn_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxn",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxn_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -494,10 +497,15 @@ KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv` too: the same b
 # κ_max as κ_V × κ_P / κ_P before (the stored V curvature, scaled by how much steeper this batch
 # reads along P than the last P probe did; nothing while either is 0); a V probe as under `_kmax`.
 KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
-NEAR.update({r: NEAR[r.replace("_kmaxv", "")] for r in KMAXV_RULES
-             if r.replace("_kmaxv", "") in NEAR})
+# `*_kmaxn` (round 29, log item 56): `_kmax` whose bound on a step reads only the probes before it
+# (KMAX_DECAY · κ_max before); this probe's κ enters κ_max for the steps after it. Along V that
+# changes nothing (the step is at most scale × the fit along V); a P probe's κ no longer bounds the
+# step taken with it (the cut above), only, halved, the next.
+KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
+NEAR.update({r: NEAR[r.replace("_kmaxv", "").replace("_kmaxn", "")] for r in KMAXV_RULES + KMAXN_RULES
+             if r.replace("_kmaxv", "").replace("_kmaxn", "") in NEAR})
 NEAR.update({r: NEAR[r.replace("_kmax", "")] for r in KMAX_RULES
-             if r not in KMAXV_RULES and r.replace("_kmax", "") in NEAR})
+             if r not in KMAXV_RULES + KMAXN_RULES and r.replace("_kmax", "") in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -861,8 +869,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             new.alpha = alpha
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
-    if rule in KMAX_RULES and d > 0 and vv > 0 and new.kmax > 0:  # the step only, as `*polyak`
-        alpha = min(alpha, scale * d / (2 * new.kmax * vv))
+    bound_k = KMAX_DECAY * st.kmax if rule in KMAXN_RULES else new.kmax  # `_kmaxn`: the probes before
+    if rule in KMAX_RULES and d > 0 and vv > 0 and bound_k > 0:  # the step only, as `*polyak`
+        alpha = min(alpha, scale * d / (2 * bound_k * vv))
         new.alpha = alpha
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         alpha *= unseen_scale(red.get("vz", 0.0), vv)

@@ -13,7 +13,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         EMA_RULES, FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
-                        GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES, KMAXV_RULES,
+                        GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES, KMAXN_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
@@ -276,9 +276,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         step_len = torch.where(taken, alpha * norm, zero + 1)
         length = torch.where(taken, _log_ema(moved, step_len, LEN_DECAY_OF[rule]), length)
     if rule in KMAX_RULES:  # the step only, as `*polyak`
-        ok = (d > 0) & (vv > 0) & (kmax > 0)
+        kb = KMAX_DECAY * st64["kmax"] if rule in KMAXN_RULES else kmax  # `_kmaxn`: the probes before
+        ok = (d > 0) & (vv > 0) & (kb > 0)
         one = zero + 1
-        bound = scale * d / (2 * torch.where(ok, kmax, one) * torch.where(ok, vv, one))
+        bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))
         alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)

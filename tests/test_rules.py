@@ -1354,7 +1354,7 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
 
 
 def _without_kmax(rule):
-    return rule.replace("_kmaxv", "").replace("_kmax", "")
+    return rule.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmax", "")
 
 
 @settings(max_examples=400, deadline=None)
@@ -1367,8 +1367,9 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
                                                                                found, pdir):
     """`*_kmax`: κ_max becomes max(the curvature this probe stores, KMAX_DECAY·κ_max) (`_kmaxv`: a
     P probe's in V's units, κ_V·κ_P/κ_P before); the step is the rule's without the modifier, at
-    most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max are positive; every other slot (the
-    α memory, the next probe) is that rule's; the device agrees."""
+    most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max are positive (`_kmaxn`: the κ_max
+    before this probe, decayed); every other slot (the α memory, the next probe) is that rule's; the
+    device agrees."""
     beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
                                for x in (beta, ema, kv, kp, kmax))
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)  # `_unseen`: its own test
@@ -1388,8 +1389,8 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     if rule in reference.KMAXV_RULES and pdir == DIR_P:
         entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
     assert n_k.kmax == max(entry, reference.KMAX_DECAY * kmax)
-    bound = (reference.NEAR[rule][1] * vg / (2 * n_k.kmax * vv) if (vg > 0 and vv > 0 and n_k.kmax > 0)
-             else math.inf)
+    kb = reference.KMAX_DECAY * kmax if rule in reference.KMAXN_RULES else n_k.kmax
+    bound = reference.NEAR[rule][1] * vg / (2 * kb * vv) if (vg > 0 and vv > 0 and kb > 0) else math.inf
     assert a_k == min(a_b, bound) and n_k.alpha == a_k
     assert vars(n_k) == dict(vars(n_b), alpha=a_k, kmax=n_k.kmax)
     a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
@@ -1477,3 +1478,31 @@ def test_kmaxv_reads_a_p_probe_s_curvature_against_the_last_p_probe_s(rule):
     a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, st.beta, st, 1e-4, DIR_P)
     assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
     assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", [r for r in reference.KMAXN_RULES if r in reference.WGEO_RULES])
+def test_kmaxn_bounds_a_step_by_the_probes_before_it_only(rule):
+    """`_kmaxn`: on quiet batches whose P probes read 2.3× V's curvature, the steps taken with P
+    probes are the rule's own (under `_kmax` each P probe's κ cuts its own), and those taken with V
+    probes are `_kmax`'s (a V probe's own κ never binds: the step is at most scale × its fit). A
+    steep P probe's own step is the rule's, and the steps after it are bounded as under `_kmax`."""
+    reach, _ = reference.NEAR[rule]
+    kmax_rule, base = rule.replace("_kmaxn", "_kmax"), _without_kmax(rule)
+    quiet = dict(vg=1e-3, pg=3e-3, vv=1e-2, pp=1e-2, sg=0.0, gg=3e-3, tt=4000.0, vz=0.0)
+    kv, kp = 1e-3, 2.3e-3
+    cv = quiet["vg"] / (2 * kv * quiet["vv"])
+    start = reference.RuleState(alpha=cv, beta=cv * reach, ema=cv, kappa_v=kv, kappa_p=kp,
+                                found=1.0)
+    kappas = [kp, kv] * 10
+    own, _ = _alternating_run(base, kappas, quiet, start)
+    with_n, _ = _alternating_run(rule, kappas, quiet, start)
+    with_k, _ = _alternating_run(kmax_rule, kappas, quiet, start)
+    assert with_n[0::2] == pytest.approx(own[0::2], rel=1e-12)  # the P probes' steps
+    assert with_n[1::2] == pytest.approx(with_k[1::2], rel=1e-12)  # the V probes' steps
+    assert all(k < 0.6 * o for k, o in zip(with_k[0::2], own[0::2]))
+    steep = [1000 * kp] + kappas[1:]
+    own, _ = _alternating_run(base, steep, quiet, start)
+    with_n, _ = _alternating_run(rule, steep, quiet, start)
+    with_k, _ = _alternating_run(kmax_rule, steep, quiet, start)
+    assert with_n[0] == pytest.approx(own[0], rel=1e-12) and with_k[0] < 0.01 * own[0]
+    assert with_n[1] == pytest.approx(with_k[1], rel=1e-12) and with_n[1] < 0.01 * own[1]
