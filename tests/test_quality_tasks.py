@@ -777,7 +777,8 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
     assert t.steps == 372
 
 
-@pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse"])
+@pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse",
+                                  "ssm_recall", "tcn_forecast"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -789,3 +790,206 @@ def test_recent_tasks_replay_from_the_seed(name):
     assert float(t.loss(t.model, x, y).detach()) == float(t2.loss(t2.model, x2, y2).detach()) > 0
     x1, _ = next(iter(tasks.TASKS[name](1).batches()))
     assert not torch.equal(x, x1)  # another seed, another order
+
+
+def test_round_29_held_out_tasks_are_out_of_the_selection():
+    for name in ("ssm_recall", "tcn_forecast"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 29"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 53
+
+
+def _recall_target_by_hand(X):
+    """g before its scaling, at steps 24–47, by explicit sums over the lags: the directions m_j
+    drawn first from the data's seed, the kernels Gaussian bumps at lags 2, 10 and 20."""
+    g = torch.Generator().manual_seed(2048)
+    mix = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    mix = mix / mix.norm(dim=1, keepdim=True)
+    kernels = []
+    for c, w in ((2.0, 1.5), (10.0, 3.0), (20.0, 4.0)):
+        k = [math.exp(-(j - c) ** 2 / (2 * w * w)) for j in range(24)]
+        kernels.append([v / math.sqrt(sum(v * v for v in k)) for v in k])
+    s = [X.double() @ mix[j] for j in range(3)]  # (n, 48) each
+    u = torch.zeros(len(X), 24, 3, dtype=torch.float64)
+    for t in range(24, 48):
+        for j in range(3):
+            u[:, t - 24, j] = sum(kernels[j][k] * s[j][:, t - k] for k in range(24))
+    return 0.6 * u[..., 0] + torch.tanh(1.5 * u[..., 1]) * u[..., 2], u
+
+
+def test_ssm_recall_data_are_a_noisy_function_of_smoothed_inputs_up_to_20_steps_back():
+    Xtr, ytr, Xte, yte = tasks._recall_sequences()
+    assert Xtr.shape == (2000, 48, 3) and Xte.shape == (500, 48, 3) and ytr.shape == (2000, 24, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 24, 2)
+    X, y = torch.cat([Xtr, Xte]), torch.cat([ytr, yte])
+    assert abs(float(X.mean())) < 0.01 and abs(float(X.std()) - 1) < 0.01
+    raw, u = _recall_target_by_hand(X)
+    assert abs(float(y[..., 1].std()) - 1) < 1e-9
+    assert float((y[..., 1] - raw / raw.std()).abs().max()) < 1e-9
+    noise = y[..., 0] - y[..., 1]
+    assert abs(float(noise.std()) - 0.3) < 0.005 and abs(float(noise.mean())) < 0.005
+    assert float((u.std((0, 1)) - 1).abs().max()) < 0.02  # each u_j ~ N(0, 1)
+    # the product of the lag-10 and lag-20 parts holds 60 % of the target's variance (the lag-2
+    # part the rest): most of the target needs the inputs of 10 to 20 steps before
+    product = (torch.tanh(1.5 * u[..., 1]) * u[..., 2]).var() / raw.var()
+    assert 0.55 < float(product) < 0.65
+
+
+def test_ssm_recall_layers_are_diagonal_linear_recurrences_with_learned_decays_in_0_1():
+    t = tasks.ssm_recall(0)
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 48, 3) and y.shape == (32, 24, 2)
+    first, second = t.model.layers
+    with torch.no_grad():
+        for layer in (first, second):
+            a = layer.decay().double()
+            assert a.shape == (32,) and bool(((a > 0) & (a < 1)).all())
+            tau = -1 / a.log()  # started log-spaced from 1 to 32 steps
+            assert abs(float(tau[0]) - 1) < 1e-4 and abs(float(tau[-1]) - 32) < 1e-3
+            assert bool((tau[1:] > tau[:-1]).all())
+        # the closed form h_t = Σ_{s ≤ t} a^(t−s) B x_s, in float64
+        a = first.decay().double()
+        u = x.double() @ first.B.weight.double().T
+        d = (torch.arange(48)[:, None] - torch.arange(48)[None, :]).double()  # t − s
+        K = torch.where(d >= 0, a[:, None, None] ** d.clamp_min(0), 0.0)  # (channel, t, s)
+        want = torch.einsum("cts,bsc->btc", K, u)
+        got = first.states(x).double()
+        assert float((got - want).abs().max()) < 1e-4 and float(want.abs().max()) > 1
+        # the net: each layer's MLP on its states, the first's output the second's input
+        z = first.readout(first.states(x))
+        assert z.shape == (32, 48, 32)
+        assert torch.allclose(t.model(x), second.readout(second.states(z)).squeeze(-1))
+        # causal: a change at step 30 leaves the predictions before it as they were
+        x2 = x.clone()
+        x2[:, 30] += 1.0
+        diff = (t.model(x2) - t.model(x)).abs().amax(0)
+        assert float(diff[:30].max()) == 0 and bool((diff[30:] > 0).all())
+    # the decays are learned: the loss has a gradient in ν
+    t.loss(t.model, x, y).backward()
+    assert float(first.nu.grad.abs().min()) > 0 and float(second.nu.grad.abs().min()) > 0
+
+
+def _noise_free(data, skip=0):
+    """A model predicting the stored noise-free targets of the data's rows, looked up by identity;
+    ``skip`` steps without a target (predicted 0) before them."""
+    Xtr, ytr, Xte, yte = data
+    table = {id(Xtr): ytr[..., 1], id(Xte): yte[..., 1]}
+
+    def predict(X):
+        clean = table[id(X)]
+        return torch.cat([torch.zeros(len(X), skip, dtype=clean.dtype), clean], 1)
+
+    return predict
+
+
+def test_ssm_recall_loss_is_the_mse_to_the_noisy_targets_of_steps_24_to_47():
+    Xtr, ytr, Xte, yte = data = tasks._recall_sequences()
+    t = tasks.ssm_recall(0)
+    x, y = next(iter(t.batches()))
+    p = t.model(x).double().detach()
+    want = sum((p[i, 24 + j] - y[i, j, 0]) ** 2 for i in range(32) for j in range(24))
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - float(want) / (32 * 24)) < 1e-5 and a > 0.5
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the noise-free target reads the noise's own cost, about 0.09
+    oracle = _noise_free(data, skip=24)
+    assert 0.085 < t.train_loss(oracle) < 0.095 and 0.08 < t.test_metric(oracle)[1] < 0.1
+    name, value = t.test_metric(t.model)
+    assert name == "test_mse" and abs(value - float(t.loss(t.model, Xte, yte).detach())) < 1e-5
+    assert t.train_loss(t.model) > 1 and t.steps == 372
+
+
+def test_lorenz_series_is_rk4_of_the_lorenz_system_every_tenth_step():
+    import numpy as np
+    from scipy.integrate import solve_ivp
+
+    def lorenz(_, s):
+        return [10 * (s[1] - s[0]), s[0] * (28 - s[2]) - s[1], s[0] * s[1] - 8 / 3 * s[2]]
+
+    start = [1.0, 2.0, 20.0]
+    got = tasks._lorenz_x(21, start, burn=0)
+    ref = solve_ivp(lorenz, (0, 2), start, method="DOP853", t_eval=np.linspace(0, 2, 21),
+                    rtol=1e-12, atol=1e-12).y[0]
+    assert float(got[0]) == 1.0 and float(np.abs(got.numpy() - ref).max()) < 2e-3  # RK4's error
+    assert float(np.abs(ref).max()) > 5  # it moved
+    assert torch.equal(tasks._lorenz_x(3, start, burn=50), got[5:8])
+
+
+def test_tcn_forecast_data_are_windows_of_a_noisy_standardised_lorenz_coordinate():
+    Xtr, ytr, Xte, yte = tasks._lorenz_windows()
+    assert Xtr.shape == (3965, 1, 32) and Xte.shape == (965, 1, 32) and ytr.shape == (3965, 4, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (965, 4, 2)
+    for X, y in ((Xtr, ytr), (Xte, yte)):
+        # consecutive windows; the targets are the observations to come (window i's h-th is the
+        # last observation of window i + h)
+        assert torch.equal(X[1:, 0, :-1], X[:-1, 0, 1:])
+        for h in range(1, 5):
+            assert torch.equal(y[:-h, h - 1, 0], X[h:, 0, -1].double())
+            if h > 1:  # noisy and noise-free alike
+                assert torch.equal(y[:1 - h, h - 1], y[h - 1:, 0])
+        clean = torch.cat([y[:, 0, 1], y[-1, 1:, 1]])  # the noise-free values from step 32 on
+        assert abs(float(clean.mean())) < 0.1 and abs(float(clean.std()) - 1) < 0.02
+        assert int((clean[1:].sign() != clean[:-1].sign()).sum()) > 40  # it switches lobes
+    noise = torch.cat([ytr[:, 0], yte[:, 0]])
+    noise = noise[:, 0] - noise[:, 1]
+    assert abs(float(noise.std()) - 0.3) < 0.012 and abs(float(noise.mean())) < 0.02
+
+
+def test_tcn_forecast_is_causal_with_a_receptive_field_of_31_steps():
+    t = tasks.tcn_forecast(0)
+    x, _ = next(iter(t.batches()))
+    assert x.shape == (32, 1, 32)
+    with torch.no_grad():
+        s = t.model.sequence(x)
+        assert s.shape == (32, 4, 32) and torch.equal(t.model(x), s[..., -1])
+        for pos in (0, 10, 31):
+            x2 = x.clone()
+            x2[..., pos] += 1.0
+            diff = (t.model.sequence(x2) - s).abs().amax((0, 1))  # per step
+            assert float(diff[:pos].sum()) == 0 and float(diff[pos + 31:].sum()) == 0
+            assert bool((diff[pos:pos + 31] > 0).all())
+
+
+def test_tcn_forecast_blocks_are_gated_dilated_causal_convolutions_by_hand():
+    t = tasks.tcn_forecast(0)
+    x, _ = next(iter(t.batches()))
+    m = t.model
+    with torch.no_grad():
+        z = m.inp(x).double()  # (32 rows, 16 channels, 32 steps)
+        assert len(m.blocks) == 4 and z.shape == (32, 16, 32)
+        for block, dilation in zip(m.blocks, (1, 2, 4, 8)):
+            w, b = block.conv.weight.double(), block.conv.bias.double()
+            assert w.shape == (32, 16, 3)
+            conv = b[None, :, None].repeat(32, 1, 32)
+            for step in range(32):
+                for tap in range(3):  # tap k reads the input (2 − k)·dilation steps back
+                    src = step - (2 - tap) * dilation
+                    if src >= 0:
+                        conv[:, :, step] += z[:, :, src] @ w[:, :, tap].T
+            gated = torch.tanh(conv[:, :16]) * torch.sigmoid(conv[:, 16:])
+            z = z + (torch.einsum("oc,nct->not", block.mix.weight.double()[..., 0], gated)
+                     + block.mix.bias.double()[None, :, None])
+        want = (torch.einsum("hc,nct->nht", m.head.weight.double()[..., 0], F.relu(z))
+                + m.head.bias.double()[None, :, None])
+        assert float((m.sequence(x).double() - want).abs().max()) < 1e-5
+        assert float(want.abs().max()) > 0.1
+
+
+def test_tcn_forecast_loss_is_the_mse_to_the_noisy_next_four_values():
+    Xtr, ytr, Xte, yte = data = tasks._lorenz_windows()
+    t = tasks.tcn_forecast(0)
+    x, y = next(iter(t.batches()))
+    assert y.shape == (32, 4, 2)
+    p = t.model(x).double().detach()
+    want = sum((p[i, h] - y[i, h, 0]) ** 2 for i in range(32) for h in range(4))
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - float(want) / (32 * 4)) < 1e-5 and a > 0.5
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the noise-free next values read the noise's own cost, about 0.09; the last observation
+    # held for all four horizons (persistence) far more: the forecast needs the dynamics
+    oracle = _noise_free(data)
+    assert 0.085 < t.train_loss(oracle) < 0.095 and 0.08 < t.test_metric(oracle)[1] < 0.1
+    assert t.train_loss(lambda X: X[:, 0, -1:].expand(-1, 4)) > 1
+    name, value = t.test_metric(t.model)
+    assert name == "test_mse" and abs(value - float(t.loss(t.model, Xte, yte).detach())) < 1e-5
+    assert t.train_loss(t.model) > 1 and t.steps == 369
