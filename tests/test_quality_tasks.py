@@ -946,7 +946,9 @@ def test_tcn_forecast_is_causal_with_a_receptive_field_of_31_steps():
             x2 = x.clone()
             x2[..., pos] += 1.0
             diff = (t.model.sequence(x2) - s).abs().amax((0, 1))  # per step
-            assert float(diff[:pos].sum()) == 0 and float(diff[pos + 31:].sum()) == 0
+            # out of reach: nothing, or rounding if a convolution backend mixes a tile's inputs
+            # (the farthest taps move the output by ~2e-5 at the start)
+            assert float(diff[:pos].sum()) <= 1e-7 and float(diff[pos + 31:].sum()) <= 1e-7
             assert bool((diff[pos:pos + 31] > 0).all())
 
 
