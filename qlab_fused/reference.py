@@ -189,8 +189,14 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # stored curvature) has a worst case of 4.04× (the ViT at 3×) against 9.45× (the CTC task), 25
 # against 19 tasks holding, 1156 against 1163 of 1530 runs within, no check run past 100× (the
 # default 4; largest rebound 5.6× against 1348×), and passes CI's claims: Momentum's default.
+# Round 29 (log item 56; fifty-three tasks: round 28's held-out ranking model and LISTA joined):
+# Momentum's with `_kmaxn` (the `_kmax` bound reads only the probes before the step, so a P probe's
+# curvature no longer cuts the step taken with it) has a worst case of 4.42× (the deep tanh net)
+# against 4.04× (the ViT at 3×), a tie, 1198 against 1172 of 1590 runs within (23 against 25 tasks
+# holding), no check run past 100× (largest rebound 11.8× against 5.6×), and passes CI's claims:
+# Momentum's default. `_kmaxv` (a P probe's κ in V's units) let 2 check runs past 100×: out.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
-                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmax_unseen",
+                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxn_unseen",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen"}
 
 
