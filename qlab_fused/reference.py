@@ -503,10 +503,12 @@ KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv` too: the same b
 # κ_max as κ_V × κ_P / κ_P before (the stored V curvature, scaled by how much steeper this batch
 # reads along P than the last P probe did; nothing while either is 0); a V probe as under `_kmax`.
 KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
-# `*_kmaxn` (round 29, log item 56): `_kmax` whose bound on a step reads only the probes before it
-# (KMAX_DECAY · κ_max before); this probe's κ enters κ_max for the steps after it. Along V that
-# changes nothing (the step is at most scale × the fit along V); a P probe's κ no longer bounds the
-# step taken with it (the cut above), only, halved, the next.
+# `*_kmaxn` (round 29, log item 56; Momentum's default since): `_kmax` whose bound on a step reads
+# only the probes before it (KMAX_DECAY · κ_max before); this probe's κ enters κ_max for the steps
+# after it. A V probe's own κ bounded nothing anyway (the `_ema` rules' step is at most scale × the
+# fit along V); a P probe's κ no longer bounds the step taken with it (the cut above), only, halved,
+# the next. What that gives up: a steep batch met by a P probe takes a step its own curvature would
+# have cut (traced on the one check run of 144 on fresh seeds that rebounds past 100×, log item 56).
 KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
 NEAR.update({r: NEAR[r.replace("_kmaxv", "").replace("_kmaxn", "")] for r in KMAXV_RULES + KMAXN_RULES
              if r.replace("_kmaxv", "").replace("_kmaxn", "") in NEAR})
