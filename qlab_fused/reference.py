@@ -492,16 +492,16 @@ NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace(
 # curvature 10³× the quiet one bind for ~10 steps, the buffer's memory at μ = 0.9. The step only:
 # the α memory and the next probe are the rule's own, as with `_polyak`.
 KMAX_DECAY = 0.5
-KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv` too: the same bound, another κ_max
+KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv`, `_kmaxn` too: variants below
 # `*_kmaxv` (round 29, log item 56): `_kmax` with κ_max in the units of V's curvature. The step goes
 # along V, but the alternating rules probe V and P by turns, and along the fresh gradient P the
 # curvature per unit length reads higher than along the buffer V on quiet batches too (median κ_P /
 # κ_V 2.3 on the CNN and the digits MLP, Momentum's default, seed 0/1, α₀ = 1e-2), so a P probe's
 # κ bounds the step along V taken with it (and, halved, the next): `_kmax` cut 18-28 % of the
 # P-probe steps (median to 0.7×) on those runs, a shortening on quiet batches that no steep batch
-# asked for. Here a P probe enters
-# κ_max as κ_V × κ_P / κ_P before (the stored V curvature, scaled by how much steeper this batch
-# reads along P than the last P probe did; nothing while either is 0); a V probe as under `_kmax`.
+# asked for. Here a P probe enters κ_max as κ_V × κ_P / κ_P before (the stored V curvature, scaled
+# by how much steeper this batch reads along P than the last P probe did; nothing while either is
+# 0); a V probe as under `_kmax`. Out on round 29's gate (2 check runs past 100×).
 KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
 # `*_kmaxn` (round 29, log item 56; Momentum's default since): `_kmax` whose bound on a step reads
 # only the probes before it (KMAX_DECAY · κ_max before); this probe's κ enters κ_max for the steps
