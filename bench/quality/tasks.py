@@ -91,6 +91,19 @@ def _array_task(name, model, data, seed, batch, epochs, loss=_ce, full_loss=_eva
                 lambda m: (metric_name, metric_fn(m, Xte, yte)), steps)
 
 
+def _loss_and_full(fn, head=lambda out: out):
+    """A task's batch loss and its whole-set loss (float64, no grad) from one loss function
+    ``fn(pred, y)``, the prediction ``head(model(x))``."""
+    def loss(m, x, y):
+        return fn(head(m(x)), y)
+
+    @torch.no_grad()
+    def full(m, X, y):
+        return float(fn(head(m(X)).double(), y))
+
+    return loss, full
+
+
 def _digits_task(name, model, seed, batch, epochs, reshape=None):
     Xtr, ytr, Xte, yte = _digits()
     if reshape is not None:
@@ -2135,12 +2148,7 @@ def cox_survival(seed: int) -> Task:
     model = nn.Sequential(nn.Linear(8, 32), nn.SiLU(), nn.Linear(32, 32), nn.SiLU(),
                           nn.Linear(32, 1))
 
-    def loss(m, x, y):
-        return _cox_excess(m(x).squeeze(-1), y)
-
-    @torch.no_grad()
-    def full(m, X, y):
-        return float(_cox_excess(m(X).double().squeeze(-1), y))
+    loss, full = _loss_and_full(_cox_excess, lambda out: out.squeeze(-1))
 
     return _array_task("cox_survival", model, _survival_data(), seed, batch=32, epochs=5,
                        loss=loss, full_loss=full, metric=("test_cindex", _cindex))
@@ -2205,12 +2213,7 @@ def set_deepsets(seed: int) -> Task:
     the points (at most 0.34, see above). Test metric: the same excess on the test sets."""
     torch.manual_seed(seed)
 
-    def loss(m, x, y):
-        return _set_excess(m(x), y)
-
-    @torch.no_grad()
-    def full(m, X, y):
-        return float(_set_excess(m(X).double(), y))
+    loss, full = _loss_and_full(_set_excess)
 
     return _array_task("set_deepsets", _DeepSets(), _gaussian_sets(), seed, batch=32, epochs=5,
                        loss=loss, full_loss=full, metric=("test_mse_excess", full))
@@ -2288,12 +2291,7 @@ def rank_listnet(seed: int) -> Task:
     model = nn.Sequential(nn.Linear(12, 32), nn.SiLU(), nn.Linear(32, 32), nn.SiLU(),
                           nn.Linear(32, 1))
 
-    def loss(m, x, y):
-        return _listnet_kl(m(x).squeeze(-1), y)
-
-    @torch.no_grad()
-    def full(m, X, y):
-        return float(_listnet_kl(m(X).double().squeeze(-1), y))
+    loss, full = _loss_and_full(_listnet_kl, lambda out: out.squeeze(-1))
 
     return _array_task("rank_listnet", model, _ranking_queries(), seed, batch=16, epochs=5,
                        loss=loss, full_loss=full, metric=("test_ndcg3", _ndcg3))
@@ -2361,12 +2359,7 @@ def lista_sparse(seed: int) -> Task:
     torch.manual_seed(seed)  # draws nothing: kept for uniformity
     Xtr, ztr, Xte, zte, D = _sparse_codes()
 
-    def loss(m, x, y):
-        return _code_mse(m(x), y)
-
-    @torch.no_grad()
-    def full(m, X, y):
-        return float(_code_mse(m(X).double(), y))
+    loss, full = _loss_and_full(_code_mse)
 
     return _array_task("lista_sparse", _LISTA(D), (Xtr, ztr, Xte, zte), seed, batch=32,
                        epochs=6, loss=loss, full_loss=full, metric=("test_code_mse", full))
@@ -2474,12 +2467,7 @@ def ssm_recall(seed: int) -> Task:
     0.09). Test metric: the same on the test sequences."""
     torch.manual_seed(seed)
 
-    def loss(m, x, y):
-        return _noisy_mse(m(x)[:, _RECALL_FROM:], y)
-
-    @torch.no_grad()
-    def full(m, X, y):
-        return float(_noisy_mse(m(X)[:, _RECALL_FROM:].double(), y))
+    loss, full = _loss_and_full(_noisy_mse, lambda out: out[:, _RECALL_FROM:])
 
     return _array_task("ssm_recall", _SSMRecall(), _recall_sequences(), seed, batch=32,
                        epochs=6, loss=loss, full_loss=full, metric=("test_mse", full))
@@ -2580,12 +2568,7 @@ def tcn_forecast(seed: int) -> Task:
     costs 0.09). Test metric: the same on the test windows."""
     torch.manual_seed(seed)
 
-    def loss(m, x, y):
-        return _noisy_mse(m(x), y)
-
-    @torch.no_grad()
-    def full(m, X, y):
-        return float(_noisy_mse(m(X).double(), y))
+    loss, full = _loss_and_full(_noisy_mse)
 
     return _array_task("tcn_forecast", _TCN(), _lorenz_windows(), seed, batch=32,
                        epochs=3, loss=loss, full_loss=full, metric=("test_mse", full))
