@@ -1,5 +1,6 @@
 """The step-size rules: device version (torch.where) against the readable reference, and their
 invariants for any finite input (hypothesis)."""
+import dataclasses
 import math
 
 import pytest
@@ -1442,22 +1443,30 @@ def _alternating_run(rule, kappas, quiet, rs, L0=1.0):
     return steps, rs
 
 
+# Quiet batches whose P probes read 2.3× V's curvature (the median measured on the CNN), at the
+# fits' steady state where the memory's step is the fit along V (c_V 50 < c_P 65).
+_QUIET = dict(vg=1e-3, pg=3e-3, vv=1e-2, pp=1e-2, sg=0.0, gg=3e-3, tt=4000.0, vz=0.0)
+_KV, _KP = 1e-3, 2.3e-3
+_CV = _QUIET["vg"] / (2 * _KV * _QUIET["vv"])
+
+
+def _quiet_start(rule):
+    """The rule's state at that steady state (its probe distance its reach × c_V)."""
+    reach, _ = reference.NEAR[rule]
+    return reference.RuleState(alpha=_CV, beta=_CV * reach, ema=_CV, kappa_v=_KV, kappa_p=_KP,
+                               found=1.0)
+
+
 @pytest.mark.parametrize("rule", [r for r in reference.KMAXV_RULES if r in reference.WGEO_RULES])
 def test_kmaxv_reads_a_p_probe_s_curvature_against_the_last_p_probe_s(rule):
     """On quiet batches the curvature along P reads higher than along V (2.3× here, the median
     measured on the CNN): `_kmax` bounds the step along V taken with a P probe by that probe's κ
     and cuts it where the memory's step is the fit along V (here, the fits' steady state: c_P >
-    c_V);
-    `_kmaxv` does not, and takes the rule's own steps. A steep batch measured along P (1000× the P
+    c_V); `_kmaxv` does not, and takes the rule's own steps. A steep batch measured along P (1000× the P
     probe before it) enters as 1000× the stored V curvature and binds the steps after it, as a
     steep V probe does under `_kmax`; the device agrees."""
-    reach, _ = reference.NEAR[rule]
     kmax_rule, base = rule.replace("_kmaxv", "_kmax"), _without_kmax(rule)
-    quiet = dict(vg=1e-3, pg=3e-3, vv=1e-2, pp=1e-2, sg=0.0, gg=3e-3, tt=4000.0, vz=0.0)
-    kv, kp = 1e-3, 2.3e-3
-    cv = quiet["vg"] / (2 * kv * quiet["vv"])  # 50; c_P 65: the memory's step is c_V
-    start = reference.RuleState(alpha=cv, beta=cv * reach, ema=cv, kappa_v=kv, kappa_p=kp,
-                                found=1.0)
+    quiet, kv, kp, start = _QUIET, _KV, _KP, _quiet_start(rule)
     kappas = [kp, kv] * 10
     own, _ = _alternating_run(base, kappas, quiet, start)
     with_v, _ = _alternating_run(rule, kappas, quiet, start)
@@ -1470,8 +1479,7 @@ def test_kmaxv_reads_a_p_probe_s_curvature_against_the_last_p_probe_s(rule):
     own_steep, _ = _alternating_run(base, steep, quiet, start)  # its memory saw the steep fit too
     assert rs.kmax > 0 and after[1] < 0.01 * own_steep[1] and after[3] < 0.02 * own_steep[3]
     assert after[-1] == pytest.approx(own_steep[-1], rel=1e-6)  # decayed below the quiet κ
-    st = reference.RuleState(alpha=cv, beta=cv * reach, ema=cv, kappa_v=kv, kappa_p=kp,
-                             found=1.0, kmax=3e-3)
+    st = dataclasses.replace(start, kmax=3e-3)
     Lb = 1.0 - st.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * st.beta ** 2
     a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, st.beta, st, 1e-4, DIR_P)
     assert n_r.kmax == pytest.approx(1000 * kv, rel=1e-9)
@@ -1486,13 +1494,8 @@ def test_kmaxn_bounds_a_step_by_the_probes_before_it_only(rule):
     probes are the rule's own (under `_kmax` each P probe's κ cuts its own), and those taken with V
     probes are `_kmax`'s (a V probe's own κ never binds: the step is at most scale × its fit). A
     steep P probe's own step is the rule's, and the steps after it are bounded as under `_kmax`."""
-    reach, _ = reference.NEAR[rule]
     kmax_rule, base = rule.replace("_kmaxn", "_kmax"), _without_kmax(rule)
-    quiet = dict(vg=1e-3, pg=3e-3, vv=1e-2, pp=1e-2, sg=0.0, gg=3e-3, tt=4000.0, vz=0.0)
-    kv, kp = 1e-3, 2.3e-3
-    cv = quiet["vg"] / (2 * kv * quiet["vv"])
-    start = reference.RuleState(alpha=cv, beta=cv * reach, ema=cv, kappa_v=kv, kappa_p=kp,
-                                found=1.0)
+    quiet, kv, kp, start = _QUIET, _KV, _KP, _quiet_start(rule)
     kappas = [kp, kv] * 10
     own, _ = _alternating_run(base, kappas, quiet, start)
     with_n, _ = _alternating_run(rule, kappas, quiet, start)
