@@ -510,10 +510,8 @@ KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
 # the next. What that gives up: a steep batch met by a P probe takes a step its own curvature would
 # have cut (traced on the one check run of 144 on fresh seeds that rebounds past 100×, log item 56).
 KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
-NEAR.update({r: NEAR[r.replace("_kmaxv", "").replace("_kmaxn", "")] for r in KMAXV_RULES + KMAXN_RULES
-             if r.replace("_kmaxv", "").replace("_kmaxn", "") in NEAR})
-NEAR.update({r: NEAR[r.replace("_kmax", "")] for r in KMAX_RULES
-             if r not in KMAXV_RULES + KMAXN_RULES and r.replace("_kmax", "") in NEAR})
+NEAR.update({r: NEAR[b] for r in KMAX_RULES
+             if (b := r.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmax", "")) in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
