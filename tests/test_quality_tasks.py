@@ -652,7 +652,6 @@ def test_set_deepsets_loss_is_the_excess_over_the_noise_free_target_and_zero_the
 def test_round_28_s_held_out_tasks_are_in_the_selection_of_round_29():
     for name in ("rank_listnet", "lista_sparse"):
         assert name in tasks.SELECTION and name not in tasks.HELD_OUT
-    assert len(tasks.SELECTION) == 53
 
 
 def _true_scores(X):
@@ -792,11 +791,10 @@ def test_recent_tasks_replay_from_the_seed(name):
     assert not torch.equal(x, x1)  # another seed, another order
 
 
-def test_round_29_held_out_tasks_are_out_of_the_selection():
+def test_round_29_s_held_out_tasks_are_in_the_selection_of_round_30():
     for name in ("ssm_recall", "tcn_forecast"):
-        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 29"
-        assert name not in tasks.SELECTION
-    assert len(tasks.SELECTION) == 53
+        assert name in tasks.SELECTION and name not in tasks.HELD_OUT
+    assert len(tasks.SELECTION) == 55
 
 
 def _recall_target_by_hand(X):
