@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _restart), defined below.
+# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _kmaxp, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -96,7 +96,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxv_unseen",
          "alternate_wgeo_ema_rel_near_polyak_kmaxn", "alternate_wgeo_ema_rel_near_polyak_kmaxn_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxn",
-         "alternate_wgeo_ema_rel_near_polyak_early_kmaxn_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxn_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_kmaxp", "alternate_wgeo_ema_rel_near_polyak_kmaxp_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -492,7 +495,7 @@ NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace(
 # curvature 10³× the quiet one bind for ~10 steps, the buffer's memory at μ = 0.9. The step only:
 # the α memory and the next probe are the rule's own, as with `_polyak`.
 KMAX_DECAY = 0.5
-KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv`, `_kmaxn` too: variants below
+KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv`, `_kmaxn`, `_kmaxp`: variants below
 # `*_kmaxv` (round 29, log item 56): `_kmax` with κ_max in the units of V's curvature. The step goes
 # along V, but the alternating rules probe V and P by turns, and along the fresh gradient P the
 # curvature per unit length reads higher than along the buffer V on quiet batches too (median κ_P /
@@ -510,8 +513,17 @@ KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
 # the next. What that gives up: a steep batch met by a P probe takes a step its own curvature would
 # have cut (traced on the one check run of 144 on fresh seeds that rebounds past 100×, log item 56).
 KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
+# `*_kmaxp` (round 30): `_kmaxn`, and a P probe's step is also bounded by that probe's own κ in V's
+# units (`_kmaxv`'s entry, κ_V·κ_P/κ_P before: nothing while either is 0), which enters κ_max raw as
+# under `_kmaxn`. On quiet batches κ_P/κ_P before is ~1 and the bound is ~the fit along V, which the
+# `_wgeo` step never exceeds by more than scale; a steep batch met by a P probe (κ_P 1000× the P
+# probe's before) cuts its own step as a steep V probe's κ would. What it is for: the check run
+# `_kmaxn` let rebound past 100× (fresh seeds, log item 56), where a throwaway patch of this bound
+# (applied after `_unseen`) took the rebound from 458× to 1.3×.
+KMAXP_RULES = tuple(r for r in RULES if "_kmaxp" in r)
 NEAR.update({r: NEAR[b] for r in KMAX_RULES
-             if (b := r.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmax", "")) in NEAR})
+             if (b := r.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmaxp", "")
+                 .replace("_kmax", "")) in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -875,7 +887,11 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             new.alpha = alpha
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
-    bound_k = KMAX_DECAY * st.kmax if rule in KMAXN_RULES else new.kmax  # `_kmaxn`: the probes before
+    before = rule in KMAXN_RULES or rule in KMAXP_RULES
+    bound_k = KMAX_DECAY * st.kmax if before else new.kmax  # `_kmaxn`: the probes before
+    if (rule in KMAXP_RULES and probe_dir == DIR_P and remember
+            and st.kappa_v > 0 and st.kappa_p > 0):  # `_kmaxp`: and a P probe's own, in V's units
+        bound_k = max(bound_k, st.kappa_v * new.kappa_p / st.kappa_p)
     if rule in KMAX_RULES and d > 0 and vv > 0 and bound_k > 0:  # the step only, as `*polyak`
         alpha = min(alpha, scale * d / (2 * bound_k * vv))
         new.alpha = alpha

@@ -1355,7 +1355,9 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
 
 
 def _without_kmax(rule):
-    return rule.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmax", "")
+    for token in ("_kmaxv", "_kmaxn", "_kmaxp", "_kmax"):
+        rule = rule.replace(token, "")
+    return rule
 
 
 @settings(max_examples=400, deadline=None)
@@ -1369,8 +1371,8 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     """`*_kmax`: κ_max becomes max(the curvature this probe stores, KMAX_DECAY·κ_max) (`_kmaxv`: a
     P probe's in V's units, κ_V·κ_P/κ_P before); the step is the rule's without the modifier, at
     most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max are positive (`_kmaxn`: the κ_max
-    before this probe, decayed); every other slot (the α memory, the next probe) is that rule's; the
-    device agrees."""
+    before this probe, decayed; `_kmaxp`: that, or a P probe's own κ in V's units if larger);
+    every other slot (the α memory, the next probe) is that rule's; the device agrees."""
     beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
                                for x in (beta, ema, kv, kp, kmax))
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)  # `_unseen`: its own test
@@ -1390,7 +1392,10 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     if rule in reference.KMAXV_RULES and pdir == DIR_P:
         entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
     assert n_k.kmax == max(entry, reference.KMAX_DECAY * kmax)
-    kb = reference.KMAX_DECAY * kmax if rule in reference.KMAXN_RULES else n_k.kmax
+    before = rule in reference.KMAXN_RULES or rule in reference.KMAXP_RULES
+    kb = reference.KMAX_DECAY * kmax if before else n_k.kmax
+    if rule in reference.KMAXP_RULES and pdir == DIR_P and kv > 0 and kp > 0:
+        kb = max(kb, kv * entry / kp)
     bound = reference.NEAR[rule][1] * vg / (2 * kb * vv) if (vg > 0 and vv > 0 and kb > 0) else math.inf
     assert a_k == min(a_b, bound) and n_k.alpha == a_k
     assert vars(n_k) == dict(vars(n_b), alpha=a_k, kmax=n_k.kmax)
@@ -1509,3 +1514,33 @@ def test_kmaxn_bounds_a_step_by_the_probes_before_it_only(rule):
     with_k, _ = _alternating_run(kmax_rule, steep, quiet, start)
     assert with_n[0] == pytest.approx(own[0], rel=1e-12) and with_k[0] < 0.01 * own[0]
     assert with_n[1] == pytest.approx(with_k[1], rel=1e-12) and with_n[1] < 0.01 * own[1]
+
+
+@pytest.mark.parametrize("rule", [r for r in reference.KMAXP_RULES if r in reference.WGEO_RULES])
+def test_kmaxp_lets_a_quiet_p_probe_step_and_cuts_a_steep_one(rule):
+    """`_kmaxp`: on quiet batches whose P probes read 2.3× V's curvature, every step is `_kmaxn`'s
+    (a P probe's own κ in V's units, κ_V·κ_P/κ_P before = κ_V, allows scale × the fit along V, more
+    than the `_wgeo` step). A steep P probe (1000× the P probe's before) cuts its own step to
+    scale·⟨V,G⟩/(2·1000 κ_V |V|²), which `_kmaxn` does not; the steps after it are `_kmaxn`'s; the
+    device agrees."""
+    kmaxn_rule, base = rule.replace("_kmaxp", "_kmaxn"), _without_kmax(rule)
+    quiet, kv, kp, start = _QUIET, _KV, _KP, _quiet_start(rule)
+    _, scale = reference.NEAR[rule]
+    kappas = [kp, kv] * 10
+    with_p, _ = _alternating_run(rule, kappas, quiet, start)
+    with_n, _ = _alternating_run(kmaxn_rule, kappas, quiet, start)
+    assert with_p == pytest.approx(with_n, rel=1e-12)
+    steep = [1000 * kp] + kappas[1:]
+    own, _ = _alternating_run(base, steep, quiet, start)
+    with_p, rs_p = _alternating_run(rule, steep, quiet, start)
+    with_n, rs_n = _alternating_run(kmaxn_rule, steep, quiet, start)
+    cut = scale * quiet["vg"] / (2 * 1000 * kv * quiet["vv"])
+    assert with_p[0] == pytest.approx(cut, rel=1e-9) and with_p[0] < 0.01 * with_n[0]
+    assert with_n[0] == pytest.approx(own[0], rel=1e-12)
+    assert with_p[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_p.kmax == rs_n.kmax
+    Lb = 1.0 - start.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * start.beta ** 2
+    a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
+    a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
+    assert a_r == pytest.approx(cut, rel=1e-9)
+    assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
+    assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
