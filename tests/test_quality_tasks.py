@@ -777,7 +777,7 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
 
 
 @pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse",
-                                  "ssm_recall", "tcn_forecast"])
+                                  "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -993,3 +993,177 @@ def test_tcn_forecast_loss_is_the_mse_to_the_noisy_next_four_values():
     name, value = t.test_metric(t.model)
     assert name == "test_mse" and abs(value - float(t.loss(t.model, Xte, yte).detach())) < 1e-5
     assert t.train_loss(t.model) > 1 and t.steps == 369
+
+
+def test_round_30_held_out_tasks_are_out_of_the_selection():
+    for name in ("node_spiral", "mil_bags"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 30"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 55
+
+
+def test_node_spiral_data_are_two_interleaved_spiral_arms_with_flipped_labels():
+    Xtr, ytr, Xte, yte = tasks._spirals()
+    assert Xtr.shape == (2000, 2) and Xte.shape == (500, 2) and ytr.shape == (2000, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.long and yte.shape == (500, 2)
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([ytr, yte])
+    r = X.norm(dim=-1)
+    assert float(r.max()) <= 2 + 1e-6 and abs(float((r < math.sqrt(2)).double().mean()) - 0.5) < 0.03
+    # the class by hand: which side of the spiral boundary sin(θ − 0.875π r) = 0 (points within
+    # float32 rounding of the boundary left out)
+    phase = torch.atan2(X[:, 1], X[:, 0]) - 0.875 * math.pi * r
+    far = phase.sin().abs() > 1e-5
+    assert torch.equal((phase.sin() > 0).long()[far], y[far, 1]) and int(far.sum()) > 2490
+    assert abs(float(y[:, 1].double().mean()) - 0.5) < 0.03  # balanced classes
+    flips = (y[:, 0] != y[:, 1]).double().mean()
+    assert abs(float(flips) - 0.1) < 0.015 and set(y[:, 0].tolist()) == {0, 1}
+
+
+def _rk4_by_hand(field, h, steps=8):
+    dt = 1.0 / steps
+    out = [h]
+    for _ in range(steps):
+        k1 = field(h)
+        k2 = field(h + 0.5 * dt * k1)
+        k3 = field(h + 0.5 * dt * k2)
+        k4 = field(h + dt * k3)
+        h = h + dt * (k1 + 2 * k2 + 2 * k3 + k4) / 6
+        out.append(h)
+    return out
+
+
+def test_node_spiral_model_is_rk4_of_a_tanh_field_in_a_lifted_state():
+    t = tasks.node_spiral(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 2) and y.shape == (32, 2)
+    with torch.no_grad():
+        W1, b1 = m.field[0].weight.double(), m.field[0].bias.double()
+        W2, b2 = m.field[2].weight.double(), m.field[2].bias.double()
+        assert W1.shape == (32, 8) and W2.shape == (8, 32) and m.lift.weight.shape == (8, 2)
+
+        def field(h):
+            return torch.tanh(h @ W1.T + b1) @ W2.T + b2
+
+        h0 = x.double() @ m.lift.weight.double().T + m.lift.bias.double()
+        hs = _rk4_by_hand(field, h0)
+        traj = m.trajectory(x).double()
+        assert traj.shape == (32, 9, 8)
+        assert float((traj - torch.stack(hs, 1)).abs().max()) < 1e-5
+        assert float((hs[-1] - h0).abs().max()) > 0.05  # the flow moves the state
+        want = hs[-1] @ m.readout.weight.double().T + m.readout.bias.double()
+        assert float((m(x).double() - want).abs().max()) < 1e-5 and m(x).shape == (32, 2)
+        # RK4's order: eight steps agree with 64 to well within the flow's own size
+        fine = _rk4_by_hand(field, h0, steps=64)[-1]
+        assert float((fine - hs[-1]).abs().max()) < 1e-4
+    # the field is learned: the loss has a gradient in both of its layers
+    t.loss(m, x, y).backward()
+    assert float(m.field[0].weight.grad.abs().sum()) > 0 and float(m.field[2].weight.grad.abs().sum()) > 0
+
+
+def test_node_spiral_loss_is_the_cross_entropy_to_the_noisy_labels():
+    Xtr, ytr, Xte, yte = tasks._spirals()
+    t = tasks.node_spiral(0)
+    x, y = next(iter(t.batches()))
+    z = t.model(x).double().detach()
+    want = 0.0
+    for i in range(32):
+        lse = math.log(sum(math.exp(v) for v in z[i].tolist()))
+        want += lse - float(z[i, int(y[i, 0])])
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - want / 32) < 1e-5 and a > 0.5
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the true classes, predicted with the flip rate's confidence, cost the flips' entropy
+    oracle = lambda X: torch.log(0.1 + 0.8 * F.one_hot(  # noqa: E731
+        {id(Xtr): ytr, id(Xte): yte}[id(X)][:, 1], 2).double())
+    f = float((ytr[:, 0] != ytr[:, 1]).double().mean())  # the training labels' own flip rate
+    assert abs(t.train_loss(oracle) - (-f * math.log(0.1) - (1 - f) * math.log(0.9))) < 1e-9
+    name, value = t.test_metric(t.model)
+    want_acc = float((t.model(Xte).argmax(-1) == yte[:, 0]).double().mean())
+    assert name == "test_acc" and abs(value - want_acc) < 1e-6
+    assert abs(t.test_metric(oracle)[1] - float((yte[:, 0] == yte[:, 1]).double().mean())) < 1e-6
+    assert t.train_loss(t.model) > 0.6 and t.steps == 372
+
+
+def _bag_labels_by_hand(X):
+    """Each instance's digit, found by its nearest standardised image (the pixel noise is N(0, 1)
+    on 64 pixels, far less than the distance between two digit images), and each bag's count of 9s."""
+    Xa, ya, Xb, yb = tasks._digits()
+    mu, sd = Xa.mean(0), Xa.std(0).clamp_min(0.1)
+    imgs, labels = (torch.cat([Xa, Xb]) - mu) / sd, torch.cat([ya, yb])
+    d = torch.cdist(X.reshape(-1, 64), imgs)
+    return labels[d.argmin(-1)].reshape(X.shape[:2]), d.min(-1).values
+
+
+def test_mil_bags_data_are_noisy_bags_of_digits_positive_iff_they_hold_a_9():
+    Xtr, ytr, Xte, yte = tasks._digit_bags()
+    assert Xtr.shape == (6000, 12, 64) and Xte.shape == (500, 12, 64) and ytr.shape == (6000, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 2)
+    for X, y in ((Xtr[:1000], ytr[:1000]), (Xte, yte)):
+        digits, dist = _bag_labels_by_hand(X)
+        nines = (digits == 9).sum(-1)
+        # the nearest image misreads a few instances in a thousand through the noise (another digit
+        # as a 9, …)
+        assert float(((nines > 0).double() == y[:, 1]).double().mean()) > 0.95
+        assert abs(float(nines[y[:, 1] == 1].double().mean()) - 2) < 0.15  # 1–3 of them
+        assert float((nines[y[:, 1] == 0] == 0).double().mean()) > 0.95
+        # the pixel noise: about N(0, 1) on each of the 64 pixels
+        assert abs(float((dist ** 2).mean()) / 64 - 1) < 0.05
+    y = torch.cat([ytr, yte])
+    assert abs(float(y[:, 1].mean()) - 0.5) < 0.03  # balanced bags
+    assert abs(float((y[:, 0] != y[:, 1]).double().mean()) - 0.1) < 0.012
+    assert set(y[:, 0].tolist()) == {0.0, 1.0}
+
+
+def test_mil_bags_pool_by_gated_attention_and_ignore_the_order_within_a_bag():
+    t = tasks.mil_bags(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 12, 64) and y.shape == (32, 2)
+    with torch.no_grad():
+        W, b = m.embed[0].weight.double(), m.embed[0].bias.double()
+        V, U, w = m.V.weight.double(), m.U.weight.double(), m.w.weight.double()[0]
+        assert W.shape == (32, 64) and V.shape == (16, 32) and U.shape == (16, 32) and w.shape == (16,)
+        want = torch.zeros(32, dtype=torch.float64)
+        for i in range(32):
+            h = [torch.relu(W @ x[i, k].double() + b) for k in range(12)]
+            s = [float(w @ (torch.tanh(V @ hk) * torch.sigmoid(U @ hk))) for hk in h]
+            e = [math.exp(v - max(s)) for v in s]
+            a = [v / sum(e) for v in e]
+            z = sum(ak * hk for ak, hk in zip(a, h))
+            want[i] = m.head.weight.double()[0] @ z + m.head.bias.double()[0]
+            got_a = m.attention(m.embed(x[i:i + 1]))[0].double()
+            assert float((got_a - torch.tensor(a, dtype=torch.float64)).abs().max()) < 1e-6
+        assert float((m(x).double() - want).abs().max()) < 1e-5 and m(x).shape == (32,)
+        # the pooling is a weighted mean: a bag of one instance repeated is that instance's logit
+        one = x[:, :1].expand(-1, 12, -1)
+        single = m.head(m.embed(x[:, 0])).squeeze(-1)
+        assert torch.allclose(m(one), single, atol=1e-5)
+        shuffled, perm = _shuffled_items(x)
+        assert torch.allclose(m(shuffled), m(x), atol=1e-5)
+        a = m.attention(m.embed(x))
+        assert torch.allclose(m.attention(m.embed(shuffled)), a.gather(1, perm), atol=1e-6)
+        assert torch.allclose(a.sum(-1), torch.ones(32), atol=1e-6)
+    t.loss(m, x, y).backward()  # the attention is learned
+    assert float(m.V.weight.grad.abs().sum()) > 0 and float(m.U.weight.grad.abs().sum()) > 0
+
+
+def test_mil_bags_loss_is_the_binary_cross_entropy_to_the_noisy_bag_labels():
+    Xtr, ytr, Xte, yte = tasks._digit_bags()
+    t = tasks.mil_bags(0)
+    x, y = next(iter(t.batches()))
+    z = t.model(x).double().detach()
+    want = sum(math.log1p(math.exp(-v)) if lab == 1 else math.log1p(math.exp(v))
+               for v, lab in zip(z.tolist(), y[:, 0].tolist()))
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - want / 32) < 1e-5 and a > 0.5
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the true bag labels, predicted with the flip rate's confidence, cost the flips' entropy
+    oracle = lambda X: math.log(9) * (2 * {id(Xtr): ytr, id(Xte): yte}[id(X)][:, 1] - 1)  # noqa: E731
+    f = float((ytr[:, 0] != ytr[:, 1]).double().mean())  # the training labels' own flip rate
+    assert abs(t.train_loss(oracle) - (-f * math.log(0.1) - (1 - f) * math.log(0.9))) < 1e-9
+    name, value = t.test_metric(t.model)
+    want_acc = float(((t.model(Xte) > 0).double() == yte[:, 0]).double().mean())
+    assert name == "test_acc" and abs(value - want_acc) < 1e-6
+    assert abs(t.test_metric(oracle)[1] - float((yte[:, 0] == yte[:, 1]).double().mean())) < 1e-6
+    assert t.train_loss(t.model) > 0.6 and t.steps == 374
