@@ -198,8 +198,13 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # against 4.04× (the ViT at 3×), a tie, 1198 against 1172 of 1590 runs within (23 against 25 tasks
 # holding), no check run past 100× (largest rebound 11.8× against 5.6×), and passes CI's claims:
 # Momentum's default. `_kmaxv` (a P probe's κ in V's units) let 2 check runs past 100×: out.
+# Round 30 (log item 57; fifty-five tasks: round 29's held-out state-space model and convolutional
+# forecaster joined): Momentum's with `_kmaxp` (`_kmaxn`, and a P probe's step also bounded by its
+# own κ in V's units) has a worst case of 3.90× (the ViT at 3×) against 4.42× (the deep tanh net),
+# beyond the 10 % tie, 24 against 23 tasks holding, 1215 against 1226 of 1650 runs within, no check
+# run past 100× (largest rebound 5.7× against 11.8×), and passes CI's claims: Momentum's default.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
-                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxn_unseen",
+                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_unseen",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen"}
 
 
@@ -513,7 +518,7 @@ KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
 # the next. What that gives up: a steep batch met by a P probe takes a step its own curvature would
 # have cut (traced on the one check run of 144 on fresh seeds that rebounds past 100×, log item 56).
 KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
-# `*_kmaxp` (round 30): `_kmaxn`, and a P probe's step is also bounded by that probe's own κ in V's
+# `*_kmaxp` (round 30, log item 57; Momentum's default since): `_kmaxn`, and a P probe's step is also bounded by that probe's own κ in V's
 # units (`_kmaxv`'s entry, κ_V·κ_P/κ_P before: nothing while either is 0), which enters κ_max raw as
 # under `_kmaxn`. On quiet batches κ_P/κ_P before is ~1 and the bound is ~the fit along V, which the
 # `_wgeo` step never exceeds by more than scale; a steep batch met by a P probe (κ_P 1000× the P
