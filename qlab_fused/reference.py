@@ -27,7 +27,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _kmaxp, _restart), defined below.
+# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _kmaxp, _kmaxs, _restart), defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -99,7 +99,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxn_unseen",
          "alternate_wgeo_ema_rel_near_polyak_kmaxp", "alternate_wgeo_ema_rel_near_polyak_kmaxp_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxp",
-         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_kmaxs", "alternate_wgeo_ema_rel_near_polyak_kmaxs_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxs",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxs_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -500,7 +503,7 @@ NEAR.update({r: NEAR[r.replace("_early", "")] for r in EARLY_RULES if r.replace(
 # curvature 10³× the quiet one bind for ~10 steps, the buffer's memory at μ = 0.9. The step only:
 # the α memory and the next probe are the rule's own, as with `_polyak`.
 KMAX_DECAY = 0.5
-KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv`, `_kmaxn`, `_kmaxp`: variants below
+KMAX_RULES = tuple(r for r in RULES if "_kmax" in r)  # `_kmaxv`, `_kmaxn`, `_kmaxp`, `_kmaxs`: below
 # `*_kmaxv` (round 29, log item 56): `_kmax` with κ_max in the units of V's curvature. The step goes
 # along V, but the alternating rules probe V and P by turns, and along the fresh gradient P the
 # curvature per unit length reads higher than along the buffer V on quiet batches too (median κ_P /
@@ -526,9 +529,14 @@ KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
 # `_kmaxn` let rebound past 100× (fresh seeds, log item 56), where a throwaway patch of this bound
 # (applied after `_unseen`) took the rebound from 458× to 1.3×.
 KMAXP_RULES = tuple(r for r in RULES if "_kmaxp" in r)
+# `*_kmaxs` (after round 30's choice, log item 57): `_kmaxp` with the P probe's own κ in V's units
+# halved, as the probes' before it are: the bound reads KMAX_DECAY · max(κ_max before, own). Traced
+# on five runs `_kmaxp` moved, its own bound binds on 4-13 % of the P-probe steps, on batches only
+# 1.7-3.1× steeper along P than the one before (ordinary spread); halved, it binds from ~2× further.
+KMAXS_RULES = tuple(r for r in RULES if "_kmaxs" in r)
 NEAR.update({r: NEAR[b] for r in KMAX_RULES
              if (b := r.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmaxp", "")
-                 .replace("_kmax", "")) in NEAR})
+                 .replace("_kmaxs", "").replace("_kmax", "")) in NEAR})
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -892,11 +900,12 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             new.alpha = alpha
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
-    before = rule in KMAXN_RULES or rule in KMAXP_RULES
+    before = rule in KMAXN_RULES or rule in KMAXP_RULES or rule in KMAXS_RULES
     bound_k = KMAX_DECAY * st.kmax if before else new.kmax  # `_kmaxn`: the probes before
-    if (rule in KMAXP_RULES and probe_dir == DIR_P and remember
+    if (rule in KMAXP_RULES + KMAXS_RULES and probe_dir == DIR_P and remember
             and st.kappa_v > 0 and st.kappa_p > 0):  # `_kmaxp`: and a P probe's own, in V's units
-        bound_k = max(bound_k, st.kappa_v * new.kappa_p / st.kappa_p)
+        own = st.kappa_v * new.kappa_p / st.kappa_p
+        bound_k = max(bound_k, KMAX_DECAY * own if rule in KMAXS_RULES else own)  # `_kmaxs`: halved
     if rule in KMAX_RULES and d > 0 and vv > 0 and bound_k > 0:  # the step only, as `*polyak`
         alpha = min(alpha, scale * d / (2 * bound_k * vv))
         new.alpha = alpha

@@ -14,7 +14,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
                         GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES, KMAXN_RULES, KMAXP_RULES,
-                        KMAXV_RULES,
+                        KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
@@ -277,13 +277,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         step_len = torch.where(taken, alpha * norm, zero + 1)
         length = torch.where(taken, _log_ema(moved, step_len, LEN_DECAY_OF[rule]), length)
     if rule in KMAX_RULES:  # the step only, as `*polyak`
-        before = rule in KMAXN_RULES or rule in KMAXP_RULES
+        before = rule in KMAXN_RULES or rule in KMAXP_RULES or rule in KMAXS_RULES
         kb = KMAX_DECAY * st64["kmax"] if before else kmax  # `_kmaxn`: the probes before
-        if rule in KMAXP_RULES and probe_dir == DIR_P:  # `_kmaxp`: and a P probe's own, in V's units
+        if (rule in KMAXP_RULES or rule in KMAXS_RULES) and probe_dir == DIR_P:
+            # `_kmaxp`: and a P probe's own, in V's units
             kv0, kp0 = st64["kappa_v"], st64["kappa_p"]
             own_ok = remember & (kv0 > 0) & (kp0 > 0)
             own = torch.where(own_ok, kv0 * kappa_p / torch.where(own_ok, kp0, zero + 1), zero)
-            kb = torch.maximum(kb, own)
+            kb = torch.maximum(kb, KMAX_DECAY * own if rule in KMAXS_RULES else own)  # `_kmaxs`: ½
         ok = (d > 0) & (vv > 0) & (kb > 0)
         one = zero + 1
         bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))

@@ -1355,7 +1355,7 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
 
 
 def _without_kmax(rule):
-    for token in ("_kmaxv", "_kmaxn", "_kmaxp", "_kmax"):
+    for token in ("_kmaxv", "_kmaxn", "_kmaxp", "_kmaxs", "_kmax"):
         rule = rule.replace(token, "")
     return rule
 
@@ -1371,7 +1371,8 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     """`*_kmax`: κ_max becomes max(the curvature this probe stores, KMAX_DECAY·κ_max) (`_kmaxv`: a
     P probe's in V's units, κ_V·κ_P/κ_P before); the step is the rule's without the modifier, at
     most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max are positive (`_kmaxn`: the κ_max
-    before this probe, decayed; `_kmaxp`: that, or a P probe's own κ in V's units if larger);
+    before this probe, decayed; `_kmaxp`: that, or a P probe's own κ in V's units if larger;
+    `_kmaxs`: both halved);
     every other slot (the α memory, the next probe) is that rule's; the device agrees."""
     beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
                                for x in (beta, ema, kv, kp, kmax))
@@ -1392,10 +1393,12 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     if rule in reference.KMAXV_RULES and pdir == DIR_P:
         entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
     assert n_k.kmax == max(entry, reference.KMAX_DECAY * kmax)
-    before = rule in reference.KMAXN_RULES or rule in reference.KMAXP_RULES
+    own_rules = reference.KMAXP_RULES + reference.KMAXS_RULES
+    before = rule in reference.KMAXN_RULES or rule in own_rules
     kb = reference.KMAX_DECAY * kmax if before else n_k.kmax
-    if rule in reference.KMAXP_RULES and pdir == DIR_P and kv > 0 and kp > 0:
-        kb = max(kb, kv * entry / kp)
+    if rule in own_rules and pdir == DIR_P and kv > 0 and kp > 0:
+        own = kv * entry / kp
+        kb = max(kb, reference.KMAX_DECAY * own if rule in reference.KMAXS_RULES else own)
     bound = reference.NEAR[rule][1] * vg / (2 * kb * vv) if (vg > 0 and vv > 0 and kb > 0) else math.inf
     assert a_k == min(a_b, bound) and n_k.alpha == a_k
     assert vars(n_k) == dict(vars(n_b), alpha=a_k, kmax=n_k.kmax)
@@ -1538,6 +1541,39 @@ def test_kmaxp_lets_a_quiet_p_probe_step_and_cuts_a_steep_one(rule):
     assert with_p[0] == pytest.approx(cut, rel=1e-9) and with_p[0] < 0.01 * with_n[0]
     assert with_n[0] == pytest.approx(own[0], rel=1e-12)
     assert with_p[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_p.kmax == rs_n.kmax
+    Lb = 1.0 - start.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * start.beta ** 2
+    a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
+    a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
+    assert a_r == pytest.approx(cut, rel=1e-9)
+    assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
+    assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", [r for r in reference.KMAXS_RULES if r in reference.WGEO_RULES])
+def test_kmaxs_halves_a_p_probe_s_own_bound(rule):
+    """`_kmaxs`: `_kmaxp` with the P probe's own κ halved, as the probes' before it are. On quiet
+    batches every step is `_kmaxn`'s; a P probe 2× steeper than the one before, which `_kmaxp`
+    cuts, takes `_kmaxn`'s step; one 1000× steeper cuts its own step to
+    scale·⟨V,G⟩/(2·500 κ_V |V|²), twice `_kmaxp`'s; the device agrees."""
+    kmaxn_rule, kmaxp_rule = rule.replace("_kmaxs", "_kmaxn"), rule.replace("_kmaxs", "_kmaxp")
+    quiet, kv, kp, start = _QUIET, _KV, _KP, _quiet_start(rule)
+    _, scale = reference.NEAR[rule]
+    kappas = [kp, kv] * 10
+    with_s, _ = _alternating_run(rule, kappas, quiet, start)
+    with_n, _ = _alternating_run(kmaxn_rule, kappas, quiet, start)
+    assert with_s == pytest.approx(with_n, rel=1e-12)
+    mild = [2 * kp] + kappas[1:]
+    with_s, _ = _alternating_run(rule, mild, quiet, start)
+    with_n, _ = _alternating_run(kmaxn_rule, mild, quiet, start)
+    with_p, _ = _alternating_run(kmaxp_rule, mild, quiet, start)
+    assert with_s[0] == pytest.approx(with_n[0], rel=1e-12) and with_p[0] < 0.9 * with_n[0]
+    steep = [1000 * kp] + kappas[1:]
+    with_s, rs_s = _alternating_run(rule, steep, quiet, start)
+    with_n, rs_n = _alternating_run(kmaxn_rule, steep, quiet, start)
+    with_p, _ = _alternating_run(kmaxp_rule, steep, quiet, start)
+    cut = scale * quiet["vg"] / (2 * 500 * kv * quiet["vv"])
+    assert with_s[0] == pytest.approx(cut, rel=1e-9) and with_s[0] == pytest.approx(2 * with_p[0])
+    assert with_s[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_s.kmax == rs_n.kmax
     Lb = 1.0 - start.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * start.beta ** 2
     a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
     a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
