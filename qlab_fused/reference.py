@@ -521,13 +521,13 @@ KMAXV_RULES = tuple(r for r in RULES if "_kmaxv" in r)
 # the next. What that gives up: a steep batch met by a P probe takes a step its own curvature would
 # have cut (traced on the one check run of 144 on fresh seeds that rebounds past 100×, log item 56).
 KMAXN_RULES = tuple(r for r in RULES if "_kmaxn" in r)
-# `*_kmaxp` (round 30, log item 57; Momentum's default since): `_kmaxn`, and a P probe's step is also bounded by that probe's own κ in V's
-# units (`_kmaxv`'s entry, κ_V·κ_P/κ_P before: nothing while either is 0), which enters κ_max raw as
-# under `_kmaxn`. On quiet batches κ_P/κ_P before is ~1 and the bound is ~the fit along V, which the
-# `_wgeo` step never exceeds by more than scale; a steep batch met by a P probe (κ_P 1000× the P
-# probe's before) cuts its own step as a steep V probe's κ would. What it is for: the check run
-# `_kmaxn` let rebound past 100× (fresh seeds, log item 56), where a throwaway patch of this bound
-# (applied after `_unseen`) took the rebound from 458× to 1.3×.
+# `*_kmaxp` (round 30, log item 57; Momentum's default since): `_kmaxn`, and a P probe's step is
+# also bounded by that probe's own κ in V's units (`_kmaxv`'s entry, κ_V·κ_P/κ_P before: nothing
+# while either is 0), which enters κ_max raw as under `_kmaxn`. On quiet batches κ_P/κ_P before is
+# ~1 and the bound is ~the fit along V, which the `_wgeo` step never exceeds by more than scale; a
+# steep batch met by a P probe (κ_P 1000× the P probe's before) cuts its own step as a steep V
+# probe's κ would. What it is for: the check run `_kmaxn` let rebound 458× (fresh seeds, log item
+# 56), 1.11× with this rule.
 KMAXP_RULES = tuple(r for r in RULES if "_kmaxp" in r)
 # `*_kmaxs` (after round 30's choice, log item 57): `_kmaxp` with the P probe's own κ in V's units
 # halved, as the probes' before it are: the bound reads KMAX_DECAY · max(κ_max before, own). Traced
