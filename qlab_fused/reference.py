@@ -534,6 +534,8 @@ KMAXP_RULES = tuple(r for r in RULES if "_kmaxp" in r)
 # on five runs `_kmaxp` moved, its own bound binds on 4-13 % of the P-probe steps, on batches only
 # 1.7-3.1× steeper along P than the one before (ordinary spread); halved, it binds from ~2× further.
 KMAXS_RULES = tuple(r for r in RULES if "_kmaxs" in r)
+KMAX_BEFORE_RULES = KMAXN_RULES + KMAXP_RULES + KMAXS_RULES  # bound by the probes before it
+KMAX_OWN_RULES = KMAXP_RULES + KMAXS_RULES  # and by a P probe's own κ in V's units
 NEAR.update({r: NEAR[b] for r in KMAX_RULES
              if (b := r.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmaxp", "")
                  .replace("_kmaxs", "").replace("_kmax", "")) in NEAR})
@@ -900,9 +902,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             new.alpha = alpha
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
-    before = rule in KMAXN_RULES or rule in KMAXP_RULES or rule in KMAXS_RULES
-    bound_k = KMAX_DECAY * st.kmax if before else new.kmax  # `_kmaxn`: the probes before
-    if (rule in KMAXP_RULES + KMAXS_RULES and probe_dir == DIR_P and remember
+    bound_k = KMAX_DECAY * st.kmax if rule in KMAX_BEFORE_RULES else new.kmax  # `_kmaxn`: before
+    if (rule in KMAX_OWN_RULES and probe_dir == DIR_P and remember
             and st.kappa_v > 0 and st.kappa_p > 0):  # `_kmaxp`: and a P probe's own, in V's units
         own = st.kappa_v * new.kappa_p / st.kappa_p
         bound_k = max(bound_k, KMAX_DECAY * own if rule in KMAXS_RULES else own)  # `_kmaxs`: halved

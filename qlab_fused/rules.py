@@ -13,8 +13,8 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         EMA_RULES, FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
-                        GUARD_RULES, HOLD_RULES, KMAX_DECAY, KMAX_RULES, KMAXN_RULES, KMAXP_RULES,
-                        KMAXS_RULES, KMAXV_RULES,
+                        GUARD_RULES, HOLD_RULES, KMAX_BEFORE_RULES, KMAX_DECAY, KMAX_OWN_RULES,
+                        KMAX_RULES, KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
@@ -277,9 +277,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         step_len = torch.where(taken, alpha * norm, zero + 1)
         length = torch.where(taken, _log_ema(moved, step_len, LEN_DECAY_OF[rule]), length)
     if rule in KMAX_RULES:  # the step only, as `*polyak`
-        before = rule in KMAXN_RULES or rule in KMAXP_RULES or rule in KMAXS_RULES
-        kb = KMAX_DECAY * st64["kmax"] if before else kmax  # `_kmaxn`: the probes before
-        if (rule in KMAXP_RULES or rule in KMAXS_RULES) and probe_dir == DIR_P:
+        kb = KMAX_DECAY * st64["kmax"] if rule in KMAX_BEFORE_RULES else kmax  # `_kmaxn`: before
+        if rule in KMAX_OWN_RULES and probe_dir == DIR_P:
             # `_kmaxp`: and a P probe's own, in V's units
             kv0, kp0 = st64["kappa_v"], st64["kappa_p"]
             own_ok = remember & (kv0 > 0) & (kp0 > 0)

@@ -1393,10 +1393,8 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     if rule in reference.KMAXV_RULES and pdir == DIR_P:
         entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
     assert n_k.kmax == max(entry, reference.KMAX_DECAY * kmax)
-    own_rules = reference.KMAXP_RULES + reference.KMAXS_RULES
-    before = rule in reference.KMAXN_RULES or rule in own_rules
-    kb = reference.KMAX_DECAY * kmax if before else n_k.kmax
-    if rule in own_rules and pdir == DIR_P and kv > 0 and kp > 0:
+    kb = reference.KMAX_DECAY * kmax if rule in reference.KMAX_BEFORE_RULES else n_k.kmax
+    if rule in reference.KMAX_OWN_RULES and pdir == DIR_P and kv > 0 and kp > 0:
         own = kv * entry / kp
         kb = max(kb, reference.KMAX_DECAY * own if rule in reference.KMAXS_RULES else own)
     bound = reference.NEAR[rule][1] * vg / (2 * kb * vv) if (vg > 0 and vv > 0 and kb > 0) else math.inf
