@@ -1517,6 +1517,18 @@ def test_kmaxn_bounds_a_step_by_the_probes_before_it_only(rule):
     assert with_n[1] == pytest.approx(with_k[1], rel=1e-12) and with_n[1] < 0.01 * own[1]
 
 
+def _assert_steep_p_step(rule, start, cut):
+    """One P probe 1000× steeper than the one before, from ``start`` on a quiet batch: the
+    reference steps ``cut``; the device agrees on the step and on κ_max."""
+    quiet, st = _QUIET, start
+    Lb = 1.0 - st.beta * quiet["pg"] + 1000 * _KP * quiet["pp"] * st.beta ** 2
+    a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, st.beta, st, 1e-4, DIR_P)
+    a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, st.beta, st, 1e-4, DIR_P)
+    assert a_r == pytest.approx(cut, rel=1e-9)
+    assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
+    assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
+
+
 @pytest.mark.parametrize("rule", [r for r in reference.KMAXP_RULES if r in reference.WGEO_RULES])
 def test_kmaxp_lets_a_quiet_p_probe_step_and_cuts_a_steep_one(rule):
     """`_kmaxp`: on quiet batches whose P probes read 2.3× V's curvature, every step is `_kmaxn`'s
@@ -1539,12 +1551,7 @@ def test_kmaxp_lets_a_quiet_p_probe_step_and_cuts_a_steep_one(rule):
     assert with_p[0] == pytest.approx(cut, rel=1e-9) and with_p[0] < 0.01 * with_n[0]
     assert with_n[0] == pytest.approx(own[0], rel=1e-12)
     assert with_p[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_p.kmax == rs_n.kmax
-    Lb = 1.0 - start.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * start.beta ** 2
-    a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
-    a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
-    assert a_r == pytest.approx(cut, rel=1e-9)
-    assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
-    assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
+    _assert_steep_p_step(rule, start, cut)
 
 
 @pytest.mark.parametrize("rule", [r for r in reference.KMAXS_RULES if r in reference.WGEO_RULES])
@@ -1572,9 +1579,4 @@ def test_kmaxs_halves_a_p_probe_s_own_bound(rule):
     cut = scale * quiet["vg"] / (2 * 500 * kv * quiet["vv"])
     assert with_s[0] == pytest.approx(cut, rel=1e-9) and with_s[0] == pytest.approx(2 * with_p[0])
     assert with_s[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_s.kmax == rs_n.kmax
-    Lb = 1.0 - start.beta * quiet["pg"] + 1000 * kp * quiet["pp"] * start.beta ** 2
-    a_r, n_r = reference.rule_step(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
-    a_dev, n_dev = run_device(rule, 1.0, Lb, quiet, start.beta, start, 1e-4, DIR_P)
-    assert a_r == pytest.approx(cut, rel=1e-9)
-    assert float(a_dev) == pytest.approx(a_r, rel=1e-5)
-    assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
+    _assert_steep_p_step(rule, start, cut)
