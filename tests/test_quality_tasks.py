@@ -777,7 +777,8 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
 
 
 @pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse",
-                                  "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags"])
+                                  "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags",
+                                  "crf_tagger", "nam_additive"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -1165,3 +1166,248 @@ def test_mil_bags_loss_is_the_binary_cross_entropy_to_the_noisy_bag_labels():
     assert name == "test_acc" and abs(value - want_acc) < 1e-6
     assert abs(t.test_metric(oracle)[1] - float((yte[:, 0] == yte[:, 1]).double().mean())) < 1e-6
     assert t.train_loss(t.model) > 0.6 and t.steps == 374
+
+
+def test_round_31_held_out_tasks_are_out_of_the_selection():
+    for name in ("crf_tagger", "nam_additive"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 31"
+        assert name not in tasks.SELECTION
+
+
+def _hmm_potentials(X):
+    """The edge potentials of the true HMM (float64): ψ_0[i, j] = log π_j + log B[j, x_0],
+    ψ_t[i, j] = log A[i, j] + log B[j, x_t]; its CRF likelihood is the HMM's posterior p(y | x)."""
+    *_, (pi, A, B) = tasks._hmm_sequences()
+    n, T = X.shape
+    psi = torch.empty(n, T, 8, 8, dtype=torch.float64)
+    logB = B.log()[:, X.long()].permute(1, 2, 0)  # (n, T, 8)
+    psi[:, 0] = (pi.log() + logB[:, 0])[:, None, :]
+    psi[:, 1:] = A.log() + logB[:, 1:, None, :]
+    return psi
+
+
+def test_crf_tagger_data_are_tagged_sequences_of_a_hidden_markov_model():
+    Xtr, ytr, Xte, yte, (pi, A, B) = tasks._hmm_sequences()
+    assert Xtr.shape == (6000, 24) and Xte.shape == (500, 24) and ytr.shape == (6000, 24)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.long and yte.shape == (500, 24)
+    X, y = torch.cat([Xtr, Xte]), torch.cat([ytr, yte])
+    assert torch.equal(X, X.round()) and float(X.min()) == 0 and float(X.max()) == 199
+    assert set(y.unique().tolist()) == set(range(8))
+    assert A.shape == (8, 8) and B.shape == (8, 200) and pi.shape == (8,)
+    for P in (A, B, pi[None]):
+        assert torch.allclose(P.sum(-1), torch.ones(len(P), dtype=P.dtype)) and bool((P > 0).all())
+    # the empirical transitions and emissions match A and B
+    pairs = torch.zeros(8, 8, dtype=torch.float64)
+    pairs.index_put_((y[:, :-1].flatten(), y[:, 1:].flatten()), torch.ones(1, dtype=torch.float64),
+                     accumulate=True)
+    assert float((pairs / pairs.sum(-1, keepdim=True) - A).abs().max()) < 0.03
+    emit = torch.zeros(8, 200, dtype=torch.float64)
+    emit.index_put_((y.flatten(), X.long().flatten()), torch.ones(1, dtype=torch.float64),
+                    accumulate=True)
+    assert float((emit / emit.sum(-1, keepdim=True) - B).abs().max()) < 0.02
+    # Zipf-like: the first twenty tokens over 30 % of all, the last hundred under 20 %, many rare
+    counts = torch.bincount(X.long().flatten(), minlength=200)
+    share = counts.double() / counts.sum()
+    assert float(share[:20].sum()) > 0.3 and float(share[100:].sum()) < 0.2
+    assert int((counts < 100).sum()) > 20 and int(counts.min()) > 0
+    # the noise: the HMM's own posterior costs about 0.57 nats a token and its Viterbi path misses
+    # about a quarter of the tags
+    floor = float(tasks._crf_nll(_hmm_potentials(Xtr), ytr))
+    assert 0.5 < floor < 0.65
+    acc = float((tasks._viterbi(_hmm_potentials(Xte)) == yte).double().mean())
+    assert 0.65 < acc < 0.8
+
+
+def _paths(K, T):
+    import itertools
+    return list(itertools.product(range(K), repeat=T))
+
+
+def _random_potentials(n=3, T=4, K=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 2 * torch.randn(n, T, K, K, generator=g, dtype=torch.float64)
+
+
+def _brute_score(psi, path):
+    return float(psi[0, 0, path[0]]) + sum(float(psi[t, path[t - 1], path[t]])
+                                           for t in range(1, len(path)))
+
+
+def test_crf_forward_algorithm_and_nll_against_all_tag_paths():
+    psi = _random_potentials()
+    n, T, K, _ = psi.shape
+    logZ = tasks._crf_log_partition(psi)
+    y = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 0], [1, 0, 1, 2]])
+    for i in range(n):
+        scores = [_brute_score(psi[i], p) for p in _paths(K, T)]
+        want = math.log(sum(math.exp(v) for v in scores))
+        assert abs(float(logZ[i]) - want) < 1e-12
+        gold = float(tasks._crf_path_score(psi, y)[i])
+        assert abs(gold - _brute_score(psi[i], y[i].tolist())) < 1e-12
+    # the NLL: −log p(y | x) of each sequence over its length, the mean; ≥ 0, and near 0 when
+    # the true path holds nearly all the mass
+    want = sum(float(logZ[i]) - _brute_score(psi[i], y[i].tolist()) for i in range(n)) / (n * T)
+    got = float(tasks._crf_nll(psi, y))
+    assert abs(got - want) < 1e-12 and got > 0
+    for i in range(n):
+        assert float(tasks._crf_nll(psi[i:i + 1], y[i:i + 1])) >= 0
+    sharp = psi.clone()
+    for i in range(n):
+        for t in range(T):
+            sharp[i, t, :, y[i, t]] += 50.0
+    assert 0 <= float(tasks._crf_nll(sharp, y)) < 1e-6
+    # the probabilities of all the paths sum to 1
+    total = sum(math.exp(_brute_score(psi[0], p) - float(logZ[0])) for p in _paths(K, T))
+    assert abs(total - 1) < 1e-12
+
+
+def test_viterbi_is_the_brute_force_best_path():
+    for seed in range(4):
+        psi = _random_potentials(n=5, T=4, K=3, seed=seed)
+        got = tasks._viterbi(psi)
+        assert got.shape == (5, 4) and got.dtype == torch.long
+        for i in range(5):
+            best = max(_paths(3, 4), key=lambda p: _brute_score(psi[i], p))
+            assert got[i].tolist() == list(best)
+    # five tags, length 5 as well
+    psi = _random_potentials(n=2, T=5, K=5, seed=9)
+    for i, row in enumerate(tasks._viterbi(psi).tolist()):
+        assert row == list(max(_paths(5, 5), key=lambda p: _brute_score(psi[i], p)))
+
+
+def test_crf_tagger_potentials_are_transitions_plus_windowed_emissions_by_hand():
+    t = tasks.crf_tagger(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 24) and y.shape == (32, 24) and x.dtype == torch.float32
+    with torch.no_grad():
+        m.trans.copy_(torch.randn(8, 8))  # started at 0: make them tell apart
+        m.start.copy_(torch.randn(8))
+        m.end.copy_(torch.randn(8))
+        E = m.embed.weight.double()
+        W, b = m.conv.weight.double(), m.conv.bias.double()
+        assert E.shape == (200, 16) and W.shape == (32, 16, 5)
+        e = torch.zeros(32, 24, 8, dtype=torch.float64)
+        for i in range(4):  # a few rows by explicit sums over the window
+            for s in range(24):
+                h = b.clone()
+                for k in range(5):  # tap k reads the token s + k − 2 (zeros beyond the ends)
+                    if 0 <= s + k - 2 < 24:
+                        h += W[:, :, k] @ E[int(x[i, s + k - 2])]
+                e[i, s] = m.out.weight.double() @ torch.relu(h) + m.out.bias.double()
+        got = m.emissions(x).double()
+        assert float((got[:4] - e[:4]).abs().max()) < 1e-5
+        psi = m(x).double()
+        assert psi.shape == (32, 24, 8, 8)
+        Tm, s0, f = m.trans.double(), m.start.double(), m.end.double()
+        for i in range(4):
+            for step in range(24):
+                want = Tm + e[i, step][None, :] if step else (s0 + e[i, 0])[None, :].expand(8, 8)
+                if step == 23:
+                    want = want + f[None, :]
+                assert float((psi[i, step] - want).abs().max()) < 1e-5
+        # the emissions read a window of five tokens: a change at step 10 moves steps 8–12 only
+        x2 = x.clone()
+        x2[:, 10] = (x2[:, 10] + 1) % 200
+        diff = (m.emissions(x2) - m.emissions(x)).abs().amax((0, 2))
+        assert float(diff[:8].sum()) == 0 and float(diff[13:].sum()) == 0
+        assert bool((diff[8:13] > 0).all())
+    t.loss(m, x, y).backward()  # the transitions, start and end scores are learned
+    for p in (m.trans, m.start, m.end):
+        assert float(p.grad.abs().sum()) > 0
+
+
+def test_crf_tagger_loss_is_the_crf_nll_per_token_and_its_test_metric_the_viterbi_accuracy():
+    Xtr, ytr, Xte, yte, _ = tasks._hmm_sequences()
+    t = tasks.crf_tagger(0)
+    x, y = next(iter(t.batches()))
+    psi = t.model(x).double().detach()
+    want = 0.0
+    for i in range(32):  # the forward algorithm by hand, in float64, over Python floats
+        alpha = [float(psi[i, 0, 0, j]) for j in range(8)]
+        for s in range(1, 24):
+            alpha = [math.log(sum(math.exp(alpha[k] + float(psi[i, s, k, j])) for k in range(8)))
+                     for j in range(8)]
+        logZ = math.log(sum(math.exp(v) for v in alpha))
+        want += logZ - _brute_score(psi[i], y[i].tolist())
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - want / (32 * 24)) < 1e-5 and a > 1.5  # about log 8 at the start
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the true HMM's potentials reach the floor, about 0.57
+    assert 0.5 < t.train_loss(_hmm_potentials) < 0.65
+    name, value = t.test_metric(t.model)
+    want_acc = float((tasks._viterbi(t.model(Xte)) == yte).double().mean())
+    assert name == "test_token_acc" and abs(value - want_acc) < 1e-12 and value < 0.3
+    oracle_acc = t.test_metric(_hmm_potentials)[1]
+    assert 0.65 < oracle_acc < 0.8
+    assert t.train_loss(t.model) > 2 and t.steps == 374
+
+
+def test_nam_additive_data_are_a_noisy_sum_of_shape_functions_of_single_features():
+    Xtr, ytr, Xte, yte = tasks._additive_data()
+    assert Xtr.shape == (2000, 8) and Xte.shape == (500, 8) and ytr.shape == (2000, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 2)
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([ytr, yte])
+    assert float(X.min()) >= -1 and float(X.max()) <= 1 and abs(float(X.mean())) < 0.02
+    # the shape functions by hand
+    def f(v):
+        x1, x2, x3, x4, x5, _, x7, x8 = v
+        return ((1.0 if x1 > 0.2 else 0.0) + math.exp(-(x2 - 0.3) ** 2 / (2 * 0.15 ** 2))
+                + math.sin(3 * math.pi * x3) + x4 ** 2 + abs(x5 + 0.4)
+                + (math.sin(4 * math.pi * x7) if x7 > 0 else 0.0) + x8)
+    raw = torch.tensor([f(v) for v in X.tolist()], dtype=torch.float64)
+    clean = (raw - raw.mean()) / raw.std()
+    assert float((clean - y[:, 1]).abs().max()) < 1e-9
+    assert abs(float(y[:, 1].mean())) < 1e-9 and abs(float(y[:, 1].std()) - 1) < 1e-9
+    noise = y[:, 0] - y[:, 1]
+    assert abs(float(noise.std()) - 0.3) < 0.01 and abs(float(noise.mean())) < 0.015
+    assert abs(float(torch.corrcoef(torch.stack([noise, X[:, 0]]))[0, 1])) < 0.1
+
+
+def test_nam_additive_output_is_the_sum_of_per_feature_networks_plus_a_bias():
+    t = tasks.nam_additive(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 8) and y.shape == (32, 2) and len(m.nets) == 8
+    with torch.no_grad():
+        m.bias.fill_(0.7)
+        contrib = torch.zeros(32, 8, dtype=torch.float64)
+        for j, net in enumerate(m.nets):
+            W1, b1 = net[0].weight.double(), net[0].bias.double()
+            W2, b2 = net[2].weight.double(), net[2].bias.double()
+            W3 = net[4].weight.double()
+            assert W1.shape == (32, 1) and W2.shape == (32, 32) and W3.shape == (1, 32)
+            assert net[4].bias is None
+            h = torch.relu(x[:, j:j + 1].double() @ W1.T + b1)
+            contrib[:, j] = (torch.relu(h @ W2.T + b2) @ W3.T)[:, 0]
+        assert float((m.features(x).double() - contrib).abs().max()) < 1e-5
+        assert float((m(x).double() - (contrib.sum(-1) + 0.7)).abs().max()) < 1e-5
+        assert m(x).shape == (32,)
+        # each feature's contribution depends on its own feature only
+        for j in range(8):
+            x2 = x.clone()
+            x2[:, j] = -x2[:, j] + 0.1
+            diff = (m.features(x2) - m.features(x)).abs().amax(0)
+            assert float(diff[j]) > 0
+            assert float(torch.cat([diff[:j], diff[j + 1:]]).abs().max()) == 0
+    t.loss(m, x, y).backward()
+    assert all(float(net[0].weight.grad.abs().sum()) > 0 for net in m.nets)
+    assert float(m.bias.grad.abs()) > 0
+
+
+def test_nam_additive_loss_is_the_mse_to_the_noisy_targets():
+    Xtr, ytr, Xte, yte = tasks._additive_data()
+    t = tasks.nam_additive(0)
+    x, y = next(iter(t.batches()))
+    p = t.model(x).double().detach()
+    want = sum((p[i] - y[i, 0]) ** 2 for i in range(32))
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - float(want) / 32) < 1e-5 and a > 0.3
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the noise-free target reads the noise's own cost, about 0.09
+    oracle = lambda X: {id(Xtr): ytr, id(Xte): yte}[id(X)][:, 1]  # noqa: E731
+    assert 0.085 < t.train_loss(oracle) < 0.1 and 0.075 < t.test_metric(oracle)[1] < 0.1
+    name, value = t.test_metric(t.model)
+    want_te = float(((t.model(Xte).double() - yte[:, 0]) ** 2).mean())
+    assert name == "test_mse" and abs(value - want_te) < 1e-5
+    assert t.train_loss(t.model) > 0.5 and t.steps == 372
