@@ -2807,11 +2807,11 @@ def _hmm_sequences():
 
 
 class _CRFTagger(nn.Module):
-    """A linear-chain CRF tagger: emission scores e_t ∈ R⁶ from a token embedding (24 → 16) read
+    """A linear-chain CRF tagger: emission scores e_t ∈ R⁸ from a token embedding (200 → 16) read
     by a 1-D convolution over a window of five tokens (16 → 32 channels, zero padding 2), ReLU, and
-    a linear map to the 6 tags; a learned transition matrix T (6 × 6, T[i, j] the score of tag j
-    after tag i) and start and end scores s, f ∈ R⁶ (all three started at 0). ``forward`` gives
-    the edge potentials ψ (n, 24, 6, 6): ψ_0[i, j] = s_j + e_0[j] (for every i), ψ_t[i, j] =
+    a linear map to the 8 tags; a learned transition matrix T (8 × 8, T[i, j] the score of tag j
+    after tag i) and start and end scores s, f ∈ R⁸ (all three started at 0). ``forward`` gives
+    the edge potentials ψ (n, 24, 8, 8): ψ_0[i, j] = s_j + e_0[j] (for every i), ψ_t[i, j] =
     T[i, j] + e_t[j], f_j added at the last step; a tag path's score is ψ_0[·, y_0] + Σ_{t≥1}
     ψ_t[y_{t−1}, y_t]."""
 
@@ -2825,7 +2825,7 @@ class _CRFTagger(nn.Module):
         self.end = nn.Parameter(torch.zeros(_TAGS))
 
     def emissions(self, x):
-        """(n, 24) token ids (any dtype) → (n, 24, 6) emission scores."""
+        """(n, 24) token ids (any dtype) → (n, 24, 8) emission scores."""
         h = self.conv(self.embed(x.long()).transpose(1, 2))
         return self.out(F.relu(h).transpose(1, 2))
 
@@ -2889,9 +2889,10 @@ def _viterbi_token_acc(model, X, y):
 
 def crf_tagger(seed: int) -> Task:
     """A linear-chain CRF tagger (convolutional emissions over a five-token window, learned
-    transition, start and end scores) on sequences of an HMM, batch 32, 2 epochs (374 steps). Train loss: the CRF negative log-likelihood of the true tags (forward algorithm) per
-    token, the mean over the sequences (the HMM's own posterior costs 0.566). Test metric:
-    the token accuracy of the Viterbi path on the test sequences."""
+    transition, start and end scores) on sequences of an HMM, batch 32, 2 epochs (374 steps).
+    Train loss: the CRF negative log-likelihood of the true tags (forward algorithm) per token,
+    the mean over the sequences (the HMM's own posterior costs 0.566). Test metric: the token
+    accuracy of the Viterbi path on the test sequences."""
     torch.manual_seed(seed)
     Xtr, ytr, Xte, yte, _ = _hmm_sequences()
 
