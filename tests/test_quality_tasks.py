@@ -1340,7 +1340,7 @@ def test_crf_tagger_loss_is_the_crf_nll_per_token_and_its_test_metric_the_viterb
     assert name == "test_token_acc" and abs(value - want_acc) < 1e-12 and value < 0.3
     oracle_acc = t.test_metric(_hmm_potentials)[1]
     assert 0.65 < oracle_acc < 0.8
-    assert t.train_loss(t.model) > 2 and t.steps == 374
+    assert t.train_loss(t.model) > 2 and t.steps == 187
 
 
 def test_nam_additive_data_are_a_noisy_sum_of_shape_functions_of_single_features():
