@@ -27,7 +27,8 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # A rule's name says what it is made of: a base fit (safeguarded, paper, fresh, stale, alternate,
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
-# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _kmaxp, _kmaxs, _restart), defined below.
+# _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _kmaxp, _kmaxs, _share, _restart),
+# defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
          "alternate_trust", "alternate_geo_trust", "alternate_noise", "safeguarded_trust",
@@ -102,7 +103,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_unseen",
          "alternate_wgeo_ema_rel_near_polyak_kmaxs", "alternate_wgeo_ema_rel_near_polyak_kmaxs_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxs",
-         "alternate_wgeo_ema_rel_near_polyak_early_kmaxs_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxs_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_share",
+         "alternate_wgeo_ema_rel_near_polyak_early_share_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_share",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_share_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -539,6 +544,30 @@ KMAX_OWN_RULES = KMAXP_RULES + KMAXS_RULES  # and by a P probe's own κ in V's u
 NEAR.update({r: NEAR[b] for r in KMAX_RULES
              if (b := r.replace("_kmaxv", "").replace("_kmaxn", "").replace("_kmaxp", "")
                  .replace("_kmaxs", "").replace("_kmax", "")) in NEAR})
+# `*_share` (`_wgeo` rules; round 31, log item 58): the weight of the fit along V in the weighted
+# geometric mean rises with the fresh gradient's share of V, c² = ⟨V,G⟩² / (|V|²|G|²), from WGEO_V
+# at c² ≤ SHARE_LO to 1 (the fit along V alone, as SGD's rules step) at c² ≥ SHARE_HI, linearly
+# between. A heavy-ball buffer of white noise holds a fresh gradient's share 1 − μ² (0.19 at the
+# library's μ = 0.9): SHARE_LO sits there, so the rule is its `_wgeo` self where the batches are
+# noise. Where c² runs higher, either the gradient holds its direction or successive gradients
+# cancel in the buffer (a short buffer against its fresh gradient; on the Friedman regression c² is
+# 0.39 while ⟨S,G⟩/⟨V,G⟩ is 0.07, which reads as the latter): SGD's rule, which steps the smoothed
+# fit along V, beat Momentum's default on such tasks at seed 0 (the Friedman regressions, the
+# mixture density net; also the distillation and the state-space model, at c² ≈ 0.2), and lost where
+# c² sits at the noise level (BatchNorm + dropout, the ViT at 3×, the digits MLP: up to 8×;
+# docs/quality.md, log item 58). The band from three pilots of this rule at seed 0, α₀ = 1e-2
+# (0.25–0.45, 0.2–0.4, 0.3–0.6). Tuned to μ = 0.9: another μ moves the noise level, and the rule
+# does not read μ.
+SHARE_RULES = tuple(r for r in RULES if "_share" in r)
+SHARE_LO, SHARE_HI = 0.2, 0.4
+NEAR.update({r: NEAR[r.replace("_share", "")] for r in SHARE_RULES if r.replace("_share", "") in NEAR})
+
+
+def share_weight(vg: float, vv: float, gg: float) -> float:
+    """`*_share`: the weight of the fit along V, WGEO_V at c² = ⟨V,G⟩²/(|V|²|G|²) ≤ SHARE_LO, 1 at
+    c² ≥ SHARE_HI, linear between; WGEO_V where ⟨V,G⟩ ≤ 0 or |V| or |G| is 0."""
+    c2 = vg * vg / (vv * gg) if (vg > 0 and vv > 0 and gg > 0) else 0.0
+    return WGEO_V + (1 - WGEO_V) * min(max((c2 - SHARE_LO) / (SHARE_HI - SHARE_LO), 0.0), 1.0)
 
 
 # "*restart" (the last modifier): a next probe shorter than one ulp of the parameters' dtype (RMS,
@@ -817,7 +846,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             w = 1.0 - rho
             alpha = min(math.exp((1 - w) * math.log(cv) + w * math.log(cp)), cap)
         elif rule in WGEO_RULES and len(cands) == 2:
-            best = min(math.exp(WGEO_V * math.log(cv) + (1 - WGEO_V) * math.log(cp)), cv)
+            w = share_weight(d, red["vv"], red["gg"]) if rule in SHARE_RULES else WGEO_V
+            best = min(math.exp(w * math.log(cv) + (1 - w) * math.log(cp)), cv)
             alpha = best if rule in EMA_RULES else min(best, cap)
         elif rule in GEO_RULES:
             geo = math.exp(sum(math.log(c) for c in cands) / len(cands))

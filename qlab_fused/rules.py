@@ -18,7 +18,8 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
-                        REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SIGNAL_EMA, SKIP_RULES,
+                        REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
+                        SHARE_RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, SPLIT_RULES, START_RULES, STEEP_RULES, STILL_RULES, TRUST_FAR,
                         TRUST_RULES,
                         UNSEEN_RULES,
@@ -160,7 +161,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
         if rule in WGEO_RULES:
-            best = torch.minimum(_weighted_geo(cv, cp, WGEO_V, 1 - WGEO_V), cv)
+            w = WGEO_V
+            if rule in SHARE_RULES:  # the fit along V weighs more as the fresh gradient's share grows
+                gg = red[RED_GG]
+                ok = (d > 0) & (vv > 0) & (gg > 0)
+                c2 = torch.where(ok, d * d / torch.where(ok, vv * gg, zero + 1), zero)
+                w = WGEO_V + (1 - WGEO_V) * ((c2 - SHARE_LO) / (SHARE_HI - SHARE_LO)).clamp(0, 1)
+            best = torch.minimum(_weighted_geo(cv, cp, w, 1 - w), cv)
         elif rule in GEO_RULES:
             best = _weighted_geo(cv, cp, 0.5, 0.5)
             if rule in GEO_V_RULES:

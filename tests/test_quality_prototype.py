@@ -29,7 +29,8 @@ def _prototype_spec(rule):
 # outside the prototype: no prototype switch)
 _NOT_PROTOTYPED = (set(reference.SKIP_RULES) | set(reference.START_RULES) | set(reference.HOLD_RULES)
                    | set(reference.STILL_RULES) | set(reference.RESTART_RULES)
-                   | set(reference.EDGE_RULES) | set(reference.LEN_RULES) | set(reference.KMAX_RULES))
+                   | set(reference.EDGE_RULES) | set(reference.LEN_RULES) | set(reference.KMAX_RULES)
+                   | set(reference.SHARE_RULES))
 
 
 @pytest.mark.parametrize("rule", ["alternate_wgeo_ema_rel", "alternate_wgeo_rel", "alternate_geo_v_ema_rel",

@@ -1282,7 +1282,8 @@ def test_steep_grows_on_a_deep_fall_and_not_on_a_straight_stretch(rule):
         assert a_s == (a_g if grows else a_b)
 
 
-EARLY_ONLY = tuple(r for r in reference.EARLY_RULES if r not in reference.KMAX_RULES)  # `_kmax`: below
+EARLY_ONLY = tuple(r for r in reference.EARLY_RULES  # `_kmax`, `_share`: their own tests, below
+                   if r not in reference.KMAX_RULES and r not in reference.SHARE_RULES)
 
 
 @settings(max_examples=400, deadline=None)
@@ -1529,7 +1530,8 @@ def _assert_steep_p_step(rule, start, cut):
     assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
 
 
-@pytest.mark.parametrize("rule", [r for r in reference.KMAXP_RULES if r in reference.WGEO_RULES])
+@pytest.mark.parametrize("rule", [r for r in reference.KMAXP_RULES  # `_share`: its own tests
+                                  if r in reference.WGEO_RULES and r not in reference.SHARE_RULES])
 def test_kmaxp_lets_a_quiet_p_probe_step_and_cuts_a_steep_one(rule):
     """`_kmaxp`: on quiet batches whose P probes read 2.3× V's curvature, every step is `_kmaxn`'s
     (a P probe's own κ in V's units, κ_V·κ_P/κ_P before = κ_V, allows scale × the fit along V, more
@@ -1580,3 +1582,67 @@ def test_kmaxs_halves_a_p_probe_s_own_bound(rule):
     assert with_s[0] == pytest.approx(cut, rel=1e-9) and with_s[0] == pytest.approx(2 * with_p[0])
     assert with_s[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_s.kmax == rs_n.kmax
     _assert_steep_p_step(rule, start, cut)
+
+
+def _c2(red):
+    """The fresh gradient's share of V, ⟨V,G⟩²/(|V|²|G|²) (0 where ⟨V,G⟩ ≤ 0 or a norm is 0)."""
+    vg, vv, gg = red["vg"], red["vv"], red["gg"]
+    return vg * vg / (vv * gg) if (vg > 0 and vv > 0 and gg > 0) else 0.0
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.SHARE_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
+       kmax=kappa, found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule, L0, dL, vg, pg, vv,
+                                                                            pp, gg, tt, beta, ema,
+                                                                            kv, kp, kmax, found,
+                                                                            pdir):
+    """`*_share`: the fit along V weighs more in the `_wgeo` mean as c² = ⟨V,G⟩²/(|V|²|G|²) rises
+    past SHARE_LO. Where c² ≤ SHARE_LO every slot is the rule's without the modifier; elsewhere the
+    step and the α memory are at least that rule's (the weight moves the mean towards the longer
+    estimate, c_V, and the step never exceeds c_V anyway), and every slot the mean does not reach
+    (the curvatures, κ_max, the step length) is that rule's; the device agrees."""
+    beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
+                               for x in (beta, ema, kv, kp, kmax))
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             kmax=kmax)
+    base = rule.replace("_share", "")
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    if _c2(red) <= reference.SHARE_LO:
+        assert a_s == a_b and vars(n_s) == vars(n_b)
+    else:
+        assert a_s >= a_b * (1 - 1e-12) and n_s.ema >= n_b.ema * (1 - 1e-12)
+        assert vars(n_s) == dict(vars(n_b), alpha=n_s.alpha, ema=n_s.ema, beta=n_s.beta)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_s, rel=1e-5, abs=1e-30)
+    assert float(n_dev["ema"]) == pytest.approx(n_s.ema, rel=1e-5, abs=1e-30)
+    assert float(n_dev["beta"]) == pytest.approx(n_s.beta, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", reference.SHARE_RULES)
+@pytest.mark.parametrize("c2", [0.1, 0.19, 0.25, 0.3, 0.35, 0.4, 0.7, 1.0])
+def test_share_weighs_the_fit_along_v_by_the_fresh_gradient_s_share(rule, c2):
+    """A V probe with an empty α memory and no bound in reach: the step is scale × c_V^w · c_P^(1−w)
+    (at most scale × c_V), w = WGEO_V up to c² = SHARE_LO, 1 from SHARE_HI (the fit along V alone,
+    as SGD's rules step), linear between; the rule without `_share` steps with w = WGEO_V at every
+    share; the device agrees."""
+    _, scale = reference.NEAR[rule]
+    kv, kp = 1e-3, 4e-3  # the P probe before read 4× V's curvature: c_P = c_V / 4 here
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0 / c2, tt=1e12, vz=0.0)
+    L0, beta = 1e4, 10.0  # the Polyak bound, 2·L0/⟨V,G⟩, far beyond the step
+    Lb = L0 - beta * red["vg"] + kv * red["vv"] * beta ** 2  # a fit along V of curvature kv
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0)
+    cv, cp = 1 / (2 * kv), 1 / (2 * kp)
+    w = reference.WGEO_V + (1 - reference.WGEO_V) * min(max((c2 - 0.2) / 0.2, 0.0), 1.0)
+    assert (reference.SHARE_LO, reference.SHARE_HI) == (0.2, 0.4)
+    a_s, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step(rule.replace("_share", ""), L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    assert a_s == pytest.approx(scale * cv ** w * cp ** (1 - w), rel=1e-9)
+    assert a_b == pytest.approx(scale * cv ** reference.WGEO_V * cp ** (1 - reference.WGEO_V), rel=1e-9)
+    if c2 >= 0.4:
+        assert a_s == pytest.approx(scale * cv, rel=1e-9) and a_s > 2.8 * a_b
+    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    assert float(a_dev) == pytest.approx(a_s, rel=1e-5)
