@@ -211,6 +211,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # own κ in V's units) has a worst case of 3.90× (the ViT at 3×) against 4.42× (the deep tanh net),
 # beyond the 10 % tie, 24 against 23 tasks holding, 1215 against 1226 of 1650 runs within, no check
 # run past 100× (largest rebound 5.7× against 11.8×), and passes CI's claims: Momentum's default.
+# Round 31 (log item 58; fifty-seven tasks: round 30's held-out neural ODE and attention-pooled bags
+# joined): Momentum's with `_share` spikes 1 of 144 check runs past 100× (the default 0): out on
+# the gate; it would have lost on the bar too (worst 6.58× against 3.90×, 1218 against 1269 of
+# 1710 runs within). All three stand.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
                  KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_unseen",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen"}
