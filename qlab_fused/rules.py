@@ -19,7 +19,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
-                        SHARE_RULES, SIGNAL_EMA, SKIP_RULES,
+                        SHARE4_RULES, SHARE_RULES, SHARE_SPREAD, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, SPLIT_RULES, START_RULES, STEEP_RULES, STILL_RULES, TRUST_FAR,
                         TRUST_RULES,
                         UNSEEN_RULES,
@@ -167,6 +167,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                 ok = (d > 0) & (vv > 0) & (gg > 0)
                 c2 = torch.where(ok, d * d / torch.where(ok, vv * gg, zero + 1), zero)
                 w = WGEO_V + (1 - WGEO_V) * ((c2 - SHARE_LO) / (SHARE_HI - SHARE_LO)).clamp(0, 1)
+                if rule in SHARE4_RULES:  # `_share4`: only where c_V ≤ SHARE_SPREAD · c_P
+                    w = torch.where(cv <= SHARE_SPREAD * cp, w, torch.full_like(w, WGEO_V))
             best = torch.minimum(_weighted_geo(cv, cp, w, 1 - w), cv)
         elif rule in GEO_RULES:
             best = _weighted_geo(cv, cp, 0.5, 0.5)

@@ -1599,7 +1599,8 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
                                                                             kv, kp, kmax, found,
                                                                             pdir):
     """`*_share`: the fit along V weighs more in the `_wgeo` mean as c² = ⟨V,G⟩²/(|V|²|G|²) rises
-    past SHARE_LO. Where c² ≤ SHARE_LO every slot is the rule's without the modifier; elsewhere the
+    past SHARE_LO (`_share4`: only where c_V ≤ SHARE_SPREAD·c_P, checked in the scenario test
+    below). Where c² ≤ SHARE_LO every slot is the rule's without the modifier; elsewhere the
     step and the α memory are at least that rule's (the weight moves the mean towards the longer
     estimate, c_V, and the step never exceeds c_V anyway), and every slot the mean does not reach
     (the curvatures, κ_max, the step length) is that rule's; the device agrees."""
@@ -1608,7 +1609,7 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
     red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)
     rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
                              kmax=kmax)
-    base = rule.replace("_share", "")
+    base = reference.without_share(rule)
     a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
     if _c2(red) <= reference.SHARE_LO:
@@ -1622,7 +1623,8 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
     assert float(n_dev["beta"]) == pytest.approx(n_s.beta, rel=1e-5)
 
 
-@pytest.mark.parametrize("rule", reference.SHARE_RULES)
+@pytest.mark.parametrize("rule", [r for r in reference.SHARE_RULES  # `_share4`: its own, below
+                                  if r not in reference.SHARE4_RULES])
 @pytest.mark.parametrize("c2", [0.1, 0.19, 0.25, 0.3, 0.35, 0.4, 0.7, 1.0])
 def test_share_weighs_the_fit_along_v_by_the_fresh_gradient_s_share(rule, c2):
     """A V probe with an empty α memory and no bound in reach: the step is scale × c_V^w · c_P^(1−w)
@@ -1639,10 +1641,35 @@ def test_share_weighs_the_fit_along_v_by_the_fresh_gradient_s_share(rule, c2):
     w = reference.WGEO_V + (1 - reference.WGEO_V) * min(max((c2 - 0.2) / 0.2, 0.0), 1.0)
     assert (reference.SHARE_LO, reference.SHARE_HI) == (0.2, 0.4)
     a_s, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_b, _ = reference.rule_step(rule.replace("_share", ""), L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step(reference.without_share(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
     assert a_s == pytest.approx(scale * cv ** w * cp ** (1 - w), rel=1e-9)
     assert a_b == pytest.approx(scale * cv ** reference.WGEO_V * cp ** (1 - reference.WGEO_V), rel=1e-9)
     if c2 >= 0.4:
         assert a_s == pytest.approx(scale * cv, rel=1e-9) and a_s > 2.8 * a_b
     a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
     assert float(a_dev) == pytest.approx(a_s, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", reference.SHARE4_RULES)
+@pytest.mark.parametrize("spread", [2.0, 3.9, 4.1, 8.0])
+def test_share4_reweights_only_where_the_fits_along_v_and_p_are_near(rule, spread):
+    """`_share4`: `_share`'s weight where the fit along V is at most SHARE_SPREAD = 4 × the fit
+    along P, the rule without the modifier's beyond (at a share c² = 1, where `_share` steps c_V
+    alone); the device agrees."""
+    _, scale = reference.NEAR[rule]
+    kv = 1e-3
+    kp = kv * spread  # c_V / c_P = κ_P / κ_V here
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=1e12, vz=0.0)
+    L0, beta = 1e4, 10.0
+    Lb = L0 - beta * red["vg"] + kv * red["vv"] * beta ** 2
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0)
+    cv, cp = 1 / (2 * kv), 1 / (2 * kp)
+    assert reference.SHARE_SPREAD == 4.0
+    a_4, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step(reference.without_share(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    if spread < 4.0:
+        assert a_4 == pytest.approx(scale * cv, rel=1e-9) and a_4 > a_b
+    else:
+        assert a_4 == a_b == pytest.approx(scale * cv ** 0.25 * cp ** 0.75, rel=1e-9)
+    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    assert float(a_dev) == pytest.approx(a_4, rel=1e-5)
