@@ -1623,6 +1623,21 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
     assert float(n_dev["beta"]) == pytest.approx(n_s.beta, rel=1e-5)
 
 
+def _free_v_probe(rule, kv, kp, gg):
+    """A V probe with an empty α memory and no bound in reach (the Polyak bound, 2·L0/⟨V,G⟩, far
+    beyond the step; ⟨V,G⟩ = |V|² = ⟨P,G⟩ = |P|² = 1, |G|² = gg), its fit along V of curvature kv
+    and the P probe's before of kp: (the step of ``rule``, of the rule without `_share`, of the
+    device, c_V, c_P)."""
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=gg, tt=1e12, vz=0.0)
+    L0, beta = 1e4, 10.0
+    Lb = L0 - beta * red["vg"] + kv * red["vv"] * beta ** 2
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0)
+    a_r, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step(reference.without_share(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    return a_r, a_b, float(a_dev), 1 / (2 * kv), 1 / (2 * kp)
+
+
 @pytest.mark.parametrize("rule", [r for r in reference.SHARE_RULES  # `_share4`: its own, below
                                   if r not in reference.SHARE4_RULES])
 @pytest.mark.parametrize("c2", [0.1, 0.19, 0.25, 0.3, 0.35, 0.4, 0.7, 1.0])
@@ -1632,22 +1647,15 @@ def test_share_weighs_the_fit_along_v_by_the_fresh_gradient_s_share(rule, c2):
     as SGD's rules step), linear between; the rule without `_share` steps with w = WGEO_V at every
     share; the device agrees."""
     _, scale = reference.NEAR[rule]
-    kv, kp = 1e-3, 4e-3  # the P probe before read 4× V's curvature: c_P = c_V / 4 here
-    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0 / c2, tt=1e12, vz=0.0)
-    L0, beta = 1e4, 10.0  # the Polyak bound, 2·L0/⟨V,G⟩, far beyond the step
-    Lb = L0 - beta * red["vg"] + kv * red["vv"] * beta ** 2  # a fit along V of curvature kv
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0)
-    cv, cp = 1 / (2 * kv), 1 / (2 * kp)
+    # the P probe before read 4× V's curvature: c_P = c_V / 4 here; c² = 1 / |G|²
+    a_s, a_b, a_dev, cv, cp = _free_v_probe(rule, 1e-3, 4e-3, 1.0 / c2)
     w = reference.WGEO_V + (1 - reference.WGEO_V) * min(max((c2 - 0.2) / 0.2, 0.0), 1.0)
     assert (reference.SHARE_LO, reference.SHARE_HI) == (0.2, 0.4)
-    a_s, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_b, _ = reference.rule_step(reference.without_share(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
     assert a_s == pytest.approx(scale * cv ** w * cp ** (1 - w), rel=1e-9)
     assert a_b == pytest.approx(scale * cv ** reference.WGEO_V * cp ** (1 - reference.WGEO_V), rel=1e-9)
     if c2 >= 0.4:
         assert a_s == pytest.approx(scale * cv, rel=1e-9) and a_s > 2.8 * a_b
-    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    assert float(a_dev) == pytest.approx(a_s, rel=1e-5)
+    assert a_dev == pytest.approx(a_s, rel=1e-5)
 
 
 @pytest.mark.parametrize("rule", reference.SHARE4_RULES)
@@ -1657,19 +1665,10 @@ def test_share4_reweights_only_where_the_fits_along_v_and_p_are_near(rule, sprea
     along P, the rule without the modifier's beyond (at a share c² = 1, where `_share` steps c_V
     alone); the device agrees."""
     _, scale = reference.NEAR[rule]
-    kv = 1e-3
-    kp = kv * spread  # c_V / c_P = κ_P / κ_V here
-    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0, tt=1e12, vz=0.0)
-    L0, beta = 1e4, 10.0
-    Lb = L0 - beta * red["vg"] + kv * red["vv"] * beta ** 2
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0)
-    cv, cp = 1 / (2 * kv), 1 / (2 * kp)
+    a_4, a_b, a_dev, cv, cp = _free_v_probe(rule, 1e-3, 1e-3 * spread, 1.0)  # c_V / c_P = spread
     assert reference.SHARE_SPREAD == 4.0
-    a_4, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_b, _ = reference.rule_step(reference.without_share(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
     if spread < 4.0:
         assert a_4 == pytest.approx(scale * cv, rel=1e-9) and a_4 > a_b
     else:
         assert a_4 == a_b == pytest.approx(scale * cv ** 0.25 * cp ** 0.75, rel=1e-9)
-    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    assert float(a_dev) == pytest.approx(a_4, rel=1e-5)
+    assert a_dev == pytest.approx(a_4, rel=1e-5)
