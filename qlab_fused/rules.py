@@ -19,20 +19,22 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
-                        SHARE4_RULES, SHARE_RULES, SHARE_SPREAD, SIGNAL_EMA, SKIP_RULES,
+                        SHARE4_RULES, SHARE_DECAY, SHARE_RULES, SHARE_SPREAD, SHARESM_HI,
+                        SHARESM_LO, SHARESM_RULES, SIGNAL_EMA, SKIP_RULES,
                         SLOW_RULES, SPLIT_RULES, START_RULES, STEEP_RULES, STILL_RULES, TRUST_FAR,
                         TRUST_RULES,
                         UNSEEN_RULES,
                         WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "found",
-              "kmax", "skips", "step")
+              "kmax", "share", "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
-            "length": z(), "beta_alt": z(), "found": z(), "kmax": z(), "skips": z(), "step": z()}
+            "length": z(), "beta_alt": z(), "found": z(), "kmax": z(), "share": z(),
+            "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -160,13 +162,19 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
+        if rule in SHARE_RULES:  # the fresh gradient's share of V, c²
+            gg = red[RED_GG]
+            ok = (d > 0) & (vv > 0) & (gg > 0)
+            c2 = torch.where(ok, d * d / torch.where(ok, vv * gg, zero + 1), zero)
+        if rule in SHARESM_RULES:  # `_sharesm`: c² smoothed over the steps
+            share = SHARE_DECAY * st64["share"] + (1 - SHARE_DECAY) * c2
         if rule in WGEO_RULES:
             w = WGEO_V
             if rule in SHARE_RULES:  # the fit along V weighs more as the fresh gradient's share grows
-                gg = red[RED_GG]
-                ok = (d > 0) & (vv > 0) & (gg > 0)
-                c2 = torch.where(ok, d * d / torch.where(ok, vv * gg, zero + 1), zero)
                 w = WGEO_V + (1 - WGEO_V) * ((c2 - SHARE_LO) / (SHARE_HI - SHARE_LO)).clamp(0, 1)
+                if rule in SHARESM_RULES:  # `_sharesm`: the smoothed share, its own band
+                    w = WGEO_V + (1 - WGEO_V) * ((share - SHARESM_LO)
+                                                 / (SHARESM_HI - SHARESM_LO)).clamp(0, 1)
                 if rule in SHARE4_RULES:  # `_share4`: only where c_V ≤ SHARE_SPREAD · c_P
                     w = torch.where(cv <= SHARE_SPREAD * cp, w, torch.full_like(w, WGEO_V))
             best = torch.minimum(_weighted_geo(cv, cp, w, 1 - w), cv)
@@ -312,6 +320,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                      if rule in SPLIT_RULES else st64["beta_alt"]),
         "found": (torch.where(stepped, found, st64["found"]) if rule in EARLY_RULES else st64["found"]),
         "kmax": torch.where(stepped, kmax, st64["kmax"]) if rule in KMAX_RULES else st64["kmax"],
+        "share": (torch.where(stepped, share, st64["share"]) if rule in SHARESM_RULES
+                  else st64["share"]),
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

@@ -187,8 +187,8 @@ def test_state_dict_is_fp32_and_lists_every_entry():
         assert set(entry) == {"exp_avg", "exp_avg_sq", "master"}
         assert all(v.dtype == torch.float32 for v in entry.values())
     assert set(sd["qlab"]["rule_state"]) == {"alpha", "beta", "kappa_v", "kappa_p", "ema", "held",
-                                             "length", "beta_alt", "found", "kmax", "skips",
-                                             "step"}
+                                             "length", "beta_alt", "found", "kmax", "share",
+                                             "skips", "step"}
 
 
 def test_checkpoint_without_a_newer_rule_slot_loads():

@@ -28,7 +28,7 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
                   ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length),
                   beta_alt=torch.tensor(beta_alt), found=torch.tensor(rs.found),
-                  kmax=torch.tensor(rs.kmax))
+                  kmax=torch.tensor(rs.kmax), share=torch.tensor(rs.share))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0), red.get("vz", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -1591,7 +1591,8 @@ def _c2(red):
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.SHARE_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+@given(rule=st.sampled_from([r for r in reference.SHARE_RULES if r not in reference.SHARESM_RULES]),
+       L0=finite, dL=finite, vg=finite, pg=finite,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
        kmax=kappa, found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
 def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule, L0, dL, vg, pg, vv,
@@ -1600,7 +1601,7 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
                                                                             pdir):
     """`*_share`: the fit along V weighs more in the `_wgeo` mean as c² = ⟨V,G⟩²/(|V|²|G|²) rises
     past SHARE_LO (`_share4`: only where c_V ≤ SHARE_SPREAD·c_P, checked in the scenario test
-    below). Where c² ≤ SHARE_LO every slot is the rule's without the modifier; elsewhere the
+    below; `_sharesm`: its own test). Where c² ≤ SHARE_LO every slot is the rule's without the modifier; elsewhere the
     step and the α memory are at least that rule's (the weight moves the mean towards the longer
     estimate, c_V, and the step never exceeds c_V anyway), and every slot the mean does not reach
     (the curvatures, κ_max, the step length) is that rule's; the device agrees."""
@@ -1623,23 +1624,24 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
     assert float(n_dev["beta"]) == pytest.approx(n_s.beta, rel=1e-5)
 
 
-def _free_v_probe(rule, kv, kp, gg):
+def _free_v_probe(rule, kv, kp, gg, share=0.0):
     """A V probe with an empty α memory and no bound in reach (the Polyak bound, 2·L0/⟨V,G⟩, far
     beyond the step; ⟨V,G⟩ = |V|² = ⟨P,G⟩ = |P|² = 1, |G|² = gg), its fit along V of curvature kv
-    and the P probe's before of kp: (the step of ``rule``, of the rule without `_share`, of the
-    device, c_V, c_P)."""
+    and the P probe's before of kp, the smoothed share before ``share``: (the step of ``rule``, of
+    the rule without `_share`, of the device, c_V, c_P)."""
     red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=gg, tt=1e12, vz=0.0)
     L0, beta = 1e4, 10.0
     Lb = L0 - beta * red["vg"] + kv * red["vv"] * beta ** 2
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=kv, kappa_p=kp, found=1.0, share=share)
     a_r, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
     a_b, _ = reference.rule_step(reference.without_share(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
     a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
     return a_r, a_b, float(a_dev), 1 / (2 * kv), 1 / (2 * kp)
 
 
-@pytest.mark.parametrize("rule", [r for r in reference.SHARE_RULES  # `_share4`: its own, below
-                                  if r not in reference.SHARE4_RULES])
+@pytest.mark.parametrize("rule", [r for r in reference.SHARE_RULES  # `_share4`, `_sharesm`: below
+                                  if r not in reference.SHARE4_RULES
+                                  and r not in reference.SHARESM_RULES])
 @pytest.mark.parametrize("c2", [0.1, 0.19, 0.25, 0.3, 0.35, 0.4, 0.7, 1.0])
 def test_share_weighs_the_fit_along_v_by_the_fresh_gradient_s_share(rule, c2):
     """A V probe with an empty α memory and no bound in reach: the step is scale × c_V^w · c_P^(1−w)
@@ -1672,3 +1674,93 @@ def test_share4_reweights_only_where_the_fits_along_v_and_p_are_near(rule, sprea
     else:
         assert a_4 == a_b == pytest.approx(scale * cv ** 0.25 * cp ** 0.75, rel=1e-9)
     assert a_dev == pytest.approx(a_4, rel=1e-5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.SHARESM_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, ema=kappa, kv=kappa, kp=kappa,
+       kmax=kappa, share=st.floats(0.0, 1.0), found=st.sampled_from([0.0, 1.0]),
+       pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_sharesm_smooths_the_share_and_never_shortens_the_step(rule, L0, dL, vg, pg, vv, pp, gg, tt,
+                                                               beta, ema, kv, kp, kmax, share,
+                                                               found, pdir):
+    """`*_sharesm`: every step that steps averages this batch's c² into the `share` slot (decay
+    SHARE_DECAY), along either probe direction; the weight of the fit along V comes from the
+    smoothed share through its own band. Where the smoothed share is at most SHARESM_LO every
+    other slot and the step are the rule's without the modifier; elsewhere the step and the α
+    memory are at least that rule's and the slots the mean does not reach are that rule's; the
+    device agrees, the slot too."""
+    beta, ema, kv, kp, kmax, share = (float(torch.tensor(x, dtype=torch.float32))
+                                      for x in (beta, ema, kv, kp, kmax, share))
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=0.0)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             kmax=kmax, share=share)
+    base = reference.without_share(rule)
+    assert base in reference.RULES and base not in reference.SHARE_RULES
+    a_s, n_s = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(base, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    smoothed = 0.95 * share + 0.05 * _c2(red)
+    assert n_s.share == pytest.approx(smoothed, rel=1e-12, abs=1e-300) and n_b.share == share
+    if smoothed <= reference.SHARESM_LO:
+        assert a_s == a_b and vars(n_s) == dict(vars(n_b), share=n_s.share)
+    else:
+        assert a_s >= a_b * (1 - 1e-12) and n_s.ema >= n_b.ema * (1 - 1e-12)
+        assert vars(n_s) == dict(vars(n_b), alpha=n_s.alpha, ema=n_s.ema, beta=n_s.beta,
+                                 share=n_s.share)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_s, rel=1e-5, abs=1e-30)
+    assert float(n_dev["ema"]) == pytest.approx(n_s.ema, rel=1e-5, abs=1e-30)
+    assert float(n_dev["share"]) == pytest.approx(n_s.share, rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.SHARESM_RULES)
+@pytest.mark.parametrize("share", [0.0, 0.19, 0.25, 0.3, 0.5])
+@pytest.mark.parametrize("c2", [0.05, 0.19, 0.4, 1.0])
+def test_sharesm_weighs_the_fit_along_v_by_the_smoothed_share(rule, share, c2):
+    """A V probe with an empty α memory and no bound in reach, the smoothed share before
+    ``share`` and this batch's c²: the slot becomes s = 0.95·share + 0.05·c², and the step is
+    scale × c_V^w · c_P^(1−w), w = WGEO_V up to s = 0.22, 1 from s = 0.34, linear between, however
+    high this one batch's share; the device agrees."""
+    _, scale = reference.NEAR[rule]
+    a_s, a_b, a_dev, cv, cp = _free_v_probe(rule, 1e-3, 4e-3, 1.0 / c2, share=share)
+    s = 0.95 * share + 0.05 * c2
+    w = 0.25 + 0.75 * min(max((s - 0.22) / 0.12, 0.0), 1.0)
+    assert (reference.SHARESM_LO, reference.SHARESM_HI, reference.SHARE_DECAY) == (0.22, 0.34, 0.95)
+    assert a_s == pytest.approx(scale * cv ** w * cp ** (1 - w), rel=1e-9)
+    assert a_b == pytest.approx(scale * cv ** 0.25 * cp ** 0.75, rel=1e-9)
+    if share == 0.0:  # an empty slot: one batch, at any share, moves nothing
+        assert a_s == a_b
+    assert a_dev == pytest.approx(a_s, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", reference.SHARESM_RULES)
+def test_sharesm_climbs_over_about_twenty_batches_and_falls_back(rule):
+    """Batches of share c² = 0.5 from an empty slot: the slot is 0.5·(1 − 0.95ᵏ) after k steps
+    (both probe directions count), so the weight of the fit along V leaves WGEO_V from the 12th
+    step and reaches 1 from the 23rd; then batches at the noise level (c² = 0.19) bring it down
+    step by step, below SHARESM_LO after 21–45 of them; the device's slot follows."""
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=2.0, tt=1e12, vz=0.0)
+    rs = reference.RuleState(alpha=1e-3, beta=1e-3, kappa_v=1e-3, kappa_p=4e-3, found=1.0)
+    dev = rules.init_state(1e-3, "cpu")
+    slots, want = [], []
+    for k in range(100):
+        if k == 40:
+            red = dict(red, gg=1 / 0.19)
+        pdir = DIR_P if k % 2 == 0 else DIR_V
+        L0, beta = 1.0, rs.beta
+        dX = red["pg"] if pdir == DIR_P else red["vg"]
+        Lb = L0 - beta * dX + 2e-3 * beta ** 2
+        _, rs = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, pdir)
+        _, dev = rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
+                                 torch.tensor(Lb, dtype=torch.float64),
+                                 torch.tensor([red[k2] for k2 in ("vg", "pg", "vv", "pp", "sg", "gg",
+                                                                  "tt", "vz")], dtype=torch.float64),
+                                 dict(dev, beta=torch.tensor(beta)), 1e-3, pdir, reference.FP32_EPS)
+        slots.append(rs.share)
+        assert float(dev["share"]) == pytest.approx(rs.share, rel=1e-5)
+    for k in range(40):
+        want.append(0.5 * (1 - 0.95 ** (k + 1)))
+    assert slots[:40] == pytest.approx(want, rel=1e-9)
+    assert slots[10] < 0.22 < slots[11] and slots[21] < 0.34 < slots[22]
+    assert all(b < a for a, b in zip(slots[39:], slots[40:]))
+    assert slots[59] > 0.22 > slots[84]
