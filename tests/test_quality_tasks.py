@@ -778,7 +778,7 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
 
 @pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse",
                                   "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags",
-                                  "crf_tagger", "nam_additive"])
+                                  "crf_tagger", "nam_additive", "soft_trees", "kg_distmult"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -1410,3 +1410,206 @@ def test_nam_additive_loss_is_the_mse_to_the_noisy_targets():
     want_te = float(((t.model(Xte).double() - yte[:, 0]) ** 2).mean())
     assert name == "test_mse" and abs(value - want_te) < 1e-5
     assert t.train_loss(t.model) > 0.5 and t.steps == 372
+
+
+def test_round_32_held_out_tasks_are_out_of_the_selection():
+    for name in ("soft_trees", "kg_distmult"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 32"
+        assert name not in tasks.SELECTION
+
+
+def _tree_class_by_hand(v):
+    """The class of one point (a list of 12 floats) by the decision tree of ``_tree_rule``."""
+    if v[0] > 0.25:
+        return 0 if v[1] > -0.2 else (1 if v[2] > 0.3 else 2)
+    return 3 if v[3] + v[4] > 0 else (1 if v[5] < -0.4 else 2)
+
+
+def test_soft_trees_data_are_a_decision_tree_s_classes_with_a_fifth_of_the_labels_redrawn():
+    Xtr, ytr, Xte, yte = tasks._tree_table()
+    assert Xtr.shape == (3000, 12) and Xte.shape == (500, 12) and ytr.shape == (3000, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.long and yte.shape == (500, 2)
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([ytr, yte])
+    assert float(X.min()) >= -1 and float(X.max()) <= 1 and float(X.abs().mean(0).min()) > 0.45
+    assert abs(float(X.mean())) < 0.02
+    # the class by hand, from the six features that matter
+    assert [_tree_class_by_hand(v) for v in X.tolist()] == y[:, 1].tolist()
+    share = torch.bincount(y[:, 1], minlength=4).double() / len(y)
+    assert float(share.min()) > 0.1 and set(y[:, 0].unique().tolist()) == {0, 1, 2, 3}
+    # the noise: a label differs from its class with probability 0.2 · 3/4 = 0.15, uniformly
+    # among the three other classes, as often where x_0 > 0.25 as where not
+    wrong = y[:, 0] != y[:, 1]
+    assert abs(float(wrong.double().mean()) - 0.15) < 0.02
+    shift = torch.bincount((y[wrong, 0] - y[wrong, 1]) % 4, minlength=4).double() / int(wrong.sum())
+    assert float(shift[0]) == 0 and float((shift[1:] - 1 / 3).abs().max()) < 0.06
+    high = X[:, 0] > 0.25
+    assert abs(float(wrong[high].double().mean()) - float(wrong[~high].double().mean())) < 0.04
+    # the floor: the labels' own distribution, 0.85 on the class and 0.05 on each other one
+    want = -0.85 * math.log(0.85) - 3 * 0.05 * math.log(0.05)
+    assert abs(tasks._tree_noise_floor() - want) < 1e-12 and 0.58 < want < 0.59
+
+
+def test_soft_trees_output_is_the_sum_over_trees_of_leaf_probability_weighted_logits_by_hand():
+    t = tasks.soft_trees(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 12) and y.shape == (32, 2) and x.dtype == torch.float32
+    assert m.select.shape == (8, 3, 12) and m.threshold.shape == (8, 3)
+    assert m.log_temp.shape == (8, 3) and m.leaves.shape == (8, 8, 4)
+    with torch.no_grad():
+        m.log_temp.copy_(torch.randn(8, 3))  # started all at log 2: make them tell apart
+        A, b, kappa, V = (p.double().tolist()
+                          for p in (m.select, m.threshold, m.log_temp, m.leaves))
+        for i in range(4):  # a few rows by explicit sums and products
+            xi = x[i].double().tolist()
+            out, probs = [0.0] * 4, []
+            for tree in range(8):
+                s = []
+                for d in range(3):
+                    z = sum(math.exp(a) for a in A[tree][d])
+                    f = sum(math.exp(a) / z * v for a, v in zip(A[tree][d], xi))
+                    s.append(1 / (1 + math.exp(-math.exp(kappa[tree][d]) * (f - b[tree][d]))))
+                row = []
+                for leaf in range(8):  # leaf (l_0 l_1 l_2) in binary, l_0 the first level's bit
+                    p = 1.0
+                    for d in range(3):
+                        p *= s[d] if (leaf >> (2 - d)) & 1 else 1 - s[d]
+                    row.append(p)
+                    for k in range(4):
+                        out[k] += p * V[tree][leaf][k]
+                probs.append(row)
+            probs, out = (torch.tensor(v, dtype=torch.float64) for v in (probs, out))
+            assert float((m.leaf_probs(x[i:i + 1])[0].double() - probs).abs().max()) < 1e-6
+            assert float((m(x[i:i + 1])[0].double() - out).abs().max()) < 1e-5
+        assert m(x).shape == (32, 4)
+        assert float((m.leaf_probs(x).double().sum(-1) - 1).abs().max()) < 1e-6
+    t.loss(m, x, y).backward()  # every part is learned
+    for p in (m.select, m.threshold, m.log_temp, m.leaves):
+        assert float(p.grad.abs().sum()) > 0
+    with torch.no_grad():
+        # a sharp, one-feature split at every level makes the trees hard: each point in one leaf
+        m.select.copy_(torch.full((8, 3, 12), -30.0))
+        m.select[:, 0, 0] = m.select[:, 1, 1] = m.select[:, 2, 2] = 30.0
+        m.threshold.copy_(torch.tensor([0.25, -0.2, 0.3]).expand(8, 3))
+        m.log_temp.fill_(math.log(1e4))
+        leaf = (4 * (x[:, 0] > 0.25) + 2 * (x[:, 1] > -0.2) + (x[:, 2] > 0.3)).long()
+        assert torch.equal(m.leaf_probs(x).argmax(-1), leaf[:, None].expand(32, 8))
+        assert float(m.leaf_probs(x).amax(-1).min()) > 0.99
+
+
+def test_soft_trees_loss_is_the_cross_entropy_to_the_noisy_labels_and_its_metric_the_accuracy():
+    Xtr, ytr, Xte, yte = tasks._tree_table()
+    t = tasks.soft_trees(0)
+    x, y = next(iter(t.batches()))
+    logits = t.model(x).double().detach().tolist()
+    want = sum(math.log(sum(math.exp(v) for v in row)) - row[int(y[i, 0])]
+               for i, row in enumerate(logits)) / 32
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - want) < 1e-5 and a > 1.2  # about log 4 at the start
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the oracle, the labels' true distribution (0.85 on the class, 0.05 on each other), reads
+    # the floor on the training labels' own flips
+    oracle = lambda X: torch.where(  # noqa: E731
+        F.one_hot({id(Xtr): ytr, id(Xte): yte}[id(X)][:, 1], 4) == 1, math.log(0.85),
+        math.log(0.05))
+    f = float((ytr[:, 0] != ytr[:, 1]).double().mean())
+    assert abs(t.train_loss(oracle) - (-(1 - f) * math.log(0.85) - f * math.log(0.05))) < 1e-9
+    assert 0.54 < t.train_loss(oracle) < 0.6
+    name, value = t.test_metric(t.model)
+    want_acc = sum(int(r.argmax()) == int(yte[i, 0]) for i, r in enumerate(t.model(Xte))) / 500
+    assert name == "test_acc" and abs(value - want_acc) < 1e-6 and value < 0.5
+    assert abs(t.test_metric(oracle)[1] - float((yte[:, 0] == yte[:, 1]).double().mean())) < 1e-6
+    assert 0.82 < t.test_metric(oracle)[1] < 0.88
+    assert t.train_loss(t.model) > 1.2 and t.steps == 372
+
+
+def test_kg_distmult_data_are_triples_with_tails_drawn_from_a_known_distmult_model():
+    Xtr, ytr, Xte, yte, P = tasks._knowledge_graph()
+    assert Xtr.shape == (7000, 2) and Xte.shape == (1000, 2) and ytr.shape == (7000,)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.long and yte.shape == (1000,)
+    assert P.shape == (6, 200, 200) and P.dtype == torch.float64
+    X, y = torch.cat([Xtr, Xte]), torch.cat([ytr, yte])
+    h, r = X[:, 0].long(), X[:, 1].long()
+    assert torch.equal(X, X.round()) and set(r.tolist()) == set(range(6))
+    assert set(h.tolist()) == set(range(200)) and set(y.tolist()) == set(range(200))
+    assert torch.allclose(P.sum(-1), torch.ones(6, 200, dtype=torch.float64))
+    assert bool((P > 0).all())
+    # P is a DistMult softmax: the true vectors (the generator's first draws) by hand, a few rows
+    g = torch.Generator().manual_seed(2055)
+    a = torch.randn(200, 8, generator=g, dtype=torch.float64).tolist()
+    c = torch.randn(6, 8, generator=g, dtype=torch.float64).tolist()
+    for rel, head in ((0, 3), (2, 77), (5, 199)):
+        score = [sum(a[head][k] * c[rel][k] * a[tail][k] for k in range(8)) / math.sqrt(8)
+                 for tail in range(200)]
+        z = sum(math.exp(v / tasks._KG_TEMPS[rel]) for v in score)
+        want = torch.tensor([math.exp(v / tasks._KG_TEMPS[rel]) / z for v in score],
+                            dtype=torch.float64)
+        assert float((P[rel, head] - want).abs().max()) < 1e-12
+    # the drawn tails follow P: the probability of the drawn tail is on average Σ_t p², the
+    # mode is drawn as often as its mass, and the tail lies among the five likeliest as often
+    Pr = P[r, h]
+    assert abs(float(Pr.gather(1, y[:, None]).mean()) - float((Pr ** 2).sum(-1).mean())) < 0.01
+    assert abs(float((Pr.argmax(-1) == y).double().mean()) - float(Pr.max(-1).values.mean())) < 0.02
+    top5 = Pr.sort(-1, descending=True).values[:, :5].sum(-1)
+    rank = (Pr >= Pr.gather(1, y[:, None])).sum(-1)
+    assert abs(float((rank <= 5).double().mean()) - float(top5.mean())) < 0.02
+    # the floor: the entropy of p(t | h, r), about 2.2 nats over the training triples, from a
+    # near-functional relation (τ 0.06) to diffuse ones (τ 0.4 and 0.7)
+    htr, rtr = Xtr[:, 0].long(), Xtr[:, 1].long()
+    Ptr = P[rtr, htr]
+    H = -(Ptr * Ptr.log()).sum(-1)
+    assert 2.1 < float(H.mean()) < 2.3
+    per = [float(H[rtr == k].mean()) for k in range(6)]
+    assert per == sorted(per) and per[0] < 0.3 and per[-1] > 4
+    nll = -Ptr.gather(1, ytr[:, None]).log()[:, 0]
+    for k in range(6):  # the oracle's cross-entropy on each relation's drawn tails near its entropy
+        assert abs(float(nll[rtr == k].mean()) - per[k]) < 0.1
+
+
+def test_kg_distmult_logits_are_trilinear_scores_of_every_entity_as_the_tail_by_hand():
+    t = tasks.kg_distmult(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 2) and y.shape == (32,) and x.dtype == torch.float32
+    assert m.ent.shape == (200, 32) and m.rel.shape == (6, 32)
+    E, W = m.ent.double().tolist(), m.rel.double().tolist()
+    with torch.no_grad():
+        got = m(x).double()
+        assert got.shape == (32, 200)
+        for i in range(3):  # a few rows by explicit sums
+            h, r = int(x[i, 0]), int(x[i, 1])
+            want = [sum(E[h][k] * W[r][k] * E[tail][k] for k in range(32)) for tail in range(200)]
+            assert float((got[i] - torch.tensor(want, dtype=torch.float64)).abs().max()) < 1e-5
+        # DistMult is symmetric: the score of (h, r, t) is that of (t, r, h)
+        swapped = torch.stack([y.float(), x[:, 1]], -1)
+        assert float((m(swapped).gather(1, x[:, :1].long()) - got.gather(1, y[:, None])).abs().max()
+                     ) < 1e-5
+    t.loss(m, x, y).backward()
+    assert float(m.ent.grad.abs().sum()) > 0 and float(m.rel.grad.abs().sum()) > 0
+    assert int((m.ent.grad.abs().sum(-1) > 0).sum()) == 200  # every entity scored as a tail
+
+
+def test_kg_distmult_loss_is_the_softmax_cross_entropy_over_all_tails_and_its_metric_the_raw_mrr():
+    Xtr, ytr, Xte, yte, P = tasks._knowledge_graph()
+    t = tasks.kg_distmult(0)
+    x, y = next(iter(t.batches()))
+    logits = t.model(x).double().detach().tolist()
+    want = sum(math.log(sum(math.exp(v) for v in row)) - row[int(y[i])]
+               for i, row in enumerate(logits)) / 32
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - want) < 1e-5 and a > 5  # about log 200 at the start
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the oracle, the true p(t | h, r) as a model, reads the floor, about 2.2
+    oracle = lambda X: P[X[:, 1].long(), X[:, 0].long()].log()  # noqa: E731
+    want = float(-P[Xtr[:, 1].long(), Xtr[:, 0].long(), ytr].log().mean())
+    assert abs(t.train_loss(oracle) - want) < 1e-9 and 2.1 < want < 2.3
+    # the raw mean reciprocal rank by hand, ties counted against the true tail
+    name, value = t.test_metric(t.model)
+    scores = t.model(Xte).double().detach().tolist()
+    ranks = [sum(v >= row[int(yte[i])] for v in row) for i, row in enumerate(scores)]
+    assert name == "test_mrr" and abs(value - sum(1 / k for k in ranks) / 1000) < 1e-12
+    assert value < 0.1
+    assert t.test_metric(lambda X: torch.zeros(len(X), 200))[1] == pytest.approx(1 / 200)
+    assert t.test_metric(lambda X: F.one_hot(yte, 200).double())[1] == 1
+    assert 0.55 < t.test_metric(oracle)[1] < 0.62
+    assert t.train_loss(t.model) > 5 and t.steps == 436

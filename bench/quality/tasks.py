@@ -2967,6 +2967,181 @@ def nam_additive(seed: int) -> Task:
                        epochs=6, loss=loss, full_loss=full, metric=("test_mse", full))
 
 
+# ---------------------------------------------------------------------------------------------
+# Held out of round 32: two more kinds of model not in the selection (an ensemble of soft
+# oblivious decision trees, NODE-like, on a tabular classification whose truth is a small decision
+# tree; DistMult knowledge-graph embeddings scoring every entity as the tail, 1-N, on a graph whose
+# tails are drawn from a known DistMult model), each with noise that no method can fit: a fifth of
+# the labels are drawn at random (the noise alone costs 0.588 nats, 0.564 on the training labels),
+# the tails are drawn from p(t | h, r) (its entropy, 2.208 nats on the training pairs, the oracle's
+# cross-entropy 2.184 on the drawn tails). Budgets fixed from plain runs at seed 0 before any QLAB
+# run. soft_trees, 4 epochs: Adam 0.716 (lr 0.01), heavy ball 0.885 (lr 0.1), SGD 0.891 (lr 1),
+# from 1.451; at 2 epochs 0.732 (lr 0.1), 0.908 (0.1) and 0.958 (1), at 8 epochs 0.632 (0.01),
+# 0.790 (0.1) and 0.823 (1). Four epochs: Adam's best run ends 27 % above the training labels'
+# floor (12 % at eight). The trees' outputs are summed, not averaged: averaged, SGD and heavy ball
+# barely moved (1.25 and 1.28 after 6 epochs of 2000 points). kg_distmult, 2 epochs: Adam 2.761
+# (lr 0.01), SGD 3.401 (lr 1), heavy ball 3.460 (lr 0.1), from 5.505; at 1 epoch 3.290 (lr 0.1),
+# 4.469 (1) and 4.608 (0.1), at 4 epochs 2.252 (0.01), 2.698 (1) and 2.723 (0.1). Two epochs
+# (Adam's best run 26 % above the oracle's 2.184), because at four it is 0.07 (3 %) above it,
+# less than the bar's 10 %. A first graph (300 entities, 8 relations, τ from 0.15 to 2, floor
+# 3.98, 6000 triples) was fitted below its floor by Adam in 4 epochs, the tails of its 2400 (h, r)
+# pairs memorised: hence fewer entities and relations, sharper relations and 7000 triples. One plain run takes 0.3 s
+# (soft_trees) and 0.15 s (kg_distmult) on one thread here, beside another job.
+# ---------------------------------------------------------------------------------------------
+_TREE_FEATURES, _TREE_CLASSES, _TREE_NOISE = 12, 4, 0.2
+_TREES, _TREE_DEPTH = 8, 3
+
+
+def _tree_rule(x):
+    """The true class of each point x (n, 12, float64) by a depth-3 decision tree on six of the
+    twelve features: where x_0 > 0.25, class 0 if x_1 > −0.2, else 1 if x_2 > 0.3, else 2; where
+    x_0 ≤ 0.25, class 3 if x_3 + x_4 > 0 (the one oblique split), else 1 if x_5 < −0.4, else 2.
+    (n,) long"""
+    high = torch.where(x[:, 1] > -0.2, 0, torch.where(x[:, 2] > 0.3, 1, 2))
+    low = torch.where(x[:, 3] + x[:, 4] > 0, 3, torch.where(x[:, 5] < -0.4, 1, 2))
+    return torch.where(x[:, 0] > 0.25, high, low)
+
+
+def _tree_noise_floor():
+    """The cross-entropy of the noisy labels under their own distribution p(label | x), 1 − 3ρ/4 =
+    0.85 on the class and ρ/4 = 0.05 on each other one: H = −0.85 log 0.85 − 3·0.05 log 0.05."""
+    hit, miss = 1 - _TREE_NOISE + _TREE_NOISE / _TREE_CLASSES, _TREE_NOISE / _TREE_CLASSES
+    return -hit * math.log(hit) - (_TREE_CLASSES - 1) * miss * math.log(miss)
+
+
+@functools.lru_cache(maxsize=1)
+def _tree_table():
+    """A tabular classification whose truth is a small decision tree: x uniform on [−1, 1]¹²
+    (rounded to float32), the class c of ``_tree_rule`` (six features matter, six do not), the
+    label c except with probability 0.2, where it is drawn uniformly from the four classes (so it
+    differs from c with probability 0.15): p(label | x) is 0.85 on c and 0.05 on each other class,
+    and the noise alone costs 0.588 nats (``_tree_noise_floor``; 0.564 on the training points' own
+    labels, of which 14.2 % differ from c). One fixed seed, 3000 training and 500 test points.
+    X (n, 12, float32); y (n, 2, long): the noisy label and the class c."""
+    g = torch.Generator().manual_seed(2054)
+    n = 3500
+    X = (2 * torch.rand(n, _TREE_FEATURES, generator=g, dtype=torch.float64) - 1).float()
+    c = _tree_rule(X.double())
+    redraw = torch.rand(n, generator=g, dtype=torch.float64) < _TREE_NOISE
+    label = torch.where(redraw, torch.randint(_TREE_CLASSES, (n,), generator=g), c)
+    y = torch.stack([label, c], -1)
+    return X[:3000], y[:3000], X[3000:], y[3000:]
+
+
+class _SoftTrees(nn.Module):
+    """An ensemble of soft oblivious decision trees (NODE, Popov et al. 2019, simplified): 8 trees
+    of depth 3. At level d tree m reads a soft choice of one feature, f_md = Σ_j softmax(A_md)_j x_j
+    (A_md ∈ R¹², started N(0, 1)), and goes right with probability s_md = σ(exp(κ_md)·(f_md −
+    b_md)) (the threshold b_md started U(−0.5, 0.5), the log temperature κ_md at log 2), one split
+    for the whole level (oblivious). Leaf l = (l_0 l_1 l_2) in binary, l_0 the first level's
+    bit, is reached with probability p_ml = Π_d (s_md if l_d = 1 else 1 − s_md) and holds four
+    class logits V_ml (started N(0, 0.3²)). The output, the logits (n, 4), is the sum over the
+    trees of Σ_l p_ml V_ml. ``leaf_probs`` gives the p (n, 8 trees, 8 leaves)."""
+
+    def __init__(self, trees: int = _TREES, depth: int = _TREE_DEPTH):
+        super().__init__()
+        self.select = nn.Parameter(torch.randn(trees, depth, _TREE_FEATURES))
+        self.threshold = nn.Parameter(torch.rand(trees, depth) - 0.5)
+        self.log_temp = nn.Parameter(torch.full((trees, depth), math.log(2.0)))
+        self.leaves = nn.Parameter(0.3 * torch.randn(trees, 2 ** depth, _TREE_CLASSES))
+
+    def leaf_probs(self, x):
+        f = torch.einsum("nj,mdj->nmd", x, torch.softmax(self.select, -1))
+        s = torch.sigmoid(self.log_temp.exp() * (f - self.threshold))
+        p = torch.ones_like(s[:, :, :1])
+        for d in range(s.shape[-1]):  # each level doubles the leaves, its bit l_d the lowest yet
+            p = torch.stack([p * (1 - s[:, :, d:d + 1]), p * s[:, :, d:d + 1]], -1).flatten(2)
+        return p
+
+    def forward(self, x):
+        return torch.einsum("nml,mlk->nk", self.leaf_probs(x), self.leaves)
+
+
+def soft_trees(seed: int) -> Task:
+    """An ensemble of eight soft oblivious decision trees of depth 3 (NODE-like: a softmax choice of
+    the feature and a learned threshold and temperature at each level, class logits in the leaves)
+    on a 12-feature, 4-class table whose truth is a small decision tree, a fifth of the labels
+    drawn at random, batch 32, 4 epochs (372 steps). Train loss: the cross-entropy to the
+    noisy labels (the noise alone costs 0.588). Test metric: the accuracy against the noisy test
+    labels."""
+    torch.manual_seed(seed)
+
+    loss, full = _loss_and_full(_noisy_ce)
+
+    return _array_task("soft_trees", _SoftTrees(), _tree_table(), seed, batch=32,
+                       epochs=4, loss=loss, full_loss=full,
+                       metric=("test_acc", _noisy_acc))
+
+
+_KG_ENTITIES, _KG_RELATIONS, _KG_TRUE_DIM, _KG_DIM = 200, 6, 8, 32
+_KG_TEMPS = (0.06, 0.1, 0.15, 0.25, 0.4, 0.7)  # one per relation: near-functional to diffuse
+
+
+@functools.lru_cache(maxsize=1)
+def _knowledge_graph():
+    """A knowledge graph whose tails are drawn from a known DistMult model: true entity vectors
+    a_e ∈ R⁸ (200 entities) and relation vectors c_r ∈ R⁸ (6 relations), all standard normal;
+    the true score S_r[h, t] = Σ_k a_h[k] c_r[k] a_t[k] / √8 and p(t | h, r) = softmax_t(S_r[h, t]
+    / τ_r), τ_r = 0.06, 0.1, 0.15, 0.25, 0.4, 0.7 (from near-functional to diffuse: H(t | h, r)
+    is 0.22, 0.97, 1.27, 2.22, 4.18 and 4.45 nats, each relation's mean over its training
+    triples). Triples: h and r uniform, t ~ p(· | h, r) (by the inverse CDF of one uniform each).
+    The floor: H(t | h, r) averages 2.208 nats over the training triples (the oracle, the true p
+    as a model, costs 2.184 on their drawn tails); ranking the tails by the true scores gives a
+    raw MRR of 0.587 on the test triples. One fixed seed, 7000 training and 1000 test triples.
+    X (n, 2, float32): the head and relation ids; y (n, long): the tails; and P (6, 200, 200,
+    float64), P[r, h] the true p(· | h, r)."""
+    g = torch.Generator().manual_seed(2055)
+    a = torch.randn(_KG_ENTITIES, _KG_TRUE_DIM, generator=g, dtype=torch.float64)
+    c = torch.randn(_KG_RELATIONS, _KG_TRUE_DIM, generator=g, dtype=torch.float64)
+    S = torch.einsum("hk,rk,tk->rht", a, c, a) / math.sqrt(_KG_TRUE_DIM)
+    P = torch.softmax(S / torch.tensor(_KG_TEMPS, dtype=torch.float64)[:, None, None], -1)
+    n = 8000
+    h = torch.randint(_KG_ENTITIES, (n,), generator=g)
+    r = torch.randint(_KG_RELATIONS, (n,), generator=g)
+    t = _draw(P[r, h], g)
+    X = torch.stack([h, r], -1).float()
+    return X[:7000], t[:7000], X[7000:], t[7000:], P
+
+
+class _DistMult(nn.Module):
+    """DistMult (Yang et al. 2015) scoring every entity as the tail (1-N scoring): entity vectors
+    E (200 × 32) and relation vectors W (6 × 32), all started N(0, 0.5²); score(h, r, t) = Σ_k
+    E[h, k] W[r, k] E[t, k]. ``forward`` maps rows (h, r) (n, 2, any dtype) to the logits
+    (E[h] ∘ W[r]) Eᵀ (n, 200)."""
+
+    def __init__(self, dim: int = _KG_DIM):
+        super().__init__()
+        self.ent = nn.Parameter(0.5 * torch.randn(_KG_ENTITIES, dim))
+        self.rel = nn.Parameter(0.5 * torch.randn(_KG_RELATIONS, dim))
+
+    def forward(self, x):
+        h, r = x[:, 0].long(), x[:, 1].long()
+        return (self.ent[h] * self.rel[r]) @ self.ent.T
+
+
+@torch.no_grad()
+def _tail_mrr(model, X, y):
+    """The mean reciprocal rank of the true tail among all 200 entities by the model's logits:
+    raw (not filtered: another tail of the same (h, r) that scores higher counts against it),
+    ties against it (the rank is the number of entities scoring at least as high as the true
+    tail, itself included)."""
+    logits = model(X)
+    rank = (logits >= logits.gather(1, y[:, None])).sum(-1)
+    return float((1 / rank.double()).mean())
+
+
+def kg_distmult(seed: int) -> Task:
+    """DistMult knowledge-graph embeddings (200 entities, 6 relations, 32 dimensions) scoring all
+    200 entities as the tail of (h, r), on triples whose tails are drawn from a known DistMult
+    model, batch 32, 2 epochs (436 steps). Train loss: the softmax cross-entropy of the
+    true tail over all entities (the true distribution's own entropy, 2.208, is the floor). Test
+    metric: the raw mean reciprocal rank of the true tail on the test triples."""
+    torch.manual_seed(seed)
+
+    return _array_task("kg_distmult", _DistMult(), _knowledge_graph()[:4], seed, batch=32,
+                       epochs=2, metric=("test_mrr", _tail_mrr))
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
                                  friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
                                  waves_cnn1d, digits_autoencoder, tabular_embed, digits_vit,
@@ -2983,7 +3158,8 @@ TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_tr
                                  digits_vae, ctc_frames, ring_flow, wave_mdn,
                                  ring_score, ordinal_latent, cox_survival, set_deepsets,
                                  rank_listnet, lista_sparse, ssm_recall, tcn_forecast,
-                                 node_spiral, mil_bags, crf_tagger, nam_additive)}
+                                 node_spiral, mil_bags, crf_tagger, nam_additive,
+                                 soft_trees, kg_distmult)}
 # Not used by the choice of defaults (docs/quality.md reports them beside the headline, not in it):
 # char_gru (held out of round 2; seen while round 3 was prototyped), moons_resmlp (held out of round
 # 3; seen afterwards), digits_autoencoder (held out of round 4); all three were run as a check on the
@@ -3007,7 +3183,8 @@ TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_tr
 # round 30, and round 30's (a neural ODE, attention-pooled bags) from round 31, and round 31's (a
 # CRF tagger, a neural additive model) from round 32.
 HELD_OUT = {"char_gru": "not in the choice", "moons_resmlp": "not in the choice",
-            "digits_autoencoder": "not in the choice", "graph_gcn": "held out of round 8"}
+            "digits_autoencoder": "not in the choice", "graph_gcn": "held out of round 8",
+            "soft_trees": "held out of round 32", "kg_distmult": "held out of round 32"}
 # The loss floor (issue 3: no method may drive the train loss below ~0.01, or ratios compare
 # memorised fits). Since round 12 a task where any run of any method (plain, QLAB or peer, main
 # suite, seeds 0–2) ends below FLOOR is reported, but counts neither in the choice nor in the
