@@ -227,9 +227,13 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # along P; its threshold read off `_share`'s runs, so fitted on the selection) passes the gate (0 of
 # 144, largest rebound 6.7×), has a worst case of 3.50× against 3.90× (both the ViT at 3×), beyond
 # the 10 % tie, 1284 against 1269 of 1710 runs within, 22 against 25 tasks holding, and passes CI's
-# claims: Momentum's default.
+# claims: Momentum's default. Round 32 (log item 59; fifty-nine tasks: round 31's held-out CRF
+# tagger and additive model joined): `_sharesm` (`_share` with c² smoothed over ~20 steps, its band
+# read off seed-0 traces of selection tasks) passes the gate (0 of 144, largest rebound 5.7×), has
+# a worst case of 2.74× against 3.50× (both the ViT at 3×), beyond the 10 % tie, 1400 against 1344
+# of 1770 runs within, 23 against 24 tasks holding, and passes CI's claims: Momentum's default.
 DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
-                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_share4_unseen",
+                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen",
                  KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_unseen"}
 
 
