@@ -609,7 +609,8 @@ SHARESM_LO, SHARESM_HI = 0.22, 0.34
 
 
 def without_share(rule: str) -> str:
-    """The rule a `*share`, `*share4` or `*sharesm` rule reweights (its name without the modifier)."""
+    """The rule a `*share`, `*share4` or `*sharesm` rule reweights (its name without the
+    modifier)."""
     return re.sub(r"_share(?:\d+|sm)?", "", rule)
 
 
@@ -889,7 +890,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             if rule in EARLY_RULES and kappa > 0:
                 new.found = 1.0
         if rule in SHARESM_RULES:  # every step that stepped: the probe does not enter c²
-            new.share = SHARE_DECAY * st.share + (1 - SHARE_DECAY) * share_of(d, red["vv"], red["gg"])
+            c2 = share_of(d, red["vv"], red["gg"])
+            new.share = SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
             entry = kappa if remember else 0.0
             if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units

@@ -1601,8 +1601,8 @@ def test_share_never_shortens_the_step_and_leaves_noise_level_batches_alone(rule
                                                                             pdir):
     """`*_share`: the fit along V weighs more in the `_wgeo` mean as c² = ⟨V,G⟩²/(|V|²|G|²) rises
     past SHARE_LO (`_share4`: only where c_V ≤ SHARE_SPREAD·c_P, checked in the scenario test
-    below; `_sharesm`: its own test). Where c² ≤ SHARE_LO every slot is the rule's without the modifier; elsewhere the
-    step and the α memory are at least that rule's (the weight moves the mean towards the longer
+    below; `_sharesm`: its own tests). Where c² ≤ SHARE_LO every slot is the rule's without the
+    modifier; elsewhere the step and the α memory are at least that rule's (the weight moves the mean towards the longer
     estimate, c_V, and the step never exceeds c_V anyway), and every slot the mean does not reach
     (the curvatures, κ_max, the step length) is that rule's; the device agrees."""
     beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
@@ -1751,10 +1751,10 @@ def test_sharesm_climbs_over_about_twenty_batches_and_falls_back(rule):
         dX = red["pg"] if pdir == DIR_P else red["vg"]
         Lb = L0 - beta * dX + 2e-3 * beta ** 2
         _, rs = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, pdir)
+        vec = torch.tensor([red[k2] for k2 in ("vg", "pg", "vv", "pp", "sg", "gg", "tt", "vz")],
+                           dtype=torch.float64)
         _, dev = rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
-                                 torch.tensor(Lb, dtype=torch.float64),
-                                 torch.tensor([red[k2] for k2 in ("vg", "pg", "vv", "pp", "sg", "gg",
-                                                                  "tt", "vz")], dtype=torch.float64),
+                                 torch.tensor(Lb, dtype=torch.float64), vec,
                                  dict(dev, beta=torch.tensor(beta)), 1e-3, pdir, reference.FP32_EPS)
         slots.append(rs.share)
         assert float(dev["share"]) == pytest.approx(rs.share, rel=1e-5)

@@ -2985,8 +2985,9 @@ def nam_additive(seed: int) -> Task:
 # (Adam's best run 26 % above the oracle's 2.184), because at four it is 0.07 (3 %) above it,
 # less than the bar's 10 %. A first graph (300 entities, 8 relations, τ from 0.15 to 2, floor
 # 3.98, 6000 triples) was fitted below its floor by Adam in 4 epochs, the tails of its 2400 (h, r)
-# pairs memorised: hence fewer entities and relations, sharper relations and 7000 triples. One plain run takes 0.3 s
-# (soft_trees) and 0.15 s (kg_distmult) on one thread here, beside another job.
+# pairs memorised: hence fewer entities and relations, sharper relations and 7000 triples. One
+# plain run takes 0.3 s (soft_trees) and 0.15 s (kg_distmult) on one thread here, beside another
+# job.
 # ---------------------------------------------------------------------------------------------
 _TREE_FEATURES, _TREE_CLASSES, _TREE_NOISE = 12, 4, 0.2
 _TREES, _TREE_DEPTH = 8, 3
