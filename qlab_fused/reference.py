@@ -913,9 +913,10 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             w = 1.0 - rho
             alpha = min(math.exp((1 - w) * math.log(cv) + w * math.log(cp)), cap)
         elif rule in WGEO_RULES and len(cands) == 2:
-            w = share_weight(d, red["vv"], red["gg"]) if rule in SHARE_RULES else WGEO_V
             if rule in SHARESM_RULES:  # `_sharesm`: the smoothed share, its own band
                 w = share_ramp(new.share, SHARESM_LO, SHARESM_HI)
+            else:
+                w = share_weight(d, red["vv"], red["gg"]) if rule in SHARE_RULES else WGEO_V
             if rule in SHARE4_RULES and cv > SHARE_SPREAD * cp:  # `_share4`: near fits only
                 w = WGEO_V
             best = min(math.exp(w * math.log(cv) + (1 - w) * math.log(cp)), cv)

@@ -41,6 +41,12 @@ def _good(x):
     return torch.isfinite(x) & (x > 0)
 
 
+def _share_ramp(c2, lo, hi):
+    """The weight of the fit along V: WGEO_V at c² ≤ lo, 1 at c² ≥ hi, linear between
+    (``reference.share_ramp``)."""
+    return WGEO_V + (1 - WGEO_V) * ((c2 - lo) / (hi - lo)).clamp(0, 1)
+
+
 def _weighted_geo(cv, cp, wv, wp):
     """c_V^wv · c_P^wp where both estimates exist (are finite), else the one that does (inf: none)."""
     both = torch.isfinite(cv) & torch.isfinite(cp)
@@ -170,11 +176,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             share = SHARE_DECAY * st64["share"] + (1 - SHARE_DECAY) * c2
         if rule in WGEO_RULES:
             w = WGEO_V
-            if rule in SHARE_RULES:  # the fit along V weighs more as the fresh gradient's share grows
-                w = WGEO_V + (1 - WGEO_V) * ((c2 - SHARE_LO) / (SHARE_HI - SHARE_LO)).clamp(0, 1)
-                if rule in SHARESM_RULES:  # `_sharesm`: the smoothed share, its own band
-                    w = WGEO_V + (1 - WGEO_V) * ((share - SHARESM_LO)
-                                                 / (SHARESM_HI - SHARESM_LO)).clamp(0, 1)
+            if rule in SHARESM_RULES:  # `_sharesm`: the smoothed share, its own band
+                w = _share_ramp(share, SHARESM_LO, SHARESM_HI)
+            elif rule in SHARE_RULES:  # more weight on the fit along V as c² grows
+                w = _share_ramp(c2, SHARE_LO, SHARE_HI)
                 if rule in SHARE4_RULES:  # `_share4`: only where c_V ≤ SHARE_SPREAD · c_P
                     w = torch.where(cv <= SHARE_SPREAD * cp, w, torch.full_like(w, WGEO_V))
             best = torch.minimum(_weighted_geo(cv, cp, w, 1 - w), cv)
