@@ -28,7 +28,7 @@ from .contract import DIR_P, DIR_V, KIND_ADAM, KIND_MOMENTUM, KIND_SGD, Hyper
 # signal, ...) and modifiers (_geo, _geo_v, _geo_v2, _trust, _rel, _floor, _nocap, _near, _match,
 # _slow, _skip, _start, _guard, _hold, _still, _edge, _edge135, _polyak, _len, _carry, _split,
 # _unseen, _grow, _steep, _early, _kmax, _kmaxv, _kmaxn, _kmaxp, _kmaxs, _share, _share4, _sharesm,
-# _restart),
+# _lowshare, _restart),
 # defined below.
 RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "nocap", "keep", "alternate_nocap", "signal", "signal_nocap", "alternate_geo",
@@ -116,7 +116,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak_early_sharesm",
          "alternate_wgeo_ema_rel_near_polyak_early_sharesm_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm",
-         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen")
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -615,6 +617,29 @@ def without_share(rule: str) -> str:
 
 
 NEAR.update({r: NEAR[without_share(r)] for r in SHARE_RULES if without_share(r) in NEAR})
+# `*_lowshare` (Adam's rules; round 33, log item 60): the step only, scaled by
+# clamp(c̄²/LOWSHARE_REF, LOWSHARE_LO, 1), c̄² the fresh gradient's share of V (``share_of``)
+# smoothed over ~20 steps in the `share` slot (EMA SHARE_DECAY; an empty slot takes this step's c²,
+# so a run does not start at the floor). Adam's default steps 2-15x tuned Adam's lr on its long
+# group (the Cox model, the ordinal regression, the score model, the ranking model, the bags, the
+# knowledge-graph embeddings, the forecaster: log items 43, 44, 54, 59), where c̄² is 0.02-0.07;
+# on most dense tasks it holds c̄² is 0.08-0.18 (seed 0, α₀ = 1e-2). Measured in Adam's own metric
+# (D = √v̂ + ε: (Σ m̂G/D)² / (Σ m̂²/D · Σ G²/D)) the share sits at the white-noise level 1 − β₁²
+# (0.19-0.23) on 20 of 23 of those tasks, the long group and the held alike: the spread of the
+# Euclidean c² between tasks is the preconditioner's, not the batch noise's, and this modifier is
+# a test of whether it marks the long group, not a model of it. It shortens tasks Adam holds with
+# sparse rows (the bag of embeddings, c̄² 0.01) and the LSTM (0.04), whose steps are not long (a
+# seed-0 prototype: 1.30x and 3.2-3.4x). REF and LO from that prototype at seed 0: fitted on the
+# selection. The memory, the next probe and the `_len` length are the rule's without it.
+LOWSHARE_RULES = tuple(r for r in RULES if "_lowshare" in r)
+LOWSHARE_REF, LOWSHARE_LO = 0.10, 0.25
+NEAR.update({r: NEAR[r.replace("_lowshare", "")] for r in LOWSHARE_RULES
+             if r.replace("_lowshare", "") in NEAR})
+
+
+def lowshare_scale(share: float) -> float:
+    """`*_lowshare`: the step's factor, clamp(c̄²/LOWSHARE_REF, LOWSHARE_LO, 1)."""
+    return min(max(share / LOWSHARE_REF, LOWSHARE_LO), 1.0)
 
 
 def share_of(vg: float, vv: float, gg: float) -> float:
@@ -892,6 +917,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if rule in SHARESM_RULES:  # every step that stepped: the probe does not enter c²
             c2 = share_of(d, red["vv"], red["gg"])
             new.share = SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2
+        if rule in LOWSHARE_RULES:  # the same average; an empty slot takes this step's c²
+            c2 = share_of(d, red["vv"], red["gg"])
+            new.share = SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2 if st.share > 0 else c2
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
             entry = kappa if remember else 0.0
             if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units
@@ -1011,6 +1039,9 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         bound_k = max(bound_k, KMAX_DECAY * own if rule in KMAXS_RULES else own)  # `_kmaxs`: halved
     if rule in KMAX_RULES and d > 0 and vv > 0 and bound_k > 0:  # the step only, as `*polyak`
         alpha = min(alpha, scale * d / (2 * bound_k * vv))
+        new.alpha = alpha
+    if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
+        alpha *= lowshare_scale(new.share)
         new.alpha = alpha
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         alpha *= unseen_scale(red.get("vz", 0.0), vv)

@@ -16,7 +16,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         GUARD_RULES, HOLD_RULES, KMAX_BEFORE_RULES, KMAX_DECAY, KMAX_OWN_RULES,
                         KMAX_RULES, KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
-                        LENUP_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
+                        LENUP_RULES, LOWSHARE_LO, LOWSHARE_REF, LOWSHARE_RULES, MATCH_RULES, MEMORY_STEP_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
                         SHARE4_RULES, SHARE_DECAY, SHARE_RULES, SHARE_SPREAD, SHARESM_HI,
@@ -168,12 +168,15 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         cp = red[RED_PG] / (2 * kappa_p * pp)
         cv = torch.where((kappa_v > 0) & (vv > 0) & _good(cv), cv, inf)
         cp = torch.where((kappa_p > 0) & (pp > 0) & _good(cp), cp, inf)
-        if rule in SHARE_RULES:  # the fresh gradient's share of V, c²
+        if rule in SHARE_RULES or rule in LOWSHARE_RULES:  # the fresh gradient's share of V, c²
             gg = red[RED_GG]
             ok = (d > 0) & (vv > 0) & (gg > 0)
             c2 = torch.where(ok, d * d / torch.where(ok, vv * gg, zero + 1), zero)
         if rule in SHARESM_RULES:  # `_sharesm`: c² smoothed over the steps
             share = SHARE_DECAY * st64["share"] + (1 - SHARE_DECAY) * c2
+        if rule in LOWSHARE_RULES:  # the same average; an empty slot takes this step's c²
+            share = torch.where(st64["share"] > 0,
+                                SHARE_DECAY * st64["share"] + (1 - SHARE_DECAY) * c2, c2)
         if rule in WGEO_RULES:
             w = WGEO_V
             if rule in SHARESM_RULES:  # `_sharesm`: the smoothed share, its own band
@@ -310,6 +313,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         one = zero + 1
         bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))
         alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
+    if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
+        share = torch.where(stepped, share, st64["share"])
+        alpha = alpha * (share / LOWSHARE_REF).clamp(LOWSHARE_LO, 1)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)
         alpha = alpha * (1 - u.clamp(0, 1)) ** 2
@@ -325,8 +331,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                      if rule in SPLIT_RULES else st64["beta_alt"]),
         "found": (torch.where(stepped, found, st64["found"]) if rule in EARLY_RULES else st64["found"]),
         "kmax": torch.where(stepped, kmax, st64["kmax"]) if rule in KMAX_RULES else st64["kmax"],
-        "share": (torch.where(stepped, share, st64["share"]) if rule in SHARESM_RULES
-                  else st64["share"]),
+        "share": (torch.where(stepped, share, st64["share"])
+                  if rule in SHARESM_RULES or rule in LOWSHARE_RULES else st64["share"]),
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }
