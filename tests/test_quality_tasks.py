@@ -778,7 +778,8 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
 
 @pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse",
                                   "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags",
-                                  "crf_tagger", "nam_additive", "soft_trees", "kg_distmult"])
+                                  "crf_tagger", "nam_additive", "soft_trees", "kg_distmult",
+                                  "lora_adapt", "tpp_rmtpp"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -1612,3 +1613,307 @@ def test_kg_distmult_loss_is_the_softmax_cross_entropy_over_all_tails_and_its_me
     assert t.test_metric(lambda X: F.one_hot(yte, 200).double())[1] == 1
     assert 0.55 < t.test_metric(oracle)[1] < 0.62
     assert t.train_loss(t.model) > 5 and t.steps == 436
+
+
+def test_round_33_held_out_tasks_are_out_of_the_selection():
+    for name in ("lora_adapt", "tpp_rmtpp"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 33"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 61
+
+
+def _tanh_net_by_hand(v, layers, W3, b3):
+    """One point's output (a list of 4) through tanh layers (W, b) and a linear readout, by
+    explicit sums over lists of floats."""
+    for W, b in layers:
+        v = [math.tanh(sum(wk * vk for wk, vk in zip(row, v)) + bi) for row, bi in zip(W, b)]
+    return [sum(wk * vk for wk, vk in zip(row, v)) + bi for row, bi in zip(W3, b3)]
+
+
+def test_lora_adapt_data_are_a_noisy_base_network_changed_by_rank_4_deltas_on_its_hidden_layers():
+    Xtr, ytr, Xte, yte, base, deltas = tasks._lora_data()
+    assert Xtr.shape == (2000, 16) and Xte.shape == (500, 16) and ytr.shape == (2000, 4, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 4, 2)
+    (W1, b1), (W2, b2), (W3, b3) = base
+    # the seed's draws by hand, in order: the base, the changes' factors, x, the noise
+    g = torch.Generator().manual_seed(2056)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    f32 = lambda v: v.float().double()  # noqa: E731
+    assert torch.equal(W1, f32(0.375 * r(64, 16))) and torch.equal(b1, f32(0.1 * r(64)))
+    assert torch.equal(W2, f32(0.1875 * r(64, 64))) and torch.equal(b2, f32(0.1 * r(64)))
+    W3_drawn = r(4, 64) / 8
+    for W, D, fan_in in ((W1, deltas[0], 16), (W2, deltas[1], 64)):
+        UV = r(64, 4) @ r(4, fan_in)
+        assert float((D - 0.5 * UV * W.norm() / UV.norm()).abs().max()) < 1e-14
+        s = torch.linalg.svdvals(D)
+        assert float(s[4] / s[0]) < 1e-12 and float(s[3] / s[0]) > 0.05  # rank 4 exactly
+        assert abs(float(D.norm() / W.norm()) - 0.5) < 1e-12
+    X = torch.cat([Xtr, Xte]).double()
+    assert torch.equal(X, f32(r(2500, 16)))
+    # the readout: scaled so that the changed network's outputs, each centred, have unit spread
+    changed = [(W1 + deltas[0], b1), (W2 + deltas[1], b2)]
+    raw = tasks._tanh_layers(X, changed) @ W3_drawn.T
+    sd = float((raw - raw.mean(0)).std())
+    assert torch.equal(W3, f32(W3_drawn / sd)) and torch.equal(b3, f32(-raw.mean(0) / sd))
+    y = torch.cat([ytr, yte])
+    assert float(y[..., 1].mean(0).abs().max()) < 1e-6 and abs(float(y[..., 1].std()) - 1) < 1e-6
+    # g by hand, a few points by explicit sums
+    rows = [[W.tolist(), b.tolist()] for W, b in changed]
+    for i in (0, 1, 2222):
+        want = _tanh_net_by_hand(X[i].tolist(), rows, W3.tolist(), b3.tolist())
+        assert float((y[i, :, 1] - torch.tensor(want, dtype=torch.float64)).abs().max()) < 1e-12
+    # the noise: the next draws, N(0, 0.3²), apart from x and g; it alone costs 0.09
+    noise = y[..., 0] - y[..., 1]
+    assert float((noise - 0.3 * r(2500, 4)).abs().max()) < 1e-12
+    assert float((noise.std(0) - 0.3).abs().max()) < 0.01 and float(noise.mean().abs()) < 0.01
+    corr = torch.corrcoef(torch.stack([noise.flatten(), y[..., 1].flatten()]))[0, 1]
+    assert abs(float(corr)) < 0.05
+    assert 0.085 < float((noise[:2000] ** 2).mean()) < 0.095
+    # the change matters: the base alone is far from g, much farther than the noise
+    base_out = tasks._tanh_layers(X, [(W1, b1), (W2, b2)]) @ W3.T + b3
+    assert 0.5 < float(((base_out - y[..., 1]) ** 2).mean()) < 0.7
+
+
+def test_lora_adapt_trains_only_rank_4_adapters_on_the_frozen_base_by_hand():
+    Xtr, ytr, Xte, yte, base, deltas = tasks._lora_data()
+    t = tasks.lora_adapt(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 16) and y.shape == (32, 4, 2) and x.dtype == torch.float32
+    # only the adapters are parameters; the base is a buffer, never trained
+    assert [n for n, _ in m.named_parameters()] == ["A1", "B1", "A2", "B2"]
+    assert m.A1.shape == (4, 16) and m.B1.shape == (64, 4) and m.A2.shape == (4, 64)
+    assert m.B2.shape == (64, 4) and sum(p.numel() for p in m.parameters()) == 832
+    A1, B1, A2, B2 = (p.detach() for p in m.parameters())
+    assert float(B1.abs().max()) == 0 == float(B2.abs().max())
+    assert float(A1.abs().max()) <= 0.25 and float(A2.abs().max()) <= 0.125
+    assert float(A1.abs().max()) > 0.2  # uniform on ±1/√16, not a smaller start
+    buffers = dict(m.named_buffers())
+    assert sorted(buffers) == ["W1", "W2", "W3", "b1", "b2", "b3"]
+    for name, v in zip(("W1", "b1", "W2", "b2", "W3", "b3"), (p for layer in base for p in layer)):
+        assert buffers[name].dtype == torch.float32 and not buffers[name].requires_grad
+        assert torch.equal(buffers[name].double(), v)
+    with torch.no_grad():
+        # with B = 0 the model is the base network
+        base_out = tasks._tanh_layers(x.double(), base[:2]) @ base[2][0].T + base[2][1]
+        assert float((m(x).double() - base_out).abs().max()) < 1e-5
+        # with adapters, each hidden layer reads W + 2·B A; a few rows by explicit sums
+        for p in m.parameters():
+            p.copy_(0.3 * torch.randn(p.shape))
+        layers = [[(W + 2 * B.double() @ A.double()).tolist(), b.tolist()]
+                  for (W, b), A, B in zip(base[:2], (m.A1, m.A2), (m.B1, m.B2))]
+        got = m(x).double()
+        for i in range(3):
+            want = _tanh_net_by_hand(x[i].double().tolist(), layers, base[2][0].tolist(),
+                                     base[2][1].tolist())
+            assert float((got[i] - torch.tensor(want, dtype=torch.float64)).abs().max()) < 1e-5
+        assert float((got - base_out).abs().max()) > 0.1
+        # adapters with 2·B_l A_l = Δ_l (from Δ_l's SVD) give g, the noise-free target: the
+        # adapters can reach the floor, the noise's own cost
+        for D, A, B in zip(deltas, (m.A1, m.A2), (m.B1, m.B2)):
+            U, s, Vh = torch.linalg.svd(D)
+            B.copy_(U[:, :4] * s[:4] / 2)
+            A.copy_(Vh[:4])
+        assert float((m(Xtr).double() - ytr[..., 1]).abs().max()) < 1e-4
+        noise = float(((ytr[..., 0] - ytr[..., 1]) ** 2).mean())
+        assert abs(t.train_loss(m) - noise) < 1e-5 and 0.085 < noise < 0.095
+    # LoRA's start: B = 0, so A gets no gradient on the first step and B does
+    t = tasks.lora_adapt(0)
+    t.loss(t.model, x, y).backward()
+    assert float(t.model.A1.grad.abs().max()) == 0 == float(t.model.A2.grad.abs().max())
+    assert float(t.model.B1.grad.abs().sum()) > 0 and float(t.model.B2.grad.abs().sum()) > 0
+    # every seed adapts the same frozen base from its own A
+    t1 = tasks.lora_adapt(1)
+    for (name, v), v1 in zip(t.model.named_buffers(), t1.model.buffers()):
+        assert torch.equal(v, v1), name
+    assert not torch.equal(t.model.A1, t1.model.A1)
+
+
+def test_lora_adapt_loss_is_the_mse_to_the_noisy_targets():
+    Xtr, ytr, Xte, yte, _, _ = tasks._lora_data()
+    t = tasks.lora_adapt(0)
+    x, y = next(iter(t.batches()))
+    p = t.model(x).double().detach()
+    want = sum((p[i, k] - y[i, k, 0]) ** 2 for i in range(32) for k in range(4)) / 128
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - float(want)) < 1e-5 and a > 0.3
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the noise-free target reads the noise's own cost, about 0.09
+    oracle = lambda X: {id(Xtr): ytr, id(Xte): yte}[id(X)][..., 1]  # noqa: E731
+    assert 0.088 < t.train_loss(oracle) < 0.093 and 0.085 < t.test_metric(oracle)[1] < 0.09
+    name, value = t.test_metric(t.model)
+    want_te = float(((t.model(Xte).double().detach() - yte[..., 0]) ** 2).mean())
+    assert name == "test_mse" and abs(value - want_te) < 1e-5
+    assert 0.6 < t.train_loss(t.model) < 0.7 and t.steps == 372  # the base's own loss
+
+
+def _tpp_teacher_by_hand():
+    """The teacher's weights by hand: the data's seed's first draws, in order."""
+    g = torch.Generator().manual_seed(2058)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    gru = (2 / math.sqrt(10) * r(48, 10), 0.75 * r(48, 16), 0.1 * r(48), 0.1 * r(48))
+    return gru, 0.625 * r(16), 2 * r(8, 16)
+
+
+def _tpp_teacher_forced(y):
+    """The teacher's a and mark logits before each event of the sequences y, by torch's GRUCell
+    (not the data's own ``_gru_cell``) loaded with the teacher's weights. (n, L), (n, L, 8)"""
+    (Wi, Wh, bi, bh), v, U = _tpp_teacher_by_hand()
+    cell = torch.nn.GRUCell(10, 16).double()
+    with torch.no_grad():
+        for p, w in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh),
+                        (Wi, Wh, bi, bh)):
+            p.copy_(w)
+        h, a, logits = torch.zeros(len(y), 16, dtype=torch.float64), [], []
+        for j in range(y.shape[1]):
+            a.append(h @ v)
+            logits.append(h @ U.T)
+            tau, mark = y[:, j, 0], y[:, j, 1].long()
+            h = cell(torch.cat([F.one_hot(mark, 8).double(), tau[:, None], tau.log()[:, None]],
+                               -1), h)
+    return torch.stack(a, 1), torch.stack(logits, 1)
+
+
+def test_tpp_rmtpp_data_are_event_sequences_of_a_known_rmtpp_teacher():
+    Xtr, ytr, Xte, yte, teacher = tasks._tpp_sequences()
+    assert Xtr.shape == (2000, 32, 2) and Xte.shape == (500, 32, 2) and ytr.shape == (2000, 32, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 32, 2)
+    assert torch.equal(Xtr.double(), ytr) and torch.equal(Xte.double(), yte)  # gaps in float32
+    y = torch.cat([ytr, yte])
+    tau, mark = y[..., 0], y[..., 1]
+    assert float(tau.min()) > 0 and torch.equal(mark, mark.round())
+    assert set(mark.long().unique().tolist()) == set(range(8))
+    # the teacher's weights are the seed's first draws; ``_gru_cell`` is torch's GRU cell
+    gru, v, U = _tpp_teacher_by_hand()
+    assert all(torch.equal(p, q) for p, q in zip(teacher["gru"], gru))
+    assert torch.equal(teacher["v"], v) and torch.equal(teacher["U"], U)
+    cell = torch.nn.GRUCell(10, 16).double()
+    with torch.no_grad():
+        for p, w in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), gru):
+            p.copy_(w)
+        xs, hs = torch.randn(5, 10, dtype=torch.float64), torch.randn(5, 16, dtype=torch.float64)
+        assert float((tasks._gru_cell(xs, hs, *gru) - cell(xs, hs)).abs().max()) < 1e-12
+    # time rescaling: the teacher's compensator over each gap, e^a (e^{0.5 τ} − 1)/0.5, is
+    # Exp(1) whatever the state, so the gaps are the teacher's
+    a, logits = _tpp_teacher_forced(y)
+    comp = a.exp() * torch.expm1(0.5 * tau) / 0.5
+    assert abs(float(comp.mean()) - 1) < 0.02 and abs(float(comp.var()) - 1) < 0.05
+    for c in (0.5, 1, 3):
+        assert abs(float((comp > c).double().mean()) - math.exp(-c)) < 0.01
+    high = a > a.median()
+    assert abs(float(comp[high].mean()) - float(comp[~high].mean())) < 0.03
+    assert float(a.std()) > 0.5  # the rate varies with the history
+    # the marks follow the teacher's probabilities: the drawn mark's probability averages Σ p²,
+    # the likeliest mark is drawn as often as its mass
+    p = torch.softmax(logits, -1)
+    drawn = p.gather(-1, mark.long()[..., None])[..., 0]
+    assert abs(float(drawn.mean()) - float((p ** 2).sum(-1).mean())) < 0.01
+    assert abs(float((p.argmax(-1) == mark).double().mean()) - float(p.amax(-1).mean())) < 0.01
+    # the floor, the teacher's NLL, from the same pieces: 1.16 nats an event, against about 2.35
+    # for a Poisson process with the marks' frequencies
+    nll = -(a + 0.5 * tau - comp) - torch.log_softmax(logits, -1).gather(
+        -1, mark.long()[..., None])[..., 0]
+    floor = tasks._tpp_teacher_nll(teacher, ytr)
+    assert float((floor - nll[:2000].mean(1)).abs().max()) < 1e-9
+    assert 1.1 < float(floor.mean()) < 1.25
+    rate = 1 / float(ytr[..., 0].mean())
+    freq = torch.bincount(ytr[..., 1].long().flatten(), minlength=8).double() / 64000
+    poisson = float((rate * ytr[..., 0] - math.log(rate)).mean()
+                    - freq[ytr[..., 1].long()].log().mean())
+    assert 2.2 < poisson < 2.5
+
+
+def test_tpp_rmtpp_model_is_a_gru_over_the_events_with_an_exponential_intensity_by_hand():
+    t = tasks.tpp_rmtpp(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 32, 2) and y.shape == (32, 32, 2) and x.dtype == torch.float32
+    assert m.embed.weight.shape == (8, 8) and m.gru.weight_ih_l0.shape == (96, 10)
+    assert m.gru.weight_hh_l0.shape == (96, 32) and m.time.weight.shape == (1, 32)
+    assert m.mark.weight.shape == (8, 32) and float(m.w.detach()) == pytest.approx(0.1)
+    E = m.embed.weight.double().tolist()
+    Wi, Wh = m.gru.weight_ih_l0.double().tolist(), m.gru.weight_hh_l0.double().tolist()
+    bi, bh = m.gru.bias_ih_l0.double().tolist(), m.gru.bias_hh_l0.double().tolist()
+    v, b = m.time.weight.double()[0].tolist(), float(m.time.bias.detach())
+    M, mb = m.mark.weight.double().tolist(), m.mark.bias.double().tolist()
+    sig = lambda u: 1 / (1 + math.exp(-u))  # noqa: E731
+    dot = lambda p, q: sum(pk * qk for pk, qk in zip(p, q))  # noqa: E731
+    with torch.no_grad():
+        out = m(x).double()
+        assert out.shape == (32, 32, 10)
+        for i in range(2):  # two sequences by explicit sums: h_0 = 0, then a GRU step per event
+            h = [0.0] * 32
+            for j in range(32):
+                assert abs(float(out[i, j, 0]) - (dot(v, h) + b)) < 1e-5
+                assert float(out[i, j, 1]) == float(m.w.detach())
+                want = torch.tensor([dot(row, h) + c for row, c in zip(M, mb)],
+                                    dtype=torch.float64)
+                assert float((out[i, j, 2:] - want).abs().max()) < 1e-5
+                tau, mark = float(x[i, j, 0]), int(x[i, j, 1])
+                inp = E[mark] + [tau, math.log(tau)]
+                gi = [dot(row, inp) + c for row, c in zip(Wi, bi)]
+                gh = [dot(row, h) + c for row, c in zip(Wh, bh)]
+                r = [sig(gi[k] + gh[k]) for k in range(32)]
+                z = [sig(gi[32 + k] + gh[32 + k]) for k in range(32)]
+                n = [math.tanh(gi[64 + k] + r[k] * gh[64 + k]) for k in range(32)]
+                h = [(1 - z[k]) * n[k] + z[k] * h[k] for k in range(32)]
+        # each event's outputs read only the events before it
+        x2 = x.clone()
+        x2[:, 10, 0] *= 3
+        x2[:, 10, 1] = (x2[:, 10, 1] + 1) % 8
+        out2 = m(x2).double()
+        assert torch.equal(out2[:, :11], out[:, :11])
+        assert float((out2[:, 11, 0] - out[:, 11, 0]).abs().min()) > 0
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+class _TPPTeacher(torch.nn.Module):
+    """The teacher as a model: its a, w = 0.5 and mark logits before each event of X."""
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, X):
+        a, logits = _tpp_teacher_forced(X.double())
+        return torch.cat([a[..., None], torch.full_like(a[..., None], 0.5), logits], -1)
+
+
+def test_tpp_rmtpp_loss_is_the_exact_nll_per_event_and_the_teacher_reads_the_floor():
+    Xtr, ytr, Xte, yte, teacher = tasks._tpp_sequences()
+    t = tasks.tpp_rmtpp(0)
+    x, y = next(iter(t.batches()))
+    out = t.model(x).double().detach().tolist()
+    total = 0.0
+    for i in range(32):  # log f(τ) = a + wτ − e^a (e^{wτ} − 1)/w, plus the mark's log-softmax
+        for j in range(32):
+            a, w, logits = out[i][j][0], out[i][j][1], out[i][j][2:]
+            tau, mark = float(y[i, j, 0]), int(y[i, j, 1])
+            total += a + w * tau - math.exp(a) * (math.exp(w * tau) - 1) / w
+            total += logits[mark] - math.log(sum(math.exp(c) for c in logits))
+    got = float(t.loss(t.model, x, y).detach())
+    assert abs(got + total / 1024) < 1e-5 and got > 2.5
+    # the gap's density integrates to 1 (w > 0), to 1 − exp(e^a / w) (w < 0: maybe no next
+    # event), and reads e^a·e^{−e^a τ} at w = 0
+    s = torch.linspace(0, 60, 600001, dtype=torch.float64)
+    zero = torch.zeros(len(s), 8, dtype=torch.float64)
+    for a, w in ((0.3, 0.5), (-1.0, 0.05), (0.5, -0.4)):
+        ll = tasks._rmtpp_log_lik(torch.full_like(s, a), torch.full_like(s, w), zero, s,
+                                  torch.zeros(len(s), dtype=torch.long))
+        mass = float(torch.trapezoid((ll + math.log(8)).exp(), s))
+        assert abs(mass - (1 if w > 0 else 1 - math.exp(math.exp(a) / w))) < 1e-6
+    ll = tasks._rmtpp_log_lik(torch.tensor(0.2), torch.tensor(0.0), torch.zeros(8),
+                              torch.tensor(1.5), torch.tensor(3))
+    assert abs(float(ll) - (0.2 - math.exp(0.2) * 1.5 - math.log(8))) < 1e-6
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the teacher as a model reads the floor, about 1.16 (1.17 on the test sequences)
+    oracle = _TPPTeacher(teacher)
+    floor = float(tasks._tpp_teacher_nll(teacher, ytr).mean())
+    assert abs(t.train_loss(oracle) - floor) < 1e-9 and 1.1 < floor < 1.25
+    test_floor = float(tasks._tpp_teacher_nll(teacher, yte).mean())
+    assert abs(t.test_metric(oracle)[1] - test_floor) < 1e-9
+    name, value = t.test_metric(t.model)
+    assert name == "test_nll" and abs(value - float(t.loss(t.model, Xte, yte).detach())) < 1e-5
+    assert t.train_loss(t.model) > 2.5 and t.steps == 372
