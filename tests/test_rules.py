@@ -1282,8 +1282,9 @@ def test_steep_grows_on_a_deep_fall_and_not_on_a_straight_stretch(rule):
         assert a_s == (a_g if grows else a_b)
 
 
-EARLY_ONLY = tuple(r for r in reference.EARLY_RULES  # `_kmax`, `_share`: their own tests, below
-                   if r not in reference.KMAX_RULES and r not in reference.SHARE_RULES)
+EARLY_ONLY = tuple(r for r in reference.EARLY_RULES  # `_kmax`, `_share`, `_lowshare`: own tests
+                   if r not in reference.KMAX_RULES and r not in reference.SHARE_RULES
+                   and r not in reference.LOWSHARE_RULES)
 
 
 @settings(max_examples=400, deadline=None)
@@ -1764,3 +1765,67 @@ def test_sharesm_climbs_over_about_twenty_batches_and_falls_back(rule):
     assert slots[10] < 0.22 < slots[11] and slots[21] < 0.34 < slots[22]
     assert all(b < a for a, b in zip(slots[39:], slots[40:]))
     assert slots[59] > 0.22 > slots[84]
+
+
+def _lowshare_base(rule):
+    base = rule.replace("_lowshare", "")
+    assert base in reference.RULES and base not in reference.LOWSHARE_RULES
+    return base
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.LOWSHARE_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
+       kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
+       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_lowshare_scales_only_the_step_by_the_smoothed_share(rule, L0, dL, vg, pg, vv, pp, gg, tt,
+                                                              vz, beta, ema, kv, kp, length, share,
+                                                              found, pdir):
+    """`*_lowshare`: every step averages this batch's c² into the `share` slot (decay
+    SHARE_DECAY; an empty slot takes c² as it is), along either probe direction, and the step is
+    the rule's without the modifier times clamp(slot/0.10, 0.25, 1); every other slot (the α
+    memory, the curvatures, the next probe, the step length) is that rule's; the device agrees,
+    the slot too."""
+    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
+                                        for x in (beta, ema, kv, kp, length, share))
+    vz = min(vz, vv)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=vz)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             length=length, share=share)
+    a_l, n_l = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_b, n_b = reference.rule_step(_lowshare_base(rule), L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    c2 = _c2(red)
+    slot = 0.95 * share + 0.05 * c2 if share > 0 else c2
+    assert n_l.share == pytest.approx(slot, rel=1e-12, abs=1e-300) and n_b.share == share
+    factor = min(max(slot / 0.10, 0.25), 1.0)
+    assert (reference.LOWSHARE_REF, reference.LOWSHARE_LO) == (0.10, 0.25)
+    assert a_l == pytest.approx(a_b * factor, rel=1e-12, abs=1e-300)
+    assert vars(n_l) == dict(vars(n_b), alpha=n_l.alpha, share=n_l.share)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_l, rel=1e-5, abs=1e-30)
+    for k in ("share", "ema", "beta", "length"):
+        assert float(n_dev[k]) == pytest.approx(getattr(n_l, k), rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.LOWSHARE_RULES)
+@pytest.mark.parametrize("share", [0.0, 0.01, 0.05, 0.1, 0.3])
+@pytest.mark.parametrize("c2", [0.01, 0.05, 0.2])
+def test_lowshare_shortens_the_step_where_the_smoothed_share_is_low(rule, share, c2):
+    """A V probe with a stored fit along P and no bound in reach: the slot becomes
+    s = 0.95·share + 0.05·c² (c² alone from an empty slot) and the step is the rule's without the
+    modifier times s/0.10, at least a quarter of it and at most all of it; the device agrees."""
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=1.0 / c2, tt=1e12, vz=0.0)
+    L0, beta = 1e4, 10.0
+    Lb = L0 - beta * red["vg"] + 1e-3 * red["vv"] * beta ** 2
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1e-3, kappa_p=4e-3, found=1.0,
+                             share=share)
+    a_l, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_b, _ = reference.rule_step(_lowshare_base(rule), L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    s = 0.95 * share + 0.05 * c2 if share > 0 else c2
+    assert a_b > 0 and a_l == pytest.approx(a_b * min(max(s / 0.10, 0.25), 1.0), rel=1e-12)
+    if share >= 0.3 or (share == 0 and c2 >= 0.1):
+        assert a_l == a_b
+    if share == 0.01 and c2 <= 0.05:
+        assert a_l == pytest.approx(a_b / 4, rel=1e-12)
+    assert float(a_dev) == pytest.approx(a_l, rel=1e-5)
