@@ -626,17 +626,17 @@ NEAR.update({r: NEAR[without_share(r)] for r in SHARE_RULES if without_share(r) 
 # `*_lowshare` (Adam's rules; round 33, log item 60): the step only, scaled by
 # clamp(c̄²/LOWSHARE_REF, LOWSHARE_LO, 1), c̄² the fresh gradient's share of V (``share_of``)
 # smoothed over ~20 steps in the `share` slot (EMA SHARE_DECAY; an empty slot takes this step's c²,
-# so a run does not start at the floor). Adam's default steps 2-15x tuned Adam's lr on its long
+# so a run does not start at the floor). Adam's default stepped 2–15× tuned Adam's lr on its long
 # group (the Cox model, the ordinal regression, the score model, the ranking model, the bags, the
-# knowledge-graph embeddings, the forecaster: log items 43, 44, 54, 59), where c̄² is 0.02-0.07;
-# on most dense tasks it holds c̄² is 0.08-0.18 (seed 0, α₀ = 1e-2). Measured in Adam's own metric
-# (D = √v̂ + ε: (Σ m̂G/D)² / (Σ m̂²/D · Σ G²/D)) the share sits at the white-noise level 1 − β₁²
-# (0.19-0.23) on 20 of 23 of those tasks, the long group and the held alike: the spread of the
-# Euclidean c² between tasks is the preconditioner's, not the batch noise's, and this modifier is
-# a test of whether it marks the long group, not a model of it. It shortens tasks Adam holds with
-# sparse rows (the bag of embeddings, c̄² 0.01) and the LSTM (0.04), whose steps are not long (a
-# seed-0 prototype: 1.30x and 3.2-3.4x). REF and LO from that prototype at seed 0: fitted on the
-# selection. The memory, the next probe and the `_len` length are the rule's without it.
+# knowledge-graph embeddings, the forecaster: log items 43, 44, 54, 59), where c̄² is 0.02–0.07,
+# against 0.08–0.18 on most dense tasks it holds (seed 0, α₀ = 1e-2). Measured in Adam's own
+# metric (D = √v̂ + ε: (Σ m̂G/D)² / (Σ m̂²/D · Σ G²/D)) the share sits at the white-noise level
+# 1 − β₁² (0.19–0.23) on 20 of 23 of those tasks, the long group and the held alike: the spread of
+# the Euclidean c² between tasks is the preconditioner's, not the batch noise's, and this modifier
+# is a test of whether it marks the long group, not a model of it. It shortens tasks Adam holds
+# with sparse rows (the bag of embeddings, c̄² 0.01) and the LSTM (0.04), whose steps were not
+# long (a seed-0 prototype: 1.30× and 3.2–3.4×). REF and LO from that prototype at seed 0: fitted
+# on the selection. The memory, the next probe and the `_len` length are the rule's without it.
 LOWSHARE_RULES = tuple(r for r in RULES if "_lowshare" in r)
 LOWSHARE_REF, LOWSHARE_LO = 0.10, 0.25
 NEAR.update({r: NEAR[r.replace("_lowshare", "")] for r in LOWSHARE_RULES
