@@ -240,9 +240,11 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # selection) ties the worst case (13.81×, the physics-informed net), has 1401 against 1271 of 1830
 # runs within, 29 against 23 tasks holding, no check run past 100× (largest rebound 30.4× against
 # 69.6×), and passes CI's claims: Adam's default.
-DEFAULT_RULES = {KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
-                 KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen",
-                 KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_unseen"}
+DEFAULT_RULES = {
+    KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
+    KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen",
+    KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_unseen",
+}
 
 
 def resolve_rule(rule: str, kind: int) -> str:
