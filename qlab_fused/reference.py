@@ -922,12 +922,12 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
                 new.kappa_v = kappa
             if rule in EARLY_RULES and kappa > 0:
                 new.found = 1.0
-        if rule in SHARESM_RULES:  # every step that stepped: the probe does not enter c²
+        # every step that stepped averages c² (the probe does not enter it); `_lowshare`'s empty
+        # slot takes c² as it is
+        if rule in SHARESM_RULES or rule in LOWSHARE_RULES:
             c2 = share_of(d, red["vv"], red["gg"])
-            new.share = SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2
-        if rule in LOWSHARE_RULES:  # the same average; an empty slot takes this step's c²
-            c2 = share_of(d, red["vv"], red["gg"])
-            new.share = SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2 if st.share > 0 else c2
+            empty = rule in LOWSHARE_RULES and not st.share > 0
+            new.share = c2 if empty else SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
             entry = kappa if remember else 0.0
             if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units

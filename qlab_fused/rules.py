@@ -173,11 +173,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
             gg = red[RED_GG]
             ok = (d > 0) & (vv > 0) & (gg > 0)
             c2 = torch.where(ok, d * d / torch.where(ok, vv * gg, zero + 1), zero)
-        if rule in SHARESM_RULES:  # `_sharesm`: c² smoothed over the steps
+        if rule in SHARESM_RULES or rule in LOWSHARE_RULES:  # c² smoothed over the steps
             share = SHARE_DECAY * st64["share"] + (1 - SHARE_DECAY) * c2
-        if rule in LOWSHARE_RULES:  # the same average; an empty slot takes this step's c²
-            share = torch.where(st64["share"] > 0,
-                                SHARE_DECAY * st64["share"] + (1 - SHARE_DECAY) * c2, c2)
+            if rule in LOWSHARE_RULES:  # an empty slot takes this step's c² as it is
+                share = torch.where(st64["share"] > 0, share, c2)
         if rule in WGEO_RULES:
             w = WGEO_V
             if rule in SHARESM_RULES:  # `_sharesm`: the smoothed share, its own band
@@ -282,6 +281,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                                                          * alpha0), beta_next)
     beta_next = torch.where(fin, beta_next, beta / 10)
     stepped = l0_ok & fin
+    if rule in SHARESM_RULES or rule in LOWSHARE_RULES:  # the `share` slot after this step
+        share = torch.where(stepped, share, st64["share"])
     if rule in POLYAK_RULES:  # the step only: the memory and the next probe are the rule's own
         ok = (L0 > 0) & (d > 0)
         alpha = torch.where(ok, torch.minimum(alpha, POLYAK * L0 / torch.where(ok, d, zero + 1)), alpha)
@@ -315,7 +316,6 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))
         alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
     if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
-        share = torch.where(stepped, share, st64["share"])
         alpha = alpha * (share / LOWSHARE_REF).clamp(LOWSHARE_LO, 1)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)
@@ -332,8 +332,7 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
                      if rule in SPLIT_RULES else st64["beta_alt"]),
         "found": (torch.where(stepped, found, st64["found"]) if rule in EARLY_RULES else st64["found"]),
         "kmax": torch.where(stepped, kmax, st64["kmax"]) if rule in KMAX_RULES else st64["kmax"],
-        "share": (torch.where(stepped, share, st64["share"])
-                  if rule in SHARESM_RULES or rule in LOWSHARE_RULES else st64["share"]),
+        "share": share if rule in SHARESM_RULES or rule in LOWSHARE_RULES else st64["share"],
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }
