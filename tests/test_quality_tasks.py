@@ -779,7 +779,8 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
 @pytest.mark.parametrize("name", ["cox_survival", "set_deepsets", "rank_listnet", "lista_sparse",
                                   "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags",
                                   "crf_tagger", "nam_additive", "soft_trees", "kg_distmult",
-                                  "lora_adapt", "tpp_rmtpp"])
+                                  "lora_adapt", "tpp_rmtpp", "hypernet_curves",
+                                  "lasso_logistic"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -1915,3 +1916,262 @@ def test_tpp_rmtpp_loss_is_the_exact_nll_per_event_and_the_teacher_reads_the_flo
     name, value = t.test_metric(t.model)
     assert name == "test_nll" and abs(value - float(t.loss(t.model, Xte, yte).detach())) < 1e-5
     assert t.train_loss(t.model) > 2.5 and t.steps == 372
+
+
+def test_round_34_held_out_tasks_are_out_of_the_selection():
+    for name in ("hypernet_curves", "lasso_logistic"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 34"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 63
+
+
+def _hyper_draws_by_hand():
+    """The hypernetwork data's seed's draws, in order: the teacher (A, a, B, θ_0), the contexts,
+    the points, the noise."""
+    g = torch.Generator().manual_seed(2060)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    A, a, B, theta0 = 0.75 * r(16, 4), 0.1 * r(16), 0.25 * r(49, 16), r(49)
+    Z = r(2500, 4).float().double()
+    x = (4 * torch.rand(2500, 16, generator=g, dtype=torch.float64) - 2).float().double()
+    return A, a, B, theta0, Z, x, 0.3 * r(2500, 16)
+
+
+_HYPER_SCALE = [1.5] * 16 + [1.0] * 16 + [0.25] * 16 + [1.0]
+
+
+def _curve_by_hand(z, xs, A, a, B, theta0):
+    """One row's raw outputs (before the standardising) by explicit sums: h = tanh(A z + a),
+    θ = s ⊙ (θ_0 + B h), f(x) = Σ_k w2_k tanh(w1_k x + b1_k) + b2 at each point x."""
+    h = [math.tanh(sum(ak * zk for ak, zk in zip(row, z)) + c) for row, c in zip(A, a)]
+    th = [s * (t0 + sum(bk * hk for bk, hk in zip(row, h)))
+          for row, t0, s in zip(B, theta0, _HYPER_SCALE)]
+    w1, b1, w2, b2 = th[:16], th[16:32], th[32:48], th[48]
+    return [sum(w2[k] * math.tanh(w1[k] * v + b1[k]) for k in range(16)) + b2 for v in xs]
+
+
+def test_hypernet_curves_data_are_a_teacher_hypernetwork_s_curves_plus_noise():
+    Xtr, ytr, Xte, yte, teacher = tasks._hyper_data()
+    assert Xtr.shape == (2000, 20) and Xte.shape == (500, 20) and ytr.shape == (2000, 16, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 16, 2)
+    A, a, B, theta0, Z, x, noise = _hyper_draws_by_hand()
+    assert torch.equal(teacher["A"], A) and torch.equal(teacher["a"], a)
+    assert torch.equal(teacher["B"], B) and torch.equal(teacher["theta0"], theta0)
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([yte.new_zeros(0, 16, 2), ytr, yte])
+    assert torch.equal(X, torch.cat([Z, x], -1))
+    assert float(x.min()) >= -2 and float(x.max()) <= 2
+    # the raw curves by a batched formula of our own (einsum over the units), then μ and σ
+    s = torch.tensor(_HYPER_SCALE, dtype=torch.float64)
+    th = s * (theta0 + torch.tanh(Z @ A.T + a) @ B.T)
+    raw = torch.einsum("nk,nik->ni", th[:, 32:48], torch.tanh(
+        x[..., None] * th[:, None, :16] + th[:, None, 16:32])) + th[:, 48:]
+    mu, sd = float(raw.mean()), float(raw.std())
+    assert abs(teacher["mu"] - mu) < 1e-12 and abs(teacher["sd"] - sd) < 1e-12
+    # a few rows by explicit sums: the clean targets are the standardised raw curves
+    for i in (0, 1, 1999, 2400):
+        want = [(v - mu) / sd for v in _curve_by_hand(Z[i].tolist(), x[i].tolist(),
+                                                      A.tolist(), a.tolist(), B.tolist(),
+                                                      theta0.tolist())]
+        assert float((y[i, :, 1] - torch.tensor(want, dtype=torch.float64)).abs().max()) < 1e-12
+    assert abs(float(y[..., 1].mean())) < 1e-12 and abs(float(y[..., 1].std()) - 1) < 1e-12
+    # the noise: the next draws, N(0, 0.3²); it alone costs 0.09 (0.0887 on the training targets)
+    assert float((y[..., 0] - y[..., 1] - noise).abs().max()) < 1e-12
+    assert 0.085 < float((noise[:2000] ** 2).mean()) < 0.092
+    # the context matters: over a grid of x, most of the curves' spread is between contexts
+    grid = torch.linspace(-2, 2, 41, dtype=torch.float64).expand(2500, 41)
+    f = (tasks._hyper_target(grid, th) - mu) / sd
+    assert float(f.var(0).mean()) > 0.8 and float(f.mean(0).var()) < 0.2
+
+
+def _teacher_as_hypernet(m, teacher):
+    """Load the teacher into the model ``m`` (its first 16 hidden units; the rest of the body and
+    their head's columns 0), with the standardising folded into the head and θ_0."""
+    A, a, B, theta0 = teacher["A"], teacher["a"], teacher["B"], teacher["theta0"]
+    s = torch.tensor(_HYPER_SCALE, dtype=torch.float64)
+    out = torch.ones(49, dtype=torch.float64)
+    out[32:] = 1 / teacher["sd"]  # w2 and b2 read / σ, b2 − μ before
+    shift = torch.zeros(49, dtype=torch.float64)
+    shift[48] = -teacher["mu"] / teacher["sd"]
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.body.weight[:16] = A
+        m.body.bias[:16] = a
+        m.head.weight[:, :16] = (out * s)[:, None] * B
+        m.theta0.copy_(out * s * theta0 + shift)
+    return m
+
+
+def test_hypernet_curves_model_generates_each_row_s_weights_by_hand_and_holds_the_teacher():
+    Xtr, ytr, Xte, yte, teacher = tasks._hyper_data()
+    t = tasks.hypernet_curves(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 20) and y.shape == (32, 16, 2) and x.dtype == torch.float32
+    shapes = [(n, tuple(p.shape)) for n, p in m.named_parameters()]
+    assert shapes == [("theta0", (49,)), ("body.weight", (32, 4)), ("body.bias", (32,)),
+                      ("head.weight", (49, 32)), ("head.bias", (49,))]
+    assert sum(p.numel() for p in m.parameters()) == 1826
+    th0 = m.theta0.detach()
+    assert float(th0[:32].abs().max()) <= 1 and float(th0[:32].abs().max()) > 0.8  # U(±1)
+    assert float(th0[32:].abs().max()) <= 0.25
+    V, c = m.body.weight.double().tolist(), m.body.bias.double().tolist()
+    W, d = m.head.weight.double().tolist(), m.head.bias.double().tolist()
+    t0 = th0.double().tolist()
+    with torch.no_grad():
+        out = m(x).double()
+    assert out.shape == (32, 16)
+    for i in (0, 31):  # two rows by explicit sums: θ = θ_0 + W tanh(V z + c) + d
+        z, pts = x[i, :4].double().tolist(), x[i, 4:].double().tolist()
+        h = [math.tanh(sum(vk * zk for vk, zk in zip(row, z)) + ci) for row, ci in zip(V, c)]
+        th = [tk + sum(wk * hk for wk, hk in zip(row, h)) + dk for row, tk, dk in zip(W, t0, d)]
+        want = [sum(th[32 + k] * math.tanh(th[k] * v + th[16 + k]) for k in range(16)) + th[48]
+                for v in pts]
+        assert float((out[i] - torch.tensor(want, dtype=torch.float64)).abs().max()) < 1e-5
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    # the teacher is one of the model's settings: loaded, it gives the noise-free targets
+    m64 = _teacher_as_hypernet(copy.deepcopy(m).double(), teacher)
+    with torch.no_grad():
+        assert float((m64(Xtr.double()) - ytr[..., 1]).abs().max()) < 1e-9
+        assert float((m64(Xte.double()) - yte[..., 1]).abs().max()) < 1e-9
+
+
+def test_hypernet_curves_loss_is_the_mse_to_the_noisy_targets_and_the_teacher_reads_the_noise():
+    Xtr, ytr, Xte, yte, teacher = tasks._hyper_data()
+    t = tasks.hypernet_curves(0)
+    x, y = next(iter(t.batches()))
+    p = t.model(x).double().detach()
+    want = sum((p[i, k] - y[i, k, 0]) ** 2 for i in range(32) for k in range(16)) / 512
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - float(want)) < 1e-5 and a > 0.5
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    oracle = _Double(_teacher_as_hypernet(copy.deepcopy(t.model).double(), teacher))
+    noise_tr = float(((ytr[..., 0] - ytr[..., 1]) ** 2).mean())
+    noise_te = float(((yte[..., 0] - yte[..., 1]) ** 2).mean())
+    assert abs(t.train_loss(oracle) - noise_tr) < 1e-9 and 0.085 < noise_tr < 0.092
+    assert abs(t.test_metric(oracle)[1] - noise_te) < 1e-9
+    name, value = t.test_metric(t.model)
+    want_te = float(((t.model(Xte).double().detach() - yte[..., 0]) ** 2).mean())
+    assert name == "test_mse" and abs(value - want_te) < 1e-5
+    assert t.train_loss(t.model) > 0.5 and t.steps == 992
+
+
+def _lasso_draws_by_hand():
+    """The lasso data's seed's draws, in order: e, the support, the signs, the magnitudes, the
+    labels' uniforms; x from e by the AR(1) chain's closed form, x_j = 0.95^j e_0 + Σ_{1≤k≤j}
+    0.95^{j−k} √(1 − 0.95²) e_k, a lower-triangular matrix."""
+    g = torch.Generator().manual_seed(2062)
+    e = torch.randn(2500, 500, generator=g, dtype=torch.float64)
+    j = torch.arange(500, dtype=torch.float64)
+    lag = j[:, None] - j[None, :]
+    L = torch.where(lag >= 0, 0.95 ** lag.clamp_min(0), torch.zeros(()).double())
+    L[:, 1:] *= math.sqrt(1 - 0.95 ** 2)
+    support = torch.randperm(500, generator=g)[:20]
+    sign = torch.where(torch.rand(20, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    mag = 0.5 + torch.rand(20, generator=g, dtype=torch.float64)
+    u = torch.rand(2500, generator=g, dtype=torch.float64)
+    return e @ L.T, support, sign * mag, u
+
+
+def test_lasso_logistic_data_are_a_sparse_logistic_teacher_s_labels_on_correlated_features():
+    Xtr, ytr, Xte, yte, w = tasks._lasso_data()
+    assert Xtr.shape == (2000, 500) and Xte.shape == (500, 500) and ytr.shape == (2000, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 2)
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([ytr, yte])
+    x_hand, support, weights, u = _lasso_draws_by_hand()
+    assert float((X - x_hand).abs().max()) < 1e-5  # float32 rounding of the same chain
+    assert torch.equal(w.nonzero()[:, 0], support.sort().values)
+    assert torch.equal(w[support], weights)
+    assert float(w.abs()[support].min()) >= 0.5 and float(w.abs().max()) <= 1.5
+    assert 0 < int((w > 0).sum()) < 20
+    # every feature N(0, 1), neighbours correlated 0.95, ten apart 0.95¹⁰ ≈ 0.60
+    assert float((X.std(0) - 1).abs().mean()) < 0.03 and float(X.mean(0).abs().mean()) < 0.03
+    for lag in (1, 10):
+        c = float((X[:, :-lag] * X[:, lag:]).mean())
+        assert abs(c - 0.95 ** lag) < 0.03
+    # the labels: 1 where the uniform falls below σ(w*·x + 0.3), by explicit sums for a few
+    p = torch.sigmoid(X @ w + 0.3)
+    assert float((y[:, 1] - p).abs().max()) < 1e-12
+    assert torch.equal(y[:, 0], (u < p).double())
+    for i in (0, 7, 2499):
+        s = sum(X[i, k].item() * w[k].item() for k in support.tolist()) + 0.3
+        assert abs(float(y[i, 1]) - 1 / (1 + math.exp(-s))) < 1e-12
+    assert abs(float(y[:, 0].mean() - p.mean())) < 0.02
+    nll = float(F.binary_cross_entropy(ytr[:, 1], ytr[:, 0]))
+    assert 0.25 < nll < 0.28  # the teacher's own log-loss on the training labels, 0.266
+
+
+def _lasso_optimum(X, y, lam=0.01, iters=1500):
+    """min_{w, b} mean log-loss + λ‖w‖₁ by FISTA (proximal gradient with Nesterov's momentum, step
+    1/L, L a bound on the log-loss's curvature), float64."""
+    n = len(y)
+    L = float(torch.linalg.eigvalsh(X.T @ X / n).max() + 1) / 4
+    w, b = torch.zeros(X.shape[1], dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    vw, vb, t = w, b, 1.0
+    for _ in range(iters):
+        r = torch.sigmoid(X @ vw + vb) - y
+        step = vw - X.T @ r / (n * L)
+        w1 = step.sign() * (step.abs() - lam / L).clamp_min(0)
+        b1 = vb - r.mean() / L
+        t1 = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        vw, vb = w1 + (t - 1) / t1 * (w1 - w), b1 + (t - 1) / t1 * (b1 - b)
+        w, b, t = w1, b1, t1
+    return w, b
+
+
+def test_lasso_logistic_loss_is_the_log_loss_plus_the_l1_penalty_and_its_optimum_is_the_floor():
+    Xtr, ytr, Xte, yte, w_true = tasks._lasso_data()
+    t = tasks.lasso_logistic(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 500) and y.shape == (32, 2) and x.dtype == torch.float32
+    assert [(n, tuple(p.shape)) for n, p in m.named_parameters()] == [("weight", (1, 500)),
+                                                                     ("bias", (1,))]
+    assert float(m.weight.detach().abs().max()) <= 1 / math.sqrt(500)
+    wl, b = m.weight.double()[0].tolist(), float(m.bias.detach())
+
+    def by_hand(xs, ys, wl, b):  # mean log(1 + e^{−(2y − 1) s}) + 0.01 Σ |w_j|, s = w·x + b
+        total = 0.0
+        for v, lab in zip(xs.double().tolist(), ys[:, 0].tolist()):
+            s = sum(wk * vk for wk, vk in zip(wl, v)) + b
+            total += math.log1p(math.exp(-(2 * lab - 1) * s))
+        return total / len(xs), 0.01 * sum(abs(wk) for wk in wl)
+
+    with torch.no_grad():
+        logits = m(x).double()
+    assert logits.shape == (32,)
+    for i in (0, 31):
+        want = sum(wk * vk for wk, vk in zip(wl, x[i].tolist())) + b
+        assert abs(float(logits[i]) - want) < 1e-5
+    nll, pen = by_hand(x, y, wl, b)
+    a = float(t.loss(m, x, y).detach())
+    assert abs(a - (nll + pen)) < 1e-5 and pen > 0.05
+    # the bias is not penalised
+    with torch.no_grad():
+        m.bias.fill_(2.0)
+    nll2, _ = by_hand(x, y, wl, 2.0)
+    assert abs(float(t.loss(m, x, y).detach()) - (nll2 + pen)) < 1e-5
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    name, value = t.test_metric(m)
+    assert name == "test_log_loss" and abs(value - by_hand(Xte, yte, wl, 2.0)[0]) < 1e-5
+    # the floor: the penalised optimum, checked by its optimality conditions (the log-loss's
+    # gradient −0.01 sign(w_j) where w_j ≠ 0, within ±0.01 where w_j = 0, 0 for the bias)
+    X, lab = Xtr.double(), ytr[:, 0]
+    w, b = _lasso_optimum(X, lab)
+    r = torch.sigmoid(X @ w + b) - lab
+    grad, on = X.T @ r / 2000, w != 0
+    assert float((grad[on] + 0.01 * w[on].sign()).abs().max()) < 1e-5
+    assert float(grad[~on].abs().max()) < 0.01 + 1e-5 and abs(float(r.mean())) < 1e-6
+    floor = float(F.binary_cross_entropy_with_logits(X @ w + b, lab) + 0.01 * w.abs().sum())
+    assert 0.375 < floor < 0.39 and 40 < int(on.sum()) < 70  # 0.3818, 54 nonzero
+    assert int((on & (w_true != 0)).sum()) >= 17  # it finds most of the teacher's 20
+    with torch.no_grad():
+        m.weight.copy_(w[None])
+        m.bias.fill_(float(b))
+    assert abs(t.train_loss(m) - floor) < 1e-5
+    # the teacher itself sits above it: 0.442
+    teacher = float(F.binary_cross_entropy(ytr[:, 1], lab) + 0.01 * w_true.abs().sum())
+    assert floor + 0.05 < teacher < 0.46
+    assert tasks.lasso_logistic(0).train_loss(tasks.lasso_logistic(0).model) > 0.7
+    assert t.steps == 186
