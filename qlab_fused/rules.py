@@ -17,7 +17,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         KMAX_RULES, KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, LOWSHARE_LO, LOWSHARE_REF, LOWSHARE_RULES, MATCH_RULES,
-                        MEMORY_STEP_RULES, NEAR, POLYAK,
+                        MEMORY_STEP_RULES, MINREL, MINREL_RULES, NEAR, POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
                         SHARE4_RULES, SHARE_DECAY, SHARE_RULES, SHARE_SPREAD, SHARESM_HI,
@@ -315,11 +315,17 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         one = zero + 1
         bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))
         alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
+    unshortened = alpha  # `_minrel`: the step without `_lowshare`'s factor
     if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
         alpha = alpha * (share / LOWSHARE_REF).clamp(LOWSHARE_LO, 1)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)
         alpha = alpha * (1 - u.clamp(0, 1)) ** 2
+        unshortened = unshortened * (1 - u.clamp(0, 1)) ** 2
+    if rule in MINREL_RULES:  # the share shortens no step below MINREL·|θ|
+        both = (tt > 0) & (vv > 0)
+        least = MINREL * (tt / torch.where(both, vv, zero + 1)).sqrt()
+        alpha = torch.where(both, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),
