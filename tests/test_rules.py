@@ -1767,6 +1767,10 @@ def test_sharesm_climbs_over_about_twenty_batches_and_falls_back(rule):
     assert slots[59] > 0.22 > slots[84]
 
 
+LOWSHARE_ONLY = tuple(r for r in reference.LOWSHARE_RULES  # `_minrel`: its own tests
+                      if r not in reference.MINREL_RULES)
+
+
 def _lowshare_base(rule):
     base = rule.replace("_lowshare", "")
     assert base in reference.RULES and base not in reference.LOWSHARE_RULES
@@ -1774,7 +1778,7 @@ def _lowshare_base(rule):
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.LOWSHARE_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+@given(rule=st.sampled_from(LOWSHARE_ONLY), L0=finite, dL=finite, vg=finite, pg=finite,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
        kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
        found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
@@ -1807,7 +1811,7 @@ def test_lowshare_scales_only_the_step_by_the_smoothed_share(rule, L0, dL, vg, p
         assert float(n_dev[k]) == pytest.approx(getattr(n_l, k), rel=1e-5, abs=1e-30)
 
 
-@pytest.mark.parametrize("rule", reference.LOWSHARE_RULES)
+@pytest.mark.parametrize("rule", LOWSHARE_ONLY)
 @pytest.mark.parametrize("share", [0.0, 0.01, 0.05, 0.1, 0.3])
 @pytest.mark.parametrize("c2", [0.01, 0.05, 0.2])
 def test_lowshare_shortens_the_step_where_the_smoothed_share_is_low(rule, share, c2):
@@ -1829,3 +1833,72 @@ def test_lowshare_shortens_the_step_where_the_smoothed_share_is_low(rule, share,
     if share == 0.01 and c2 <= 0.05:
         assert a_l == pytest.approx(a_b / 4, rel=1e-12)
     assert float(a_dev) == pytest.approx(a_l, rel=1e-5)
+
+
+def _minrel_bases(rule):
+    """(the `_lowshare` rule `_minrel` floors, the rule without either)"""
+    shortened, plain = rule.replace("_minrel", ""), rule.replace("_lowshare_minrel", "")
+    assert shortened in LOWSHARE_ONLY and plain in reference.RULES
+    assert plain not in reference.LOWSHARE_RULES
+    return shortened, plain
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.MINREL_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
+       kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
+       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_minrel_floors_the_share_s_shortening_at_a_relative_length(rule, L0, dL, vg, pg, vv, pp,
+                                                                   gg, tt, vz, beta, ema, kv, kp,
+                                                                   length, share, found, pdir):
+    """`*_lowshare_minrel`: the step is max(α_share, min(α_rule, 0.008·|θ|/|V|)), α_share the
+    `_lowshare` rule's and α_rule the rule's without either modifier (|θ| or |V| zero: α_share);
+    so it lies between the two, and every slot is the `_lowshare` rule's but the step; the device
+    agrees."""
+    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
+                                        for x in (beta, ema, kv, kp, length, share))
+    vz = min(vz, vv)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=vz)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             length=length, share=share)
+    shortened, plain = _minrel_bases(rule)
+    a_m, n_m = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_s, n_s = reference.rule_step(shortened, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_p, _ = reference.rule_step(plain, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert reference.MINREL == 0.008
+    if tt > 0 and vv > 0:
+        least = 0.008 * math.sqrt(tt / vv)
+        assert a_m == pytest.approx(max(a_s, min(a_p, least)), rel=1e-12, abs=1e-300)
+    else:
+        assert a_m == a_s
+    assert min(a_s, a_p) * (1 - 1e-12) <= a_m <= max(a_s, a_p) * (1 + 1e-12)
+    assert vars(n_m) == dict(vars(n_s), alpha=n_m.alpha)
+    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    assert float(a_dev) == pytest.approx(a_m, rel=1e-5, abs=1e-30)
+    for k in ("share", "ema", "beta", "length"):
+        assert float(n_dev[k]) == pytest.approx(getattr(n_m, k), rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.MINREL_RULES)
+@pytest.mark.parametrize("tt, kept", [(1e7, "quarter"), (1e8, "floor"), (1e10, "whole")])
+def test_minrel_keeps_the_share_s_step_no_shorter_than_0_008_theta(rule, tt, kept):
+    """A V probe with a stored fit along P, no bound in reach (the `_rel` bound 0.1·|θ|/|V| ≥ 316
+    against a step of 187.5), and a smoothed share of 0.01 (so `_lowshare` quarters the step):
+    with 0.008·|θ|/|V| = 25.3 below the quarter, the step is the quarter; with 80, between the
+    quarter and the whole step, it is 80; with 800, above the whole step, the whole step (never
+    lengthened); the device agrees."""
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=100.0, tt=tt, vz=0.0)
+    L0, beta = 1e4, 10.0
+    Lb = L0 - beta * red["vg"] + 1e-3 * red["vv"] * beta ** 2
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1e-3, kappa_p=4e-3, found=1.0,
+                             share=0.01)
+    shortened, plain = _minrel_bases(rule)
+    a_m, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_s, _ = reference.rule_step(shortened, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_p, _ = reference.rule_step(plain, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    least = 0.008 * math.sqrt(tt)
+    assert a_p == pytest.approx(187.5, rel=1e-12) and a_s == pytest.approx(a_p / 4, rel=1e-12)
+    expected = {"quarter": a_s, "floor": least, "whole": a_p}[kept]
+    assert a_m == pytest.approx(expected, rel=1e-12)
+    assert float(a_dev) == pytest.approx(a_m, rel=1e-5)
