@@ -3388,7 +3388,6 @@ def tpp_rmtpp(seed: int) -> Task:
                        epochs=6, loss=loss, full_loss=full, metric=("test_nll", full))
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Held out of round 34: two more kinds of model not in the selection (a hypernetwork, a small net
 # from a 4-d context to the 49 weights of a 1-16-1 tanh network applied to that context's points:
@@ -3575,6 +3574,7 @@ def lasso_logistic(seed: int) -> Task:
     return _array_task("lasso_logistic", _Logistic(), _lasso_data()[:4], seed, batch=32,
                        epochs=3, loss=_lasso_loss, full_loss=_eval_lasso,
                        metric=("test_log_loss", _test_log_loss))
+
 
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
                                  friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
