@@ -120,7 +120,9 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_unseen",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minrel",
-         "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minrel_unseen")
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minrel_unseen",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minpol",
+         "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minpol_unseen")
 
 # rule="auto" (the optimizers' default): per direction family, the rule with the smallest worst case
 # over α₀ × seeds × the selection tasks of docs/quality.md, among those that never raise a full-batch
@@ -667,6 +669,15 @@ MINREL_RULES = tuple(r for r in RULES if "_minrel" in r)
 MINREL = 0.008
 NEAR.update({r: NEAR[r.replace("_minrel", "")] for r in MINREL_RULES
              if r.replace("_minrel", "") in NEAR})
+# `*_lowshare_minpol` (round 34's second candidate): `_minrel`'s floor, and no higher than
+# POLYAK·L0/⟨V,G⟩ (where L0 > 0 and ⟨V,G⟩ > 0; else no floor), where the line through the batch's
+# slope reaches zero loss twice over. `_minrel` let 2 of 144 runs of the interpolation gate spike
+# past 100× (155×, 352×, 30 epochs, at train losses near 2e-5): 0.8 % of |θ| a step is long near
+# zero loss, where the share is low too; the Polyak bound vanishes there and is far above the
+# floor while the loss is large.
+MINPOL_RULES = tuple(r for r in RULES if "_minpol" in r)
+NEAR.update({r: NEAR[r.replace("_minpol", "")] for r in MINPOL_RULES
+             if r.replace("_minpol", "") in NEAR})
 
 
 def share_of(vg: float, vv: float, gg: float) -> float:
@@ -1078,6 +1089,10 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         new.alpha = alpha
     if rule in MINREL_RULES and tt > 0 and vv > 0:  # the share shortens no step below MINREL·|θ|
         alpha = max(alpha, min(unshortened, MINREL * math.sqrt(tt / vv)))
+        new.alpha = alpha
+    if rule in MINPOL_RULES and tt > 0 and vv > 0 and L0 > 0 and d > 0:  # nor, near zero loss,
+        least = min(MINREL * math.sqrt(tt / vv), POLYAK * L0 / d)  # below POLYAK·L0/⟨V,G⟩
+        alpha = max(alpha, min(unshortened, least))
         new.alpha = alpha
     return alpha, new
 

@@ -17,7 +17,8 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         KMAX_RULES, KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, LOWSHARE_LO, LOWSHARE_REF, LOWSHARE_RULES, MATCH_RULES,
-                        MEMORY_STEP_RULES, MINREL, MINREL_RULES, NEAR, POLYAK,
+                        MEMORY_STEP_RULES, MINPOL_RULES, MINREL, MINREL_RULES, NEAR,
+                        POLYAK,
                         POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
                         SHARE4_RULES, SHARE_DECAY, SHARE_RULES, SHARE_SPREAD, SHARESM_HI,
@@ -325,6 +326,12 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     if rule in MINREL_RULES:  # the share shortens no step below MINREL·|θ|
         both = (tt > 0) & (vv > 0)
         least = MINREL * (tt / torch.where(both, vv, zero + 1)).sqrt()
+        alpha = torch.where(both, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
+    if rule in MINPOL_RULES:  # nor, near zero loss, below POLYAK·L0/⟨V,G⟩
+        both = (tt > 0) & (vv > 0) & (L0 > 0) & (d > 0)
+        one = zero + 1
+        least = torch.minimum(MINREL * (tt / torch.where(both, vv, one)).sqrt(),
+                              POLYAK * L0 / torch.where(both, d, one))
         alpha = torch.where(both, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
