@@ -1767,8 +1767,8 @@ def test_sharesm_climbs_over_about_twenty_batches_and_falls_back(rule):
     assert slots[59] > 0.22 > slots[84]
 
 
-LOWSHARE_ONLY = tuple(r for r in reference.LOWSHARE_RULES  # `_minrel`: its own tests
-                      if r not in reference.MINREL_RULES)
+LOWSHARE_ONLY = tuple(r for r in reference.LOWSHARE_RULES  # `_minrel`, `_minpol`: own tests
+                      if r not in reference.MINREL_RULES and r not in reference.MINPOL_RULES)
 
 
 def _lowshare_base(rule):
@@ -1835,9 +1835,9 @@ def test_lowshare_shortens_the_step_where_the_smoothed_share_is_low(rule, share,
     assert float(a_dev) == pytest.approx(a_l, rel=1e-5)
 
 
-def _minrel_bases(rule):
-    """(the `_lowshare` rule `_minrel` floors, the rule without either)"""
-    shortened, plain = rule.replace("_minrel", ""), rule.replace("_lowshare_minrel", "")
+def _minrel_bases(rule, token="_minrel"):
+    """(the `_lowshare` rule `_minrel` (or `_minpol`) floors, the rule without either)"""
+    shortened, plain = rule.replace(token, ""), rule.replace("_lowshare" + token, "")
     assert shortened in LOWSHARE_ONLY and plain in reference.RULES
     assert plain not in reference.LOWSHARE_RULES
     return shortened, plain
@@ -1900,5 +1900,66 @@ def test_minrel_keeps_the_share_s_step_no_shorter_than_0_008_theta(rule, tt, kep
     least = 0.008 * math.sqrt(tt)
     assert a_p == pytest.approx(187.5, rel=1e-12) and a_s == pytest.approx(a_p / 4, rel=1e-12)
     expected = {"quarter": a_s, "floor": least, "whole": a_p}[kept]
+    assert a_m == pytest.approx(expected, rel=1e-12)
+    assert float(a_dev) == pytest.approx(a_m, rel=1e-5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.MINPOL_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
+       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
+       kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
+       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+def test_minpol_floors_the_share_s_shortening_below_the_polyak_bound(rule, L0, dL, vg, pg, vv, pp,
+                                                                     gg, tt, vz, beta, ema, kv,
+                                                                     kp, length, share, found,
+                                                                     pdir):
+    """`*_lowshare_minpol`: the step is max(α_share, min(α_rule, 0.008·|θ|/|V|, 2·L0/⟨V,G⟩)) where
+    |θ|, |V|, L0 and ⟨V,G⟩ are all positive, else α_share; so it lies between `_lowshare`'s and
+    `_minrel`'s; every slot is the `_lowshare` rule's but the step; the device agrees."""
+    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
+                                        for x in (beta, ema, kv, kp, length, share))
+    vz = min(vz, vv)
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=vz)
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             length=length, share=share)
+    shortened, plain = _minrel_bases(rule, "_minpol")
+    args = (L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    a_m, n_m = reference.rule_step(rule, *args)
+    a_s, n_s = reference.rule_step(shortened, *args)
+    a_p, _ = reference.rule_step(plain, *args)
+    a_r, _ = reference.rule_step(rule.replace("_minpol", "_minrel"), *args)
+    if tt > 0 and vv > 0 and L0 > 0 and vg > 0:
+        least = min(0.008 * math.sqrt(tt / vv), 2.0 * L0 / vg)
+        assert a_m == pytest.approx(max(a_s, min(a_p, least)), rel=1e-12, abs=1e-300)
+    else:
+        assert a_m == a_s
+    assert min(a_s, a_r) * (1 - 1e-12) <= a_m <= max(a_s, a_r) * (1 + 1e-12)
+    assert vars(n_m) == dict(vars(n_s), alpha=n_m.alpha)
+    a_dev, n_dev = run_device(rule, *args)
+    assert float(a_dev) == pytest.approx(a_m, rel=1e-5, abs=1e-30)
+    for k in ("share", "ema", "beta", "length"):
+        assert float(n_dev[k]) == pytest.approx(getattr(n_m, k), rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.MINPOL_RULES)
+@pytest.mark.parametrize("L0, kept", [(1e4, "floor"), (30.0, "polyak"), (10.0, "quarter")])
+def test_minpol_lets_the_share_shorten_the_step_near_zero_loss(rule, L0, kept):
+    """The probe of `test_minrel_keeps_the_share_s_step_no_shorter_than_0_008_theta` with the
+    floor 0.008·|θ|/|V| = 80 between the quarter (46.9) and the whole step (187.5), ⟨V,G⟩ = 1: at
+    L0 = 1e4 the bound 2·L0/⟨V,G⟩ is far above and the step is the floor, 80, as `_minrel`'s; at
+    L0 = 30 the bound, 60, is below the floor and the step is 60; at L0 = 10 the bound, 20, is
+    below the quarter and the step is `_lowshare`'s quarter; the device agrees."""
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=100.0, tt=1e8, vz=0.0)
+    beta = 10.0
+    Lb = L0 - beta * red["vg"] + 1e-3 * red["vv"] * beta ** 2
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1e-3, kappa_p=4e-3, found=1.0,
+                             share=0.01)
+    shortened, plain = _minrel_bases(rule, "_minpol")
+    a_m, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_s, _ = reference.rule_step(shortened, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_p, _ = reference.rule_step(plain, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    assert a_p == pytest.approx(187.5, rel=1e-12) and a_s == pytest.approx(a_p / 4, rel=1e-12)
+    expected = {"floor": 80.0, "polyak": 2.0 * L0, "quarter": a_s}[kept]
     assert a_m == pytest.approx(expected, rel=1e-12)
     assert float(a_dev) == pytest.approx(a_m, rel=1e-5)
