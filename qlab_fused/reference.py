@@ -664,17 +664,16 @@ def lowshare_scale(share: float) -> float:
 # Adam's 0.06–0.9 %. Tuned Adam's own relative step spans 0.05–2.1 % over the selection, so this is
 # a floor under the share's shortening, not a model of the right step. MINREL from a two-setting
 # pilot at seed 0 (0.005, 0.008 on 23 tasks): fitted on the selection. Memory, probes and `_len`
-# length as `_lowshare`'s.
+# length as `_lowshare`'s. Out by the interpolation gate (2 of 144 runs past 100×).
 MINREL_RULES = tuple(r for r in RULES if "_minrel" in r)
 MINREL = 0.008
 NEAR.update({r: NEAR[r.replace("_minrel", "")] for r in MINREL_RULES
              if r.replace("_minrel", "") in NEAR})
 # `*_lowshare_minpol` (round 34's second candidate): `_minrel`'s floor, and no higher than
 # POLYAK·L0/⟨V,G⟩ (where L0 > 0 and ⟨V,G⟩ > 0; else no floor), where the line through the batch's
-# slope reaches zero loss twice over. `_minrel` let 2 of 144 runs of the interpolation gate spike
-# past 100× (155×, 352×, 30 epochs, at train losses near 2e-5): 0.8 % of |θ| a step is long near
-# zero loss, where the share is low too; the Polyak bound vanishes there and is far above the
-# floor while the loss is large.
+# slope reaches zero loss twice over: meant to vanish as the loss does. `_minrel` let 2 of 144 runs
+# of the interpolation gate spike past 100× (155×, 352×, 30 epochs, from train losses of 2–4e-5);
+# this one 2 of the 72 at 30 epochs (155×, 188×): both out (log item 61), kept for the record.
 MINPOL_RULES = tuple(r for r in RULES if "_minpol" in r)
 NEAR.update({r: NEAR[r.replace("_minpol", "")] for r in MINPOL_RULES
              if r.replace("_minpol", "") in NEAR})
