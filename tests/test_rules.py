@@ -1777,27 +1777,45 @@ def _lowshare_base(rule):
     return base
 
 
+def _share_call(L0, dL, vg, pg, vv, pp, gg, tt, vz, beta, ema, kv, kp, length, share, found,
+                pdir):
+    """One call of a rule: (L0, Lβ, reductions, β, state, α₀, probe direction), the slots
+    rounded to fp32 as the device stores them and Σ_{G=0}V² no larger than |V|²."""
+    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
+                                        for x in (beta, ema, kv, kp, length, share))
+    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=min(vz, vv))
+    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
+                             length=length, share=share)
+    return L0, L0 + dL, red, beta, rs, 1e-3, pdir
+
+
+SHARE_CALLS = st.builds(_share_call, L0=finite, dL=finite, vg=finite, pg=finite, vv=nonneg,
+                        pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa,
+                        kv=kappa, kp=kappa, length=kappa,
+                        share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
+                        found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
+
+
+def _assert_the_device_agrees(rule, call, alpha, new):
+    """The device rule on ``call`` gives the reference's step and its share, EMA, next probe and
+    step length."""
+    a_dev, n_dev = run_device(rule, *call)
+    assert float(a_dev) == pytest.approx(alpha, rel=1e-5, abs=1e-30)
+    for k in ("share", "ema", "beta", "length"):
+        assert float(n_dev[k]) == pytest.approx(getattr(new, k), rel=1e-5, abs=1e-30)
+
+
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(LOWSHARE_ONLY), L0=finite, dL=finite, vg=finite, pg=finite,
-       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
-       kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
-       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
-def test_lowshare_scales_only_the_step_by_the_smoothed_share(rule, L0, dL, vg, pg, vv, pp, gg, tt,
-                                                              vz, beta, ema, kv, kp, length, share,
-                                                              found, pdir):
+@given(rule=st.sampled_from(LOWSHARE_ONLY), call=SHARE_CALLS)
+def test_lowshare_scales_only_the_step_by_the_smoothed_share(rule, call):
     """`*_lowshare`: every step averages this batch's c² into the `share` slot (decay
     SHARE_DECAY; an empty slot takes c² as it is), along either probe direction, and the step is
     the rule's without the modifier times clamp(slot/0.10, 0.25, 1); every other slot (the α
     memory, the curvatures, the next probe, the step length) is that rule's; the device agrees,
     the slot too."""
-    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
-                                        for x in (beta, ema, kv, kp, length, share))
-    vz = min(vz, vv)
-    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=vz)
-    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
-                             length=length, share=share)
-    a_l, n_l = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_b, n_b = reference.rule_step(_lowshare_base(rule), L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    red, share = call[2], call[4].share
+    a_l, n_l = reference.rule_step(rule, *call)
+    a_b, n_b = reference.rule_step(_lowshare_base(rule), *call)
     c2 = _c2(red)
     slot = 0.95 * share + 0.05 * c2 if share > 0 else c2
     assert n_l.share == pytest.approx(slot, rel=1e-12, abs=1e-300) and n_b.share == share
@@ -1805,10 +1823,7 @@ def test_lowshare_scales_only_the_step_by_the_smoothed_share(rule, L0, dL, vg, p
     assert (reference.LOWSHARE_REF, reference.LOWSHARE_LO) == (0.10, 0.25)
     assert a_l == pytest.approx(a_b * factor, rel=1e-12, abs=1e-300)
     assert vars(n_l) == dict(vars(n_b), alpha=n_l.alpha, share=n_l.share)
-    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    assert float(a_dev) == pytest.approx(a_l, rel=1e-5, abs=1e-30)
-    for k in ("share", "ema", "beta", "length"):
-        assert float(n_dev[k]) == pytest.approx(getattr(n_l, k), rel=1e-5, abs=1e-30)
+    _assert_the_device_agrees(rule, call, a_l, n_l)
 
 
 @pytest.mark.parametrize("rule", LOWSHARE_ONLY)
@@ -1843,60 +1858,57 @@ def _minrel_bases(rule, token="_minrel"):
     return shortened, plain
 
 
+def _floored_steps(rule, token, call):
+    """(α, state) of the `_minrel` or `_minpol` rule, (α, state) of the `_lowshare` rule it
+    floors, and α of the rule without either, on one call."""
+    shortened, plain = _minrel_bases(rule, token)
+    a_m, n_m = reference.rule_step(rule, *call)
+    a_s, n_s = reference.rule_step(shortened, *call)
+    a_p, _ = reference.rule_step(plain, *call)
+    return a_m, n_m, a_s, n_s, a_p
+
+
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.MINREL_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
-       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
-       kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
-       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
-def test_minrel_floors_the_share_s_shortening_at_a_relative_length(rule, L0, dL, vg, pg, vv, pp,
-                                                                   gg, tt, vz, beta, ema, kv, kp,
-                                                                   length, share, found, pdir):
+@given(rule=st.sampled_from(reference.MINREL_RULES), call=SHARE_CALLS)
+def test_minrel_floors_the_share_s_shortening_at_a_relative_length(rule, call):
     """`*_lowshare_minrel`: the step is max(α_share, min(α_rule, 0.008·|θ|/|V|)), α_share the
     `_lowshare` rule's and α_rule the rule's without either modifier (|θ| or |V| zero: α_share);
     so it lies between the two, and every slot is the `_lowshare` rule's but the step; the device
     agrees."""
-    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
-                                        for x in (beta, ema, kv, kp, length, share))
-    vz = min(vz, vv)
-    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=vz)
-    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
-                             length=length, share=share)
-    shortened, plain = _minrel_bases(rule)
-    a_m, n_m = reference.rule_step(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_s, n_s = reference.rule_step(shortened, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_p, _ = reference.rule_step(plain, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
+    red = call[2]
+    a_m, n_m, a_s, n_s, a_p = _floored_steps(rule, "_minrel", call)
     assert reference.MINREL == 0.008
-    if tt > 0 and vv > 0:
-        least = 0.008 * math.sqrt(tt / vv)
+    if red["tt"] > 0 and red["vv"] > 0:
+        least = 0.008 * math.sqrt(red["tt"] / red["vv"])
         assert a_m == pytest.approx(max(a_s, min(a_p, least)), rel=1e-12, abs=1e-300)
     else:
         assert a_m == a_s
     assert min(a_s, a_p) * (1 - 1e-12) <= a_m <= max(a_s, a_p) * (1 + 1e-12)
     assert vars(n_m) == dict(vars(n_s), alpha=n_m.alpha)
-    a_dev, n_dev = run_device(rule, L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    assert float(a_dev) == pytest.approx(a_m, rel=1e-5, abs=1e-30)
-    for k in ("share", "ema", "beta", "length"):
-        assert float(n_dev[k]) == pytest.approx(getattr(n_m, k), rel=1e-5, abs=1e-30)
+    _assert_the_device_agrees(rule, call, a_m, n_m)
+
+
+def _quartered_probe(tt, L0=1e4):
+    """A V probe with a stored fit along P, no bound in reach but `_rel`'s 0.1·|θ|/|V| (at least
+    316 for |θ|² ≥ 1e7) against a step of 187.5, and a smoothed share of 0.01, so that `_lowshare`
+    quarters the step: one call of a rule."""
+    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=100.0, tt=tt, vz=0.0)
+    beta = 10.0
+    Lb = L0 - beta * red["vg"] + 1e-3 * red["vv"] * beta ** 2
+    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1e-3, kappa_p=4e-3, found=1.0,
+                             share=0.01)
+    return L0, Lb, red, beta, rs, 1e-3, DIR_V
 
 
 @pytest.mark.parametrize("rule", reference.MINREL_RULES)
 @pytest.mark.parametrize("tt, kept", [(1e7, "quarter"), (1e8, "floor"), (1e10, "whole")])
 def test_minrel_keeps_the_share_s_step_no_shorter_than_0_008_theta(rule, tt, kept):
-    """A V probe with a stored fit along P, no bound in reach (the `_rel` bound 0.1·|θ|/|V| ≥ 316
-    against a step of 187.5), and a smoothed share of 0.01 (so `_lowshare` quarters the step):
-    with 0.008·|θ|/|V| = 25.3 below the quarter, the step is the quarter; with 80, between the
-    quarter and the whole step, it is 80; with 800, above the whole step, the whole step (never
-    lengthened); the device agrees."""
-    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=100.0, tt=tt, vz=0.0)
-    L0, beta = 1e4, 10.0
-    Lb = L0 - beta * red["vg"] + 1e-3 * red["vv"] * beta ** 2
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1e-3, kappa_p=4e-3, found=1.0,
-                             share=0.01)
-    shortened, plain = _minrel_bases(rule)
-    a_m, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_s, _ = reference.rule_step(shortened, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_p, _ = reference.rule_step(plain, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    """`_quartered_probe`'s call: with 0.008·|θ|/|V| = 25.3 below the quarter, the step is the
+    quarter; with 80, between the quarter and the whole step, it is 80; with 800, above the whole
+    step, the whole step (never lengthened); the device agrees."""
+    call = _quartered_probe(tt)
+    a_m, _, a_s, _, a_p = _floored_steps(rule, "_minrel", call)
+    a_dev, _ = run_device(rule, *call)
     least = 0.008 * math.sqrt(tt)
     assert a_p == pytest.approx(187.5, rel=1e-12) and a_s == pytest.approx(a_p / 4, rel=1e-12)
     expected = {"quarter": a_s, "floor": least, "whole": a_p}[kept]
@@ -1905,29 +1917,15 @@ def test_minrel_keeps_the_share_s_step_no_shorter_than_0_008_theta(rule, tt, kep
 
 
 @settings(max_examples=400, deadline=None)
-@given(rule=st.sampled_from(reference.MINPOL_RULES), L0=finite, dL=finite, vg=finite, pg=finite,
-       vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, vz=nonneg, beta=positive, ema=kappa, kv=kappa,
-       kp=kappa, length=kappa, share=st.one_of(st.just(0.0), st.floats(1e-4, 1.0)),
-       found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
-def test_minpol_floors_the_share_s_shortening_below_the_polyak_bound(rule, L0, dL, vg, pg, vv, pp,
-                                                                     gg, tt, vz, beta, ema, kv,
-                                                                     kp, length, share, found,
-                                                                     pdir):
+@given(rule=st.sampled_from(reference.MINPOL_RULES), call=SHARE_CALLS)
+def test_minpol_floors_the_share_s_shortening_below_the_polyak_bound(rule, call):
     """`*_lowshare_minpol`: the step is max(α_share, min(α_rule, 0.008·|θ|/|V|, 2·L0/⟨V,G⟩)) where
     |θ|, |V|, L0 and ⟨V,G⟩ are all positive, else α_share; so it lies between `_lowshare`'s and
     `_minrel`'s; every slot is the `_lowshare` rule's but the step; the device agrees."""
-    beta, ema, kv, kp, length, share = (float(torch.tensor(x, dtype=torch.float32))
-                                        for x in (beta, ema, kv, kp, length, share))
-    vz = min(vz, vv)
-    red = dict(vg=vg, pg=pg, vv=vv, pp=pp, sg=0.0, gg=gg, tt=tt, vz=vz)
-    rs = reference.RuleState(alpha=beta, beta=beta, ema=ema, kappa_v=kv, kappa_p=kp, found=found,
-                             length=length, share=share)
-    shortened, plain = _minrel_bases(rule, "_minpol")
-    args = (L0, L0 + dL, red, beta, rs, 1e-3, pdir)
-    a_m, n_m = reference.rule_step(rule, *args)
-    a_s, n_s = reference.rule_step(shortened, *args)
-    a_p, _ = reference.rule_step(plain, *args)
-    a_r, _ = reference.rule_step(rule.replace("_minpol", "_minrel"), *args)
+    L0, red = call[0], call[2]
+    tt, vv, vg = red["tt"], red["vv"], red["vg"]
+    a_m, n_m, a_s, n_s, a_p = _floored_steps(rule, "_minpol", call)
+    a_r, _ = reference.rule_step(rule.replace("_minpol", "_minrel"), *call)
     if tt > 0 and vv > 0 and L0 > 0 and vg > 0:
         least = min(0.008 * math.sqrt(tt / vv), 2.0 * L0 / vg)
         assert a_m == pytest.approx(max(a_s, min(a_p, least)), rel=1e-12, abs=1e-300)
@@ -1935,30 +1933,20 @@ def test_minpol_floors_the_share_s_shortening_below_the_polyak_bound(rule, L0, d
         assert a_m == a_s
     assert min(a_s, a_r) * (1 - 1e-12) <= a_m <= max(a_s, a_r) * (1 + 1e-12)
     assert vars(n_m) == dict(vars(n_s), alpha=n_m.alpha)
-    a_dev, n_dev = run_device(rule, *args)
-    assert float(a_dev) == pytest.approx(a_m, rel=1e-5, abs=1e-30)
-    for k in ("share", "ema", "beta", "length"):
-        assert float(n_dev[k]) == pytest.approx(getattr(n_m, k), rel=1e-5, abs=1e-30)
+    _assert_the_device_agrees(rule, call, a_m, n_m)
 
 
 @pytest.mark.parametrize("rule", reference.MINPOL_RULES)
 @pytest.mark.parametrize("L0, kept", [(1e4, "floor"), (30.0, "polyak"), (10.0, "quarter")])
 def test_minpol_lets_the_share_shorten_the_step_near_zero_loss(rule, L0, kept):
-    """The probe of `test_minrel_keeps_the_share_s_step_no_shorter_than_0_008_theta` with the
-    floor 0.008·|θ|/|V| = 80 between the quarter (46.9) and the whole step (187.5), ⟨V,G⟩ = 1: at
-    L0 = 1e4 the bound 2·L0/⟨V,G⟩ is far above and the step is the floor, 80, as `_minrel`'s; at
-    L0 = 30 the bound, 60, is below the floor and the step is 60; at L0 = 10 the bound, 20, is
-    below the quarter and the step is `_lowshare`'s quarter; the device agrees."""
-    red = dict(vg=1.0, pg=1.0, vv=1.0, pp=1.0, sg=0.0, gg=100.0, tt=1e8, vz=0.0)
-    beta = 10.0
-    Lb = L0 - beta * red["vg"] + 1e-3 * red["vv"] * beta ** 2
-    rs = reference.RuleState(alpha=beta, beta=beta, kappa_v=1e-3, kappa_p=4e-3, found=1.0,
-                             share=0.01)
-    shortened, plain = _minrel_bases(rule, "_minpol")
-    a_m, _ = reference.rule_step(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_s, _ = reference.rule_step(shortened, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_p, _ = reference.rule_step(plain, L0, Lb, red, beta, rs, 1e-3, DIR_V)
-    a_dev, _ = run_device(rule, L0, Lb, red, beta, rs, 1e-3, DIR_V)
+    """`_quartered_probe`'s call with the floor 0.008·|θ|/|V| = 80 between the quarter (46.9)
+    and the whole step (187.5), ⟨V,G⟩ = 1: at L0 = 1e4 the bound 2·L0/⟨V,G⟩ is far above and the
+    step is the floor, 80, as `_minrel`'s; at L0 = 30 the bound, 60, is below the floor and the
+    step is 60; at L0 = 10 the bound, 20, is below the quarter and the step is `_lowshare`'s
+    quarter; the device agrees."""
+    call = _quartered_probe(1e8, L0)
+    a_m, _, a_s, _, a_p = _floored_steps(rule, "_minpol", call)
+    a_dev, _ = run_device(rule, *call)
     assert a_p == pytest.approx(187.5, rel=1e-12) and a_s == pytest.approx(a_p / 4, rel=1e-12)
     expected = {"floor": 80.0, "polyak": 2.0 * L0, "quarter": a_s}[kept]
     assert a_m == pytest.approx(expected, rel=1e-12)
