@@ -518,6 +518,22 @@ def _assert_full_loss_is_the_batch_loss_over_all_rows(t, X, Y):
     assert abs(float(t.loss(m64, X, Y).detach()) - t.train_loss(m64)) < 1e-9
 
 
+def _assert_batch_and_test_mse_by_hand(t, outputs, Xte, yte):
+    """A task whose loss is the MSE to noisy targets y[..., 0]: its first batch's loss is the mean
+    of (output − target)² by explicit sums over the 32 rows and ``outputs`` outputs, and its test
+    metric is that mean on the test rows. Returns the batch loss."""
+    x, y = next(iter(t.batches()))
+    p = t.model(x).double().detach()
+    assert p.shape == (32, outputs)
+    want = sum((p[i, k] - y[i, k, 0]) ** 2 for i in range(32) for k in range(outputs))
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - float(want) / (32 * outputs)) < 1e-5
+    name, value = t.test_metric(t.model)
+    want_te = float(((t.model(Xte).double().detach() - yte[..., 0]) ** 2).mean())
+    assert name == "test_mse" and abs(value - want_te) < 1e-5
+    return a
+
+
 def _shuffled_items(x):
     """``x`` (batch, items, features) with each row's items in a fixed random order, and that order."""
     perm = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(0)).argsort(-1)
@@ -1731,18 +1747,11 @@ def test_lora_adapt_trains_only_rank_4_adapters_on_the_frozen_base_by_hand():
 def test_lora_adapt_loss_is_the_mse_to_the_noisy_targets():
     Xtr, ytr, Xte, yte, _, _ = tasks._lora_data()
     t = tasks.lora_adapt(0)
-    x, y = next(iter(t.batches()))
-    p = t.model(x).double().detach()
-    want = sum((p[i, k] - y[i, k, 0]) ** 2 for i in range(32) for k in range(4)) / 128
-    a = float(t.loss(t.model, x, y).detach())
-    assert abs(a - float(want)) < 1e-5 and a > 0.3
+    assert _assert_batch_and_test_mse_by_hand(t, 4, Xte, yte) > 0.3
     _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
     # the noise-free target reads the noise's own cost, about 0.09
     oracle = lambda X: {id(Xtr): ytr, id(Xte): yte}[id(X)][..., 1]  # noqa: E731
     assert 0.088 < t.train_loss(oracle) < 0.093 and 0.085 < t.test_metric(oracle)[1] < 0.09
-    name, value = t.test_metric(t.model)
-    want_te = float(((t.model(Xte).double().detach() - yte[..., 0]) ** 2).mean())
-    assert name == "test_mse" and abs(value - want_te) < 1e-5
     assert 0.6 < t.train_loss(t.model) < 0.7 and t.steps == 372  # the base's own loss
 
 
@@ -2040,20 +2049,13 @@ def test_hypernet_curves_model_generates_each_row_s_weights_by_hand_and_holds_th
 def test_hypernet_curves_loss_is_the_mse_to_the_noisy_targets_and_the_teacher_reads_the_noise():
     Xtr, ytr, Xte, yte, teacher = tasks._hyper_data()
     t = tasks.hypernet_curves(0)
-    x, y = next(iter(t.batches()))
-    p = t.model(x).double().detach()
-    want = sum((p[i, k] - y[i, k, 0]) ** 2 for i in range(32) for k in range(16)) / 512
-    a = float(t.loss(t.model, x, y).detach())
-    assert abs(a - float(want)) < 1e-5 and a > 0.5
+    assert _assert_batch_and_test_mse_by_hand(t, 16, Xte, yte) > 0.5
     _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
     oracle = _Double(_teacher_as_hypernet(copy.deepcopy(t.model).double(), teacher))
     noise_tr = float(((ytr[..., 0] - ytr[..., 1]) ** 2).mean())
     noise_te = float(((yte[..., 0] - yte[..., 1]) ** 2).mean())
     assert abs(t.train_loss(oracle) - noise_tr) < 1e-9 and 0.085 < noise_tr < 0.092
     assert abs(t.test_metric(oracle)[1] - noise_te) < 1e-9
-    name, value = t.test_metric(t.model)
-    want_te = float(((t.model(Xte).double().detach() - yte[..., 0]) ** 2).mean())
-    assert name == "test_mse" and abs(value - want_te) < 1e-5
     assert t.train_loss(t.model) > 0.5 and t.steps == 992
 
 
