@@ -1077,7 +1077,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     if rule in KMAX_RULES and d > 0 and vv > 0 and bound_k > 0:  # the step only, as `*polyak`
         alpha = min(alpha, scale * d / (2 * bound_k * vv))
         new.alpha = alpha
-    unshortened = alpha  # `_minrel`: the step without `_lowshare`'s factor
+    unshortened = alpha  # `_minrel`, `_minpol`: the step without `_lowshare`'s factor
     if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
         alpha *= lowshare_scale(new.share)
         new.alpha = alpha
@@ -1086,13 +1086,14 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         alpha *= u
         unshortened *= u
         new.alpha = alpha
-    if rule in MINREL_RULES and tt > 0 and vv > 0:  # the share shortens no step below MINREL·|θ|
-        alpha = max(alpha, min(unshortened, MINREL * math.sqrt(tt / vv)))
-        new.alpha = alpha
-    if rule in MINPOL_RULES and tt > 0 and vv > 0 and L0 > 0 and d > 0:  # nor, near zero loss,
-        least = min(MINREL * math.sqrt(tt / vv), POLYAK * L0 / d)  # below POLYAK·L0/⟨V,G⟩
-        alpha = max(alpha, min(unshortened, least))
-        new.alpha = alpha
+    if rule in MINREL_RULES or rule in MINPOL_RULES:  # the share shortens no step below MINREL·|θ|
+        capped = rule in MINPOL_RULES  # nor, near zero loss (`_minpol`), below POLYAK·L0/⟨V,G⟩
+        if tt > 0 and vv > 0 and (not capped or (L0 > 0 and d > 0)):
+            least = MINREL * math.sqrt(tt / vv)
+            if capped:
+                least = min(least, POLYAK * L0 / d)
+            alpha = max(alpha, min(unshortened, least))
+            new.alpha = alpha
     return alpha, new
 
 

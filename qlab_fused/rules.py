@@ -315,23 +315,24 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         one = zero + 1
         bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))
         alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
-    unshortened = alpha  # `_minrel`: the step without `_lowshare`'s factor
+    floored = rule in MINREL_RULES or rule in MINPOL_RULES
+    unshortened = alpha  # `_minrel`, `_minpol`: the step without `_lowshare`'s factor
     if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
         alpha = alpha * (share / LOWSHARE_REF).clamp(LOWSHARE_LO, 1)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
         u = torch.where(vv > 0, red[RED_VZ] / torch.where(vv > 0, vv, zero + 1), zero)
-        alpha = alpha * (1 - u.clamp(0, 1)) ** 2
-        unshortened = unshortened * (1 - u.clamp(0, 1)) ** 2
-    if rule in MINREL_RULES:  # the share shortens no step below MINREL·|θ|
-        both = (tt > 0) & (vv > 0)
-        least = MINREL * (tt / torch.where(both, vv, zero + 1)).sqrt()
-        alpha = torch.where(both, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
-    if rule in MINPOL_RULES:  # nor, near zero loss, below POLYAK·L0/⟨V,G⟩
-        both = (tt > 0) & (vv > 0) & (L0 > 0) & (d > 0)
+        kept = (1 - u.clamp(0, 1)) ** 2
+        alpha = alpha * kept
+        if floored:
+            unshortened = unshortened * kept
+    if floored:  # the share shortens no step below MINREL·|θ|
         one = zero + 1
-        least = torch.minimum(MINREL * (tt / torch.where(both, vv, one)).sqrt(),
-                              POLYAK * L0 / torch.where(both, d, one))
-        alpha = torch.where(both, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
+        ok = (tt > 0) & (vv > 0)
+        least = MINREL * (tt / torch.where(ok, vv, one)).sqrt()
+        if rule in MINPOL_RULES:  # nor, near zero loss, below POLYAK·L0/⟨V,G⟩
+            ok = ok & (L0 > 0) & (d > 0)
+            least = torch.minimum(least, POLYAK * L0 / torch.where(ok, d, one))
+        alpha = torch.where(ok, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
         "beta": torch.where(l0_ok, beta_next, beta),
