@@ -659,12 +659,13 @@ def lowshare_scale(share: float) -> float:
 # the rule's step without `_lowshare`: the step is max(α_share, min(α_rule, MINREL·|θ|/|V|)).
 # Medians over the second half of a run (seed 0, α₀ = 1e-2): where `_lowshare` lost most (the
 # mixture density net, the LSTM, the bag of embeddings, the additive model) the rule's step before
-# it moved θ by 0.08–0.9 % a step, shorter than tuned Adam's (0.6–2.1 %); on the long group it gained (the knowledge-graph embeddings, the Poisson
-# tasks, the bags, the ranking and score models, the tabular task) by 1.9–3.0 %, against tuned
-# Adam's 0.06–0.9 %. Tuned Adam's own relative step spans 0.05–2.1 % over the selection, so this is
-# a floor under the share's shortening, not a model of the right step. MINREL from a two-setting
-# pilot at seed 0 (0.005, 0.008 on 23 tasks): fitted on the selection. Memory, probes and `_len`
-# length as `_lowshare`'s. Out by the interpolation gate (2 of 144 runs past 100×).
+# it moved θ by 0.08–0.9 % a step, shorter than tuned Adam's (0.6–2.1 %); on the long group it
+# gained (the knowledge-graph embeddings, the Poisson tasks, the bags, the ranking and score models,
+# the tabular task) by 1.9–3.0 %, against tuned Adam's 0.06–0.9 %. Tuned Adam's own relative step
+# spans 0.05–2.1 % over the selection, so this is a floor under the share's shortening, not a model
+# of the right step. MINREL from a two-setting pilot at seed 0 (0.005, 0.008 on 23 tasks): fitted on
+# the selection. Memory, probes and `_len` length as `_lowshare`'s. Out by the interpolation gate (2
+# of 144 runs past 100×).
 MINREL_RULES = tuple(r for r in RULES if "_minrel" in r)
 MINREL = 0.008
 NEAR.update({r: NEAR[r.replace("_minrel", "")] for r in MINREL_RULES
