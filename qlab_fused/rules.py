@@ -16,7 +16,7 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         GUARD_RULES, HOLD_RULES, KMAX_BEFORE_RULES, KMAX_DECAY, KMAX_OWN_RULES,
                         KMAX_RULES, KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
-                        LENUP_RULES, LOWSHARE_LO, LOWSHARE_REF, LOWSHARE_RULES, MATCH_RULES,
+                        LENUP_RULES, LIVE_DECAY, LIVE_FRAC, LIVE_RULES, LIVE_START, LOWSHARE_LO, LOWSHARE_REF, LOWSHARE_RULES, MATCH_RULES,
                         MEMORY_STEP_RULES, MINPOL_RULES, MINREL, MINREL_RULES, NEAR,
                         POLYAK, POLYAK_RULES, PROBE_ULPS,
                         REL_CAP, REL_RULES, RESTART_RULES, RULE_BETA, RULE_CAP, RULES, SHARE_HI, SHARE_LO,
@@ -28,14 +28,14 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "found",
-              "kmax", "share", "skips", "step")
+              "kmax", "share", "grad_ema", "grad_start", "grad_seen", "skips", "step")
 
 
 def init_state(alpha0: float, device) -> dict:
     z = lambda v=0.0: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
     return {"alpha": z(), "beta": z(alpha0), "kappa_v": z(), "kappa_p": z(), "ema": z(), "held": z(),
             "length": z(), "beta_alt": z(), "found": z(), "kmax": z(), "share": z(),
-            "skips": z(), "step": z()}
+            "grad_ema": z(), "grad_start": z(), "grad_seen": z(), "skips": z(), "step": z()}
 
 
 def _good(x):
@@ -315,8 +315,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         one = zero + 1
         bound = scale * d / (2 * torch.where(ok, kb, one) * torch.where(ok, vv, one))
         alpha = torch.where(ok, torch.minimum(alpha, bound), alpha)
-    floored = rule in MINREL_RULES or rule in MINPOL_RULES
-    unshortened = alpha  # `_minrel`, `_minpol`: the step without `_lowshare`'s factor
+    floored = rule in MINREL_RULES or rule in MINPOL_RULES or rule in LIVE_RULES
+    unshortened = alpha  # `_minrel`, `_minpol`, `_minlive`: the step without `_lowshare`'s factor
     if rule in LOWSHARE_RULES:  # the step only, as `*unseen`
         alpha = alpha * (share / LOWSHARE_REF).clamp(LOWSHARE_LO, 1)
     if rule in UNSEEN_RULES:  # the step only: the memory, the next probe and the length are the rule's
@@ -332,6 +332,19 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         if rule in MINPOL_RULES:  # nor, near zero loss, below POLYAK·L0/⟨V,G⟩
             ok = ok & (L0 > 0) & (d > 0)
             least = torch.minimum(least, POLYAK * L0 / torch.where(ok, d, one))
+        if rule in LIVE_RULES:  # only while the batch gradient is alive (`reference.grad_alive`)
+            gg, seen = red[RED_GG], st64["grad_seen"]
+            took = stepped & (gg > 0)
+            n = seen + 1
+            start = (st64["grad_start"].clamp_min(1e-300).log() * (n - 1) / n
+                     + torch.where(took, gg, one).log() / n).exp()
+            start = torch.where(seen > 0, start, gg)
+            grad_start = torch.where(took & (seen < LIVE_START), start, st64["grad_start"])
+            grad_seen = torch.where(took & (seen < LIVE_START), n, seen)
+            prev = st64["grad_ema"]
+            g_ema = torch.where(prev > 0, LIVE_DECAY * prev + (1 - LIVE_DECAY) * gg, gg)
+            grad_ema = torch.where(took, g_ema, prev)
+            ok = ok & ((grad_seen < LIVE_START) | (grad_ema >= LIVE_FRAC * grad_start))
         alpha = torch.where(ok, torch.maximum(alpha, torch.minimum(unshortened, least)), alpha)
     new = {
         "alpha": torch.where(l0_ok, alpha, st64["alpha"]),
@@ -346,6 +359,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         "found": (torch.where(stepped, found, st64["found"]) if rule in EARLY_RULES else st64["found"]),
         "kmax": torch.where(stepped, kmax, st64["kmax"]) if rule in KMAX_RULES else st64["kmax"],
         "share": share if rule in SHARESM_RULES or rule in LOWSHARE_RULES else st64["share"],
+        "grad_ema": grad_ema if rule in LIVE_RULES else st64["grad_ema"],
+        "grad_start": grad_start if rule in LIVE_RULES else st64["grad_start"],
+        "grad_seen": grad_seen if rule in LIVE_RULES else st64["grad_seen"],
         "skips": st64["skips"] + (~stepped).to(f64),
         "step": st64["step"],
     }

@@ -188,7 +188,8 @@ def test_state_dict_is_fp32_and_lists_every_entry():
         assert all(v.dtype == torch.float32 for v in entry.values())
     assert set(sd["qlab"]["rule_state"]) == {"alpha", "beta", "kappa_v", "kappa_p", "ema", "held",
                                              "length", "beta_alt", "found", "kmax", "share",
-                                             "skips", "step"}
+                                             "grad_ema", "grad_start", "grad_seen", "skips",
+                                             "step"}
 
 
 def test_checkpoint_without_a_newer_rule_slot_loads():

@@ -36,7 +36,9 @@ def sync_reference(ref, opt, params):
     ref.rs = reference.RuleState(alpha=rs["alpha"], beta=rs["beta"], kappa_v=rs["kappa_v"],
                                  kappa_p=rs["kappa_p"], ema=rs["ema"], held=rs["held"],
                                  length=rs["length"], beta_alt=rs["beta_alt"], found=rs["found"],
-                                 kmax=rs["kmax"], share=rs["share"], skips=int(rs["skips"]))
+                                 kmax=rs["kmax"], share=rs["share"], grad_ema=rs["grad_ema"],
+                                 grad_start=rs["grad_start"], grad_seen=int(rs["grad_seen"]),
+                                 skips=int(rs["skips"]))
     ref.t, ref.k = int(rs["step"]), opt._k
 
 

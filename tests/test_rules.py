@@ -28,7 +28,9 @@ def run_device(rule, L0, Lb, red, beta, rs, alpha0, pdir, param_eps=reference.FP
                   kappa_v=torch.tensor(rs.kappa_v), kappa_p=torch.tensor(rs.kappa_p),
                   ema=torch.tensor(rs.ema), held=torch.tensor(rs.held), length=torch.tensor(rs.length),
                   beta_alt=torch.tensor(beta_alt), found=torch.tensor(rs.found),
-                  kmax=torch.tensor(rs.kmax), share=torch.tensor(rs.share))
+                  kmax=torch.tensor(rs.kmax), share=torch.tensor(rs.share),
+                  grad_ema=torch.tensor(rs.grad_ema), grad_start=torch.tensor(rs.grad_start),
+                  grad_seen=torch.tensor(float(rs.grad_seen)))
     vec = torch.tensor([red["vg"], red["pg"], red["vv"], red["pp"], red["sg"], red["gg"],
                         red.get("tt", 0.0), red.get("vz", 0.0)], dtype=torch.float64)
     return rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
@@ -1767,8 +1769,9 @@ def test_sharesm_climbs_over_about_twenty_batches_and_falls_back(rule):
     assert slots[59] > 0.22 > slots[84]
 
 
-LOWSHARE_ONLY = tuple(r for r in reference.LOWSHARE_RULES  # `_minrel`, `_minpol`: own tests
-                      if r not in reference.MINREL_RULES and r not in reference.MINPOL_RULES)
+LOWSHARE_ONLY = tuple(r for r in reference.LOWSHARE_RULES  # the floored ones: own tests
+                      if r not in reference.MINREL_RULES + reference.MINPOL_RULES
+                      + reference.LIVE_RULES)
 
 
 def _lowshare_base(rule):
