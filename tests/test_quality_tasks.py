@@ -2,6 +2,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -796,7 +797,7 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
                                   "ssm_recall", "tcn_forecast", "node_spiral", "mil_bags",
                                   "crf_tagger", "nam_additive", "soft_trees", "kg_distmult",
                                   "lora_adapt", "tpp_rmtpp", "hypernet_curves",
-                                  "lasso_logistic"])
+                                  "lasso_logistic", "sparse_gp", "multitask_heads"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -2175,3 +2176,335 @@ def test_lasso_logistic_loss_is_the_log_loss_plus_the_l1_penalty_and_its_optimum
     assert floor + 0.05 < teacher < 0.46
     assert tasks.lasso_logistic(0).train_loss(tasks.lasso_logistic(0).model) > 0.7
     assert t.steps == 186
+
+
+def test_round_35_held_out_tasks_are_out_of_the_selection():
+    for name in ("sparse_gp", "multitask_heads"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 35"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 65
+
+
+def _gp_draws_by_hand():
+    """The GP data's seed's draws, in order: the points, the frequencies (over the length-scales
+    0.6 and 0.9), the phases, the amplitudes, the noise."""
+    g = torch.Generator().manual_seed(2064)
+    x = (4 * torch.rand(1000, 2, generator=g, dtype=torch.float64) - 2).float().double()
+    omega = torch.randn(256, 2, generator=g, dtype=torch.float64)
+    omega = omega / torch.tensor([0.6, 0.9], dtype=torch.float64)
+    b = 2 * math.pi * torch.rand(256, generator=g, dtype=torch.float64)
+    a = math.sqrt(2 / 256) * torch.randn(256, generator=g, dtype=torch.float64)
+    return x, omega, b, a, 0.5 * torch.randn(1000, generator=g, dtype=torch.float64)
+
+
+def test_sparse_gp_data_are_a_smooth_random_function_plus_noise():
+    Xtr, ytr, Xte, yte = tasks._gp_data()
+    assert Xtr.shape == (600, 2) and Xte.shape == (400, 2) and ytr.shape == (600, 2)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (400, 2)
+    x, omega, b, a, noise = _gp_draws_by_hand()
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([ytr, yte])
+    assert torch.equal(X, x) and float(x.min()) >= -2 and float(x.max()) <= 2
+    # the raw function by explicit sums over the 256 features for a few points, then μ and σ
+    raw = torch.cos(x @ omega.T + b) @ a
+    for i in (0, 1, 599, 999):
+        want = sum(ak * math.cos(wk[0] * x[i, 0].item() + wk[1] * x[i, 1].item() + bk)
+                   for ak, wk, bk in zip(a.tolist(), omega.tolist(), b.tolist()))
+        assert abs(float(raw[i]) - want) < 1e-12
+    f = (raw - raw.mean()) / raw.std()
+    assert float((y[:, 1] - f).abs().max()) < 1e-12
+    assert abs(float(y[:, 1].mean())) < 1e-12 and abs(float(y[:, 1].std()) - 1) < 1e-12
+    # the noise: the next draws, N(0, 0.5²); 0.2587 on the training targets
+    assert float((y[:, 0] - y[:, 1] - noise).abs().max()) < 1e-12
+    assert 0.25 < float((noise[:600] ** 2).mean()) < 0.27
+    # shorter along x₁ than along x₂: f changes more over a step of 0.3 along the first
+    step = lambda d: torch.cos((x + d) @ omega.T + b) @ a  # noqa: E731
+    along = [float(((step(torch.tensor(d, dtype=torch.float64)) - raw) ** 2).mean())
+             for d in ([0.3, 0.0], [0.0, 0.3])]
+    assert along[0] > 1.2 * along[1]
+
+
+def _rbf_by_hand(A, B, ell, var):
+    """σ_f² exp(−½ Σ_d (a_d − b_d)² / ℓ_d²) entry by entry. (float64)"""
+    return torch.tensor([[var * math.exp(-0.5 * sum((p - q) ** 2 / e ** 2
+                                                   for p, q, e in zip(u, w, ell)))
+                          for w in B.tolist()] for u in A.tolist()], dtype=torch.float64)
+
+
+def _svgp_by_hand(m, x):
+    """q(f(x))'s means and variances and KL(q(u) ‖ p(u)) by the unwhitened formulas: u = L v,
+    L numpy's Cholesky factor of K = K_ZZ + 10⁻⁶ σ_f² I, so q(u) = N(L m, L S Lᵀ), S = C Cᵀ; f(x)
+    given u has mean k_xᵀ K⁻¹ u and variance σ_f² − k_xᵀ K⁻¹ k_x. (numpy float64)"""
+    ell = torch.exp(m.log_lengthscale.detach().double()).tolist()
+    var = math.exp(float(m.log_variance.detach()))
+    Z = m.Z.detach().double()
+    K = _rbf_by_hand(Z, Z, ell, var).numpy() + 1e-6 * var * np.eye(32)
+    L = np.linalg.cholesky(K)
+    C = np.tril(m.chol.detach().double().numpy())
+    mu_u, cov_u = L @ m.mean.detach().double().numpy(), L @ C @ C.T @ L.T
+    k = _rbf_by_hand(Z, x.double(), ell, var).numpy()  # (32, n)
+    Kk = np.linalg.solve(K, k)
+    mean = Kk.T @ mu_u
+    variance = var - (k * Kk).sum(0) + (Kk * (cov_u @ Kk)).sum(0)
+    kl = 0.5 * (np.trace(np.linalg.solve(K, cov_u)) + mu_u @ np.linalg.solve(K, mu_u) - 32
+                + np.linalg.slogdet(K)[1] - np.linalg.slogdet(cov_u)[1])
+    return mean, variance, kl
+
+
+def test_sparse_gp_loss_is_the_negative_elbo_per_point_by_hand():
+    Xtr, ytr, Xte, yte = tasks._gp_data()
+    t = tasks.sparse_gp(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 2) and y.shape == (32, 2) and x.dtype == torch.float32
+    shapes = [(n, tuple(p.shape)) for n, p in m.named_parameters()]
+    assert shapes == [("Z", (32, 2)), ("log_lengthscale", (2,)), ("log_variance", ()),
+                      ("log_noise", ()), ("mean", (32,)), ("chol", (32, 32))]
+    assert sum(p.numel() for p in m.parameters()) == 1124
+    assert float(m.Z.detach().abs().max()) <= 2 and float(m.Z.detach().abs().max()) > 1.8
+    assert torch.equal(m.chol.detach(), torch.eye(32)) and float(m.mean.detach().abs().sum()) == 0
+    # at the start q is the prior (all hyperparameters 1): no KL, f(x) ~ N(0, 1) at every point
+    a = float(t.loss(m, x, y).detach())
+    assert abs(a - (0.5 * math.log(2 * math.pi) + float((y[:, 0] ** 2 + 1).mean()) / 2)) < 1e-9
+    assert abs(t.train_loss(m) - (0.5 * math.log(2 * math.pi)
+                                  + float((ytr[:, 0] ** 2 + 1).mean()) / 2)) < 1e-9
+    # elsewhere: −mean E_q log N(y | f, σ_n²) + KL / 600, by the unwhitened formulas
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        m.log_lengthscale.copy_(torch.tensor([-0.3, 0.2]))
+        m.log_variance.fill_(0.1)
+        m.log_noise.fill_(-0.5)
+        m.mean.copy_(torch.randn(32, generator=g))
+        m.chol.copy_(torch.eye(32) + 0.1 * torch.randn(32, 32, generator=g))
+    mean, variance, kl = _svgp_by_hand(m, x)
+    noise = math.exp(-0.5)
+    fit = 0.5 * math.log(2 * math.pi * noise) + ((y[:, 0].numpy() - mean) ** 2 + variance) / (
+        2 * noise)
+    a = t.loss(m, x, y)
+    assert a.dtype == torch.float64 and kl > 1
+    assert abs(float(a.detach()) - (fit.mean() + kl / 600)) < 1e-8
+    with torch.no_grad():
+        mu, var, _ = m.marginals(x)
+    assert float((mu - torch.from_numpy(mean)).abs().max()) < 1e-8
+    assert float((var - torch.from_numpy(variance)).abs().max()) < 1e-8
+    # the whole set's loss is the batch loss with every row in one batch
+    assert abs(float(t.loss(m, Xtr, ytr).detach()) - t.train_loss(m)) < 1e-12
+    a.backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    assert float(torch.triu(m.chol.grad, 1).abs().sum()) == 0  # above C's diagonal: unused
+    # the test metric: −log N(y | μ, s² + σ_n²) per test point
+    mean, variance, _ = _svgp_by_hand(m, Xte)
+    total = variance + noise
+    want = (0.5 * np.log(2 * math.pi * total) + (yte[:, 0].numpy() - mean) ** 2 / (2 * total))
+    name, value = t.test_metric(m)
+    assert name == "test_nll" and abs(value - want.mean()) < 1e-8
+    # a factorisation that fails gives NaN, not an error
+    with torch.no_grad():
+        m.log_variance.fill_(float("nan"))
+    assert math.isnan(float(t.loss(m, x, y).detach())) and math.isnan(t.train_loss(m))
+    assert t.steps == 180
+
+
+def _exact_gp_nll(X, y, log_params):
+    """The exact GP's negative log marginal likelihood per point, −log N(y | 0, K + σ_n² I) / n,
+    K the ARD RBF kernel (log ℓ₁, log ℓ₂, log σ_f², log σ_n²), by slogdet and solve. (float64)"""
+    ell, var, noise = log_params[:2].exp(), log_params[2].exp(), log_params[3].exp()
+    d = (X[:, None] - X[None]) / ell
+    K = var * torch.exp(-0.5 * (d * d).sum(-1)) + noise * torch.eye(len(X), dtype=X.dtype)
+    return (0.5 * y @ torch.linalg.solve(K, y) + 0.5 * torch.linalg.slogdet(K)[1]) / len(y) + (
+        0.5 * math.log(2 * math.pi))
+
+
+def test_sparse_gp_floor_is_the_exact_gp_s_least_nll_and_every_setting_sits_above_it():
+    Xtr, ytr, Xte, yte = tasks._gp_data()
+    X, y = Xtr.double(), ytr[:, 0]
+    p = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([p], max_iter=60, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure():
+        opt.zero_grad()
+        v = _exact_gp_nll(X, y, p)
+        v.backward()
+        return v
+
+    opt.step(closure)
+    floor = _exact_gp_nll(X, y, p)
+    (grad,) = torch.autograd.grad(floor, p)
+    floor, p = float(floor), p.detach()
+    assert float(grad.abs().max()) < 1e-7  # a stationary point: 0.8378 at ℓ = 0.655, 0.829,
+    assert 0.83 < floor < 0.845              # σ_f² = 1.197, σ_n² = 0.253
+    ell, var, noise = p.exp().tolist()[:2], float(p[2].exp()), float(p[3].exp())
+    assert 0.55 < ell[0] < 0.75 and 0.7 < ell[1] < 0.95 and 0.23 < noise < 0.28
+    for d in torch.eye(4, dtype=torch.float64):  # and a minimum along each axis
+        for s in (-0.05, 0.05):
+            assert float(_exact_gp_nll(X, y, p + s * d)) > floor
+    # the task's loss at a setting is at least the exact NLL at its hyperparameters: at the start
+    t = tasks.sparse_gp(0)
+    start = float(_exact_gp_nll(X, y, torch.zeros(4, dtype=torch.float64)))
+    assert t.train_loss(t.model) > start > floor + 0.3
+    # at the optimum's hyperparameters, 32 training points as Z and Titsias's optimal q (S = (I +
+    # A Aᵀ/σ_n²)⁻¹, m = S A y/σ_n², A = L⁻¹ K_Zx), the loss is the collapsed bound, −[log N(y | 0,
+    # Q + σ_n² I) − tr(K − Q)/(2σ_n²)]/n, Q = K_xZ K⁻¹ K_Zx: above the floor (1.019; these Z
+    # leave gaps that learned ones close)
+    m = copy.deepcopy(t.model).double()
+    Z = X[::18][:32]
+    K = _rbf_by_hand(Z, Z, ell, var) + 1e-6 * var * torch.eye(32, dtype=torch.float64)
+    A = torch.linalg.solve_triangular(torch.linalg.cholesky(K),
+                                      _rbf_by_hand(Z, X, ell, var), upper=False)
+    S = torch.linalg.inv(torch.eye(32, dtype=torch.float64) + A @ A.T / noise)
+    with torch.no_grad():
+        m.Z.copy_(Z)
+        m.log_lengthscale.copy_(p[:2])
+        m.log_variance.fill_(float(p[2]))
+        m.log_noise.fill_(float(p[3]))
+        m.mean.copy_(S @ A @ y / noise)
+        m.chol.copy_(torch.linalg.cholesky(S))
+    Q = A.T @ A
+    cov = Q + noise * torch.eye(600, dtype=torch.float64)
+    collapsed = (0.5 * y @ torch.linalg.solve(cov, y) + 0.5 * torch.linalg.slogdet(cov)[1]
+                 + 0.5 * 600 * math.log(2 * math.pi) + (var * 600 - Q.trace()) / (2 * noise))
+    assert abs(t.train_loss(m) - float(collapsed) / 600) < 1e-9
+    assert floor + 0.1 < t.train_loss(m) < t.train_loss(t.model)
+
+
+def _mtl_draws_by_hand():
+    """The multi-task data's seed's draws, in order: the teacher's W1, b1, W2, b2, R and V, the
+    inputs, the noise."""
+    g = torch.Generator().manual_seed(2066)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    W1, b1 = (1.5 / math.sqrt(8)) * r(32, 8), 0.1 * r(32)
+    W2, b2 = (1.5 / math.sqrt(32)) * r(32, 32), 0.1 * r(32)
+    R, V = (1 / math.sqrt(32)) * r(8, 32), (3 / math.sqrt(32)) * r(5, 32)
+    X = r(2500, 8).float().double()
+    return W1, b1, W2, b2, R, V, X, 0.3 * r(2500, 8)
+
+
+def _mtl_teacher_by_hand(x, W1, b1, W2, b2, R, V):
+    """One row's raw regression outputs R h and class probabilities softmax(V h) by explicit sums,
+    h = tanh(W2 tanh(W1 x + b1) + b2)."""
+    h = [math.tanh(sum(w * v for w, v in zip(row, x)) + c) for row, c in zip(W1, b1)]
+    h = [math.tanh(sum(w * v for w, v in zip(row, h)) + c) for row, c in zip(W2, b2)]
+    raw = [sum(w * v for w, v in zip(row, h)) for row in R]
+    logits = [sum(w * v for w, v in zip(row, h)) for row in V]
+    top = max(logits)
+    e = [math.exp(v - top) for v in logits]
+    return raw, [v / sum(e) for v in e]
+
+
+def test_multitask_heads_data_are_one_teacher_s_targets_and_class_probabilities():
+    Xtr, ytr, Xte, yte, teacher = tasks._mtl_data()
+    assert Xtr.shape == (2000, 8) and Xte.shape == (500, 8) and ytr.shape == (2000, 21)
+    assert Xtr.dtype == torch.float32 and ytr.dtype == torch.float64 and yte.shape == (500, 21)
+    W1, b1, W2, b2, R, V, x, noise = _mtl_draws_by_hand()
+    for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2, V=V).items():
+        assert torch.equal(teacher[k], v), k
+    X, y = torch.cat([Xtr, Xte]).double(), torch.cat([ytr, yte])
+    assert torch.equal(X, x)
+    # the raw outputs by a batched formula of our own, then each output's μ and σ
+    h = torch.tanh(torch.tanh(x @ W1.T + b1) @ W2.T + b2)
+    raw = h @ R.T
+    mu, sd = raw.mean(0), raw.std(0)
+    assert float((teacher["R"] - R / sd[:, None]).abs().max()) < 1e-12
+    assert float((teacher["c"] + mu / sd).abs().max()) < 1e-12
+    for i in (0, 1, 1999, 2400):  # a few rows by explicit sums
+        r_i, p_i = _mtl_teacher_by_hand(x[i].tolist(), W1.tolist(), b1.tolist(), W2.tolist(),
+                                        b2.tolist(), R.tolist(), V.tolist())
+        want = (torch.tensor(r_i, dtype=torch.float64) - mu) / sd
+        assert float((y[i, 13:] - want).abs().max()) < 1e-12
+        assert float((y[i, 8:13] - torch.tensor(p_i, dtype=torch.float64)).abs().max()) < 1e-12
+    assert float(y[:, 13:].mean(0).abs().max()) < 1e-12
+    assert float((y[:, 13:].std(0) - 1).abs().max()) < 1e-12
+    # the noise: the next draws, N(0, 0.3²); it alone costs 0.09 (0.0896 on the training targets)
+    assert float((y[:, :8] - y[:, 13:] - noise).abs().max()) < 1e-12
+    assert 0.087 < float((noise[:2000] ** 2).mean()) < 0.092
+    # the classes: probabilities, the teacher's mean entropy 0.99 nats, every class someone's best
+    p = ytr[:, 8:13]
+    assert float((p.sum(-1) - 1).abs().max()) < 1e-12 and float(p.min()) > 0
+    assert 0.95 < float(-(p * p.log()).sum(-1).mean()) < 1.03
+    assert float(torch.bincount(p.argmax(-1), minlength=5).min()) > 200
+
+
+def _teacher_as_two_heads(m, teacher):
+    """Load the teacher into the model ``m``: its 32 units in the trunk's first 32 of each layer,
+    the rest of the trunk 0 (those units then give tanh(0) = 0), the heads reading them."""
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.trunk[0].weight[:32] = teacher["W1"]
+        m.trunk[0].bias[:32] = teacher["b1"]
+        m.trunk[2].weight[:32, :32] = teacher["W2"]
+        m.trunk[2].bias[:32] = teacher["b2"]
+        m.regress.weight[:, :32] = teacher["R"]
+        m.regress.bias.copy_(teacher["c"])
+        m.classify.weight[:, :32] = teacher["V"]
+    return m
+
+
+def test_multitask_heads_model_is_one_trunk_under_two_heads_by_hand_and_holds_the_teacher():
+    Xtr, ytr, Xte, yte, teacher = tasks._mtl_data()
+    t = tasks.multitask_heads(0)
+    m = t.model
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 8) and y.shape == (32, 21) and x.dtype == torch.float32
+    shapes = [(n, tuple(p.shape)) for n, p in m.named_parameters()]
+    assert shapes == [("trunk.0.weight", (64, 8)), ("trunk.0.bias", (64,)),
+                      ("trunk.2.weight", (64, 64)), ("trunk.2.bias", (64,)),
+                      ("regress.weight", (8, 64)), ("regress.bias", (8,)),
+                      ("classify.weight", (5, 64)), ("classify.bias", (5,))]
+    assert sum(p.numel() for p in m.parameters()) == 5581
+    W1, b1 = m.trunk[0].weight.double().tolist(), m.trunk[0].bias.double().tolist()
+    W2, b2 = m.trunk[2].weight.double().tolist(), m.trunk[2].bias.double().tolist()
+    with torch.no_grad():
+        out = m(x).double()
+    assert out.shape == (32, 13)
+    for i in (0, 31):  # two rows by explicit sums: both heads read the same trunk
+        h = [math.tanh(sum(w * v for w, v in zip(row, x[i].tolist())) + c)
+             for row, c in zip(W1, b1)]
+        h = [math.tanh(sum(w * v for w, v in zip(row, h)) + c) for row, c in zip(W2, b2)]
+        for head, cols in ((m.regress, slice(0, 8)), (m.classify, slice(8, 13))):
+            want = [sum(w * v for w, v in zip(row, h)) + c
+                    for row, c in zip(head.weight.double().tolist(), head.bias.double().tolist())]
+            want = torch.tensor(want, dtype=torch.float64)
+            assert float((out[i, cols] - want).abs().max()) < 1e-5
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    # the teacher is one of the model's settings: loaded, it gives the noise-free targets and the
+    # teacher's log-probabilities
+    m64 = _teacher_as_two_heads(copy.deepcopy(m).double(), teacher)
+    with torch.no_grad():
+        for X, Y in ((Xtr, ytr), (Xte, yte)):
+            o = m64(X.double())
+            assert float((o[:, :8] - Y[:, 13:]).abs().max()) < 1e-9
+            assert float((o[:, 8:].log_softmax(-1) - Y[:, 8:13].log()).abs().max()) < 1e-9
+
+
+def test_multitask_heads_loss_is_the_mse_plus_the_kl_and_the_teacher_reads_the_noise():
+    Xtr, ytr, Xte, yte, teacher = tasks._mtl_data()
+    t = tasks.multitask_heads(0)
+    x, y = next(iter(t.batches()))
+    o = t.model(x).double().detach()
+
+    def by_hand(o, y):  # Σ (o_k − y_k)² / (n·8) + Σ_c p_c (log p_c − log q_c) / n
+        q = o[:, 8:].softmax(-1)
+        mse = sum((o[i, k] - y[i, k]) ** 2 for i in range(len(o)) for k in range(8))
+        kl = sum(y[i, 8 + c] * (math.log(y[i, 8 + c]) - math.log(q[i, c]))
+                 for i in range(len(o)) for c in range(5))
+        return float(mse) / (8 * len(o)), float(kl) / len(o)
+
+    mse, kl = by_hand(o, y)
+    a = float(t.loss(t.model, x, y).detach())
+    assert abs(a - (mse + kl)) < 1e-5 and mse > 0.5 and kl > 0.2
+    _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
+    # the floor: the teacher's loss is the noise alone (no KL), 0.0896 on the training targets
+    oracle = _Double(_teacher_as_two_heads(copy.deepcopy(t.model).double(), teacher))
+    noise_tr = float(((ytr[:, :8] - ytr[:, 13:]) ** 2).mean())
+    noise_te = float(((yte[:, :8] - yte[:, 13:]) ** 2).mean())
+    assert abs(t.train_loss(oracle) - noise_tr) < 1e-9 and 0.087 < noise_tr < 0.092
+    assert abs(t.test_metric(oracle)[1] - noise_te) < 1e-9
+    name, value = t.test_metric(t.model)
+    mse, kl = by_hand(t.model(Xte[:100]).double().detach(), yte[:100])
+    assert name == "test_loss" and abs(value - float(t.loss(t.model, Xte, yte).detach())) < 1e-5
+    assert abs(float(t.loss(t.model, Xte[:100], yte[:100]).detach()) - (mse + kl)) < 1e-5
+    assert t.train_loss(t.model) > 1.5 and t.steps == 2480

@@ -3576,6 +3576,213 @@ def lasso_logistic(seed: int) -> Task:
                        metric=("test_log_loss", _test_log_loss))
 
 
+# ---------------------------------------------------------------------------------------------
+# Held out of round 35: two more kinds of model not in the selection (a sparse variational GP:
+# an ARD RBF kernel's length-scales and variances learned with 32 inducing inputs and a full
+# Cholesky-factored q by mini-batches of the ELBO, through a Cholesky factorisation, logs and
+# exps; a multi-task net: one tanh trunk under a regression head and a classification head whose
+# two losses, of different kinds and sizes, share its gradient), each with a floor that no method
+# can pass: the exact GP's least NLL per point on the training points (0.8378 at ℓ = 0.655 and
+# 0.829, σ_f² = 1.197, σ_n² = 0.253, by L-BFGS in float64), a lower bound of the negative ELBO
+# at every setting (the best SVGP found, from two starts by L-BFGS in float64, 0.8472); the
+# regression targets' noise (0.09, 0.0896 on the training targets), the KL to the teacher's class
+# probabilities being ≥ 0 and the teacher one of the model's settings. Budgets fixed from plain
+# runs at seeds 0 and 1 before any QLAB run.
+# sparse_gp, 10 epochs: Adam 0.9940 (lr 0.1), heavy ball 1.0561 (lr 0.1), SGD 1.1316 (lr 1), from
+# 2.028 (seed 1: 0.9580, 0.9789 and 1.1660; Adam at lr 1 diverges at seed 0); at 5 epochs 0.9971
+# (0.1), 1.1574 (0.1) and 1.0816 (1), at 20 epochs 0.9085 (0.01), 0.9827 (0.1) and 1.0700 (1);
+# Adam at lr 0.1 stays at 0.99–1.02 from 5 to 20 epochs, held there by its step's noise, while at
+# lr 0.01 it goes 1.022, 0.909, 0.888 and 0.879 at 10, 20, 30 and 60 epochs. Ten epochs: Adam's
+# best run ends 19 % above the floor (14 % at seed 1). 32 inducing points in two dimensions keep
+# the SVGP within 1.1 % of the exact GP; in four (length-scales 0.6–2.5) the best SVGP was 18 %
+# above it, in three with 48 points 7 %: hence two.
+# multitask_heads, 40 epochs: heavy ball 0.1164 (lr 0.1), Adam 0.1222 (lr 0.01), SGD 0.1350 (lr
+# 1), from 1.813 (seed 1: 0.1145, 0.1177 and 0.1530; heavy ball at lr 1 diverges); at 20 epochs
+# 0.1350 (0.1), 0.1369 (0.01) and 0.1579 (1), at 60 epochs 0.1131 (0.1), 0.1198 (0.01) and 0.1396
+# (0.1). Forty epochs: the best plain run ends 30 % above the floor (28 % at seed 1; 26 % at 60).
+# Drafts with two regression outputs let Adam pass the teacher: with class labels drawn from it,
+# its cross-entropy 0.71 against the teacher's 0.80 at 10 epochs; with its probabilities, its MSE
+# 0.081 against the noise's 0.093 at 40. Hence the KL to the probabilities (≥ 0 exactly) and eight
+# outputs a row (16,000 noisy targets for 5581 parameters): in a draft with other noise draws the
+# best plain runs' MSE part was still 0.093–0.098 against the noise's 0.091 at 100 epochs. One
+# plain run takes 0.25–0.5 s (sparse_gp) and 1.4–3.3 s (multitask_heads) on one thread here,
+# beside another job.
+# ---------------------------------------------------------------------------------------------
+_GP_DIM, _GP_INDUCING, _GP_TRAIN, _GP_NOISE = 2, 32, 600, 0.5
+_GP_SCALES, _GP_FEATURES = (0.6, 0.9), 256  # the data's length-scales; random Fourier features
+
+
+@functools.lru_cache(maxsize=1)
+def _gp_data():
+    """A smooth random function of x ∈ [−2, 2]² plus noise: f = Σ_k a_k cos(ω_k·x + b_k) over 256
+    random Fourier features of an RBF kernel with length-scales 0.6 and 0.9 (ω_k ~ N(0, diag(1/ℓ²)),
+    b_k ~ U(0, 2π), a_k ~ N(0, 2/256): nearly a draw of that GP), centred and scaled to unit
+    standard deviation over all the points; x ~ U(−2, 2)², rounded to float32; the targets f(x)
+    plus N(0, 0.5²) noise. One fixed seed, 600 training and 400 test points. X (n, 2, float32); y
+    (n, 2, float64): the noisy target and f."""
+    g = torch.Generator().manual_seed(2064)
+    n, K = _GP_TRAIN + 400, _GP_FEATURES
+    X = (4 * torch.rand(n, _GP_DIM, generator=g, dtype=torch.float64) - 2).float().double()
+    omega = (torch.randn(K, _GP_DIM, generator=g, dtype=torch.float64)
+             / torch.tensor(_GP_SCALES, dtype=torch.float64))
+    b = 2 * math.pi * torch.rand(K, generator=g, dtype=torch.float64)
+    a = math.sqrt(2 / K) * torch.randn(K, generator=g, dtype=torch.float64)
+    f = torch.cos(X @ omega.T + b) @ a
+    f = (f - f.mean()) / f.std()
+    y = torch.stack([f + _GP_NOISE * torch.randn(n, generator=g, dtype=torch.float64), f], -1)
+    return X[:_GP_TRAIN].float(), y[:_GP_TRAIN], X[_GP_TRAIN:].float(), y[_GP_TRAIN:]
+
+
+def _rbf(A, B, lengthscales, variance):
+    """The ARD RBF kernel σ_f² exp(−½ Σ_d (a_d − b_d)² / ℓ_d²) between the rows of A and of B."""
+    d = (A[:, None, :] - B[None, :, :]) / lengthscales
+    return variance * torch.exp(-0.5 * (d * d).sum(-1))
+
+
+class _SparseGP(nn.Module):
+    """A sparse variational GP (SVGP, Hensman et al. 2013, whitened): an ARD RBF kernel with
+    learned length-scales ℓ, signal variance σ_f² and noise variance σ_n² (each as its log,
+    started at 0: all 1); 32 inducing inputs Z (started U(−2, 2)² from the seed) with u = L v, L
+    the Cholesky factor of K_ZZ (plus 10⁻⁶ σ_f² on its diagonal), and q(v) = N(m, S), S = C Cᵀ, C
+    the lower triangle of a learned matrix (started at I, m at 0: q is the prior). Computed in
+    float64 from the float32 parameters; a factorisation that fails gives NaN, never an error.
+    1124 parameters (the 496 above C's diagonal unused)."""
+
+    def __init__(self):
+        super().__init__()
+        self.Z = nn.Parameter(4 * torch.rand(_GP_INDUCING, _GP_DIM) - 2)
+        self.log_lengthscale = nn.Parameter(torch.zeros(_GP_DIM))
+        self.log_variance = nn.Parameter(torch.zeros(()))
+        self.log_noise = nn.Parameter(torch.zeros(()))
+        self.mean = nn.Parameter(torch.zeros(_GP_INDUCING))
+        self.chol = nn.Parameter(torch.eye(_GP_INDUCING))
+
+    def marginals(self, x):
+        """q(f(x)) at each row: its mean a·m and variance σ_f² − ‖a‖² + ‖Cᵀa‖², a = L⁻¹ k_Z(x);
+        and C. (float64)"""
+        Z, ell = self.Z.double(), self.log_lengthscale.double().exp()
+        var = self.log_variance.double().exp()
+        eye = torch.eye(_GP_INDUCING, dtype=torch.float64)
+        L = torch.linalg.cholesky_ex(_rbf(Z, Z, ell, var) + 1e-6 * var * eye)[0]
+        A = torch.linalg.solve_triangular(L, _rbf(Z, x.double(), ell, var), upper=False)
+        C = torch.tril(self.chol.double())
+        return A.T @ self.mean.double(), var - (A * A).sum(0) + ((C.T @ A) ** 2).sum(0), C
+
+    def neg_elbo(self, x, y):
+        """−ELBO per training point, unbiased on a batch: −mean E_q log N(y | f, σ_n²) over the
+        rows plus KL(q(v) ‖ N(0, I)) / 600. (float64)"""
+        mu, var, C = self.marginals(x)
+        noise, m = self.log_noise.double().exp(), self.mean.double()
+        fit = 0.5 * torch.log(2 * math.pi * noise) + ((y[:, 0] - mu) ** 2 + var) / (2 * noise)
+        kl = 0.5 * ((C * C).sum() + m @ m - _GP_INDUCING - torch.log(C.diagonal() ** 2).sum())
+        return fit.mean() + kl / _GP_TRAIN
+
+    def forward(self, x):
+        return self.marginals(x)[0]
+
+
+def _gp_loss(m, x, y):
+    return m.neg_elbo(x, y)
+
+
+@torch.no_grad()
+def _eval_gp(m, X, y):
+    return float(m.neg_elbo(X, y))
+
+
+@torch.no_grad()
+def _gp_test_nll(m, X, y):
+    """The predictive NLL per test point: −log N(y | μ, s² + σ_n²), q(f(x)) = N(μ, s²)."""
+    mu, var, _ = m.marginals(X)
+    total = var + m.log_noise.double().exp()
+    return float((0.5 * torch.log(2 * math.pi * total) + (y[:, 0] - mu) ** 2 / (2 * total)).mean())
+
+
+def sparse_gp(seed: int) -> Task:
+    """A sparse variational GP regression (32 inducing points, an ARD RBF kernel whose
+    length-scales, signal and noise variances are learned with the variational posterior), batch
+    32, 10 epochs (180 steps). Train loss: the negative ELBO per point (at least the exact GP's
+    NLL per point at the same hyperparameters; its minimum over them, 0.838, is the floor). Test
+    metric: the predictive NLL on the test points."""
+    torch.manual_seed(seed)
+
+    return _array_task("sparse_gp", _SparseGP(), _gp_data(), seed, batch=32, epochs=10,
+                       loss=_gp_loss, full_loss=_eval_gp, metric=("test_nll", _gp_test_nll))
+
+
+_MTL_IN, _MTL_TEACHER, _MTL_HIDDEN, _MTL_REG, _MTL_CLASSES = 8, 32, 64, 8, 5
+_MTL_NOISE, _MTL_SHARP = 0.3, 3.0  # the regression targets' noise; the teacher's logits' scale
+
+
+@functools.lru_cache(maxsize=1)
+def _mtl_data():
+    """Two tasks on the same inputs from one teacher with a shared trunk: h = tanh(W2 tanh(W1 x +
+    b1) + b2) of 32 units (W1 N(0, 1.5²/8), W2 N(0, 1.5²/32), biases N(0, 0.1²)); eight regression
+    targets R h (R N(0, 1/32)), each centred and scaled to unit standard deviation over all the
+    rows, plus N(0, 0.3²) noise (the noise alone costs 0.09, 0.0896 on the training targets); and
+    the probabilities softmax(V h) of five classes (V N(0, 3²/32): the teacher's mean entropy 0.99
+    nats of log 5 = 1.61). x ~ N(0, I₈), rounded to float32. One fixed seed, 2000 training and 500
+    test rows. X (n, 8, float32); y (n, 21, float64): the noisy targets, the class probabilities,
+    the noise-free targets; and the teacher (W1, b1, W2, b2, the rescaled R and its shift, V)."""
+    g = torch.Generator().manual_seed(2066)
+    d, H, n = _MTL_IN, _MTL_TEACHER, 2500
+
+    def normal(*shape, sd=1.0):
+        return sd * torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    W1, b1 = normal(H, d, sd=1.5 / math.sqrt(d)), normal(H, sd=0.1)
+    W2, b2 = normal(H, H, sd=1.5 / math.sqrt(H)), normal(H, sd=0.1)
+    R = normal(_MTL_REG, H, sd=1 / math.sqrt(H))
+    V = normal(_MTL_CLASSES, H, sd=_MTL_SHARP / math.sqrt(H))
+    X = normal(n, d).float().double()
+    h = torch.tanh(torch.tanh(X @ W1.T + b1) @ W2.T + b2)
+    raw = h @ R.T
+    mu, sd = raw.mean(0), raw.std(0)
+    R, c = R / sd[:, None], -mu / sd
+    clean, p = h @ R.T + c, torch.softmax(h @ V.T, -1)
+    y = torch.cat([clean + _MTL_NOISE * normal(n, _MTL_REG), p, clean], -1)
+    teacher = dict(W1=W1, b1=b1, W2=W2, b2=b2, R=R, c=c, V=V)
+    return X[:2000].float(), y[:2000], X[2000:].float(), y[2000:], teacher
+
+
+class _TwoHeads(nn.Module):
+    """A shared 8-64-64 tanh trunk and two linear heads on it: eight regression outputs and five
+    class logits, concatenated (n, 13). 5581 parameters; the teacher (32 units) is one of its
+    settings."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(_MTL_IN, _MTL_HIDDEN), nn.Tanh(),
+                                   nn.Linear(_MTL_HIDDEN, _MTL_HIDDEN), nn.Tanh())
+        self.regress = nn.Linear(_MTL_HIDDEN, _MTL_REG)
+        self.classify = nn.Linear(_MTL_HIDDEN, _MTL_CLASSES)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return torch.cat([self.regress(h), self.classify(h)], -1)
+
+
+def _two_task_loss(out, y):
+    """The MSE of the regression outputs to the noisy targets y[:, :8] plus KL(teacher ‖ model)
+    of the class logits to the teacher's probabilities y[:, 8:13], unweighted."""
+    y = y.to(out.dtype)
+    mse = ((out[:, :_MTL_REG] - y[:, :_MTL_REG]) ** 2).mean()
+    return mse + _kl_of(out[:, _MTL_REG:], y[:, _MTL_REG:_MTL_REG + _MTL_CLASSES])
+
+
+def multitask_heads(seed: int) -> Task:
+    """A multi-task net: one 8-64-64 tanh trunk under a regression head (8 outputs) and a
+    classification head (5 classes), fitting a teacher of the same form, batch 32, 40 epochs (2480
+    steps). Train loss: the MSE to the noisy regression targets plus the KL to the teacher's class
+    probabilities (the noise alone costs 0.09). Test metric: the same on the test rows."""
+    torch.manual_seed(seed)
+
+    loss, full = _loss_and_full(_two_task_loss)
+
+    return _array_task("multitask_heads", _TwoHeads(), _mtl_data()[:4], seed, batch=32,
+                       epochs=40, loss=loss, full_loss=full, metric=("test_loss", full))
+
+
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
                                  friedman_mlp, synth_mlp, char_gru, moons_resmlp, bn_dropout_mlp,
                                  waves_cnn1d, digits_autoencoder, tabular_embed, digits_vit,
@@ -3594,7 +3801,7 @@ TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_tr
                                  rank_listnet, lista_sparse, ssm_recall, tcn_forecast,
                                  node_spiral, mil_bags, crf_tagger, nam_additive,
                                  soft_trees, kg_distmult, lora_adapt, tpp_rmtpp,
-                                 hypernet_curves, lasso_logistic)}
+                                 hypernet_curves, lasso_logistic, sparse_gp, multitask_heads)}
 # Not used by the choice of defaults (docs/quality.md reports them beside the headline, not in it):
 # char_gru (held out of round 2; seen while round 3 was prototyped), moons_resmlp (held out of round
 # 3; seen afterwards), digits_autoencoder (held out of round 4); all three were run as a check on the
@@ -3619,9 +3826,11 @@ TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_tr
 # CRF tagger, a neural additive model) from round 32, and round 32's (soft decision trees,
 # knowledge-graph embeddings) from round 33, and round 33's (LoRA adapters, a recurrent temporal
 # point process) from round 34, and round 34's (a hypernetwork, L1-penalised logistic regression)
-# from round 35.
+# from round 35. sparse_gp and multitask_heads (a sparse variational GP, a multi-task net with two
+# heads) are held out of round 35.
 HELD_OUT = {"char_gru": "not in the choice", "moons_resmlp": "not in the choice",
-            "digits_autoencoder": "not in the choice", "graph_gcn": "held out of round 8"}
+            "digits_autoencoder": "not in the choice", "graph_gcn": "held out of round 8",
+            "sparse_gp": "held out of round 35", "multitask_heads": "held out of round 35"}
 # The loss floor (issue 3: no method may drive the train loss below ~0.01, or ratios compare
 # memorised fits). Since round 12 a task where any run of any method (plain, QLAB or peer, main
 # suite, seeds 0–2) ends below FLOOR is reported, but counts neither in the choice nor in the
