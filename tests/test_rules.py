@@ -1954,3 +1954,101 @@ def test_minpol_lets_the_share_shorten_the_step_near_zero_loss(rule, L0, kept):
     expected = {"floor": 80.0, "polyak": 2.0 * L0, "quarter": a_s}[kept]
     assert a_m == pytest.approx(expected, rel=1e-12)
     assert float(a_dev) == pytest.approx(a_m, rel=1e-5)
+
+
+def _with_grad_slots(call, grad_ema, grad_start, grad_seen):
+    """``call`` with its rule state's `_minlive` slots set (fp32-rounded, as the device stores
+    them)."""
+    f32 = lambda x: float(torch.tensor(x, dtype=torch.float32))  # noqa: E731
+    rs = dataclasses.replace(call[4], grad_ema=f32(grad_ema), grad_start=f32(grad_start),
+                             grad_seen=grad_seen)
+    return call[:4] + (rs,) + call[5:]
+
+
+def _live_slots_by_hand(gg, ema, start, seen):
+    """(grad_ema, grad_start, grad_seen) after a finite step with batch |G|² ``gg``: the first
+    10 steps' |G|² averaged in log space, then held; the EMA with decay 0.95 (an empty one takes
+    |G|² as it is); nothing moves where |G|² is 0."""
+    if gg <= 0:
+        return ema, start, seen
+    if seen < 10:
+        start = math.exp((seen * math.log(start) + math.log(gg)) / (seen + 1)) if seen else gg
+        seen += 1
+    return (0.95 * ema + 0.05 * gg if ema > 0 else gg), start, seen
+
+
+GRAD_SLOTS = dict(grad_ema=kappa, grad_start=st.floats(1e-8, 1e8),
+                  grad_seen=st.sampled_from([0, 1, 5, 9, 10]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(rule=st.sampled_from(reference.LIVE_RULES), call=SHARE_CALLS, **GRAD_SLOTS)
+def test_minlive_floors_as_minrel_while_the_gradient_is_alive(rule, call, grad_ema, grad_start,
+                                                             grad_seen):
+    """`*_lowshare_minlive`: the step is `_minrel`'s while the batch gradient is alive (fewer than
+    10 steps seen, or the smoothed |G|² at least 1e-3 of the first 10 steps' geometric mean, this
+    step's |G|² included), else the `_lowshare` rule's; the slots follow `_live_slots_by_hand`,
+    every other slot is the `_lowshare` rule's; the device agrees, its slots too."""
+    call = _with_grad_slots(call, grad_ema, grad_start, grad_seen)
+    rs, red = call[4], call[2]
+    a_l, n_l = reference.rule_step(rule, *call)
+    a_r, n_r = reference.rule_step(rule.replace("_minlive", "_minrel"), *call)
+    a_s, _ = reference.rule_step(rule.replace("_minlive", ""), *call)
+    ema, start, seen = _live_slots_by_hand(red["gg"], rs.grad_ema, rs.grad_start, rs.grad_seen)
+    assert (reference.LIVE_DECAY, reference.LIVE_START, reference.LIVE_FRAC) == (0.95, 10, 1e-3)
+    assert n_l.grad_seen == seen
+    assert n_l.grad_ema == pytest.approx(ema, rel=1e-12, abs=1e-300)
+    assert n_l.grad_start == pytest.approx(start, rel=1e-12, abs=1e-300)
+    alive = seen < 10 or ema >= 1e-3 * start
+    assume(seen < 10 or abs(ema / (1e-3 * start) - 1) > 1e-6)  # no verdict on a rounding edge
+    assert a_l == (a_r if alive else a_s)
+    assert vars(n_l) == dict(vars(n_r), alpha=n_l.alpha, grad_ema=n_l.grad_ema,
+                             grad_start=n_l.grad_start, grad_seen=n_l.grad_seen)
+    _assert_the_device_agrees(rule, call, a_l, n_l)
+    _, n_dev = run_device(rule, *call)
+    assert float(n_dev["grad_seen"]) == seen
+    for k in ("grad_ema", "grad_start"):
+        assert float(n_dev[k]) == pytest.approx(getattr(n_l, k), rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("rule", reference.LIVE_RULES)
+def test_minlive_shuts_the_floor_once_the_gradient_has_died_and_the_device_follows(rule):
+    """`_quartered_probe`'s call, its state carried from step to step, with the batch |G|²
+    100·2^k at the first 10 steps k, then 1e-6 (|V|² 1e8 and |θ|² 1e16 with it, so that c² stays
+    near 0.01 and the floor at 80): the start slot is the geometric mean of the first ten
+    (100·2^4.5), the EMA follows by hand, and the step is `_minrel`'s, longer than `_lowshare`'s,
+    exactly until the EMA has decayed below 1e-3 of the start (some 150 steps later), then
+    `_lowshare`'s; the device, carrying its own slots, agrees."""
+    L0, Lb, red, beta, rs, alpha0, pdir = _quartered_probe(1e8)
+    dev = rules.init_state(alpha0, "cpu")
+    ema = start = 0.0
+    seen, shut_at, n, floored = 0, None, 220, []
+    for k in range(n):
+        gg, vv, tt = (100.0 * 2.0 ** k, 1.0, 1e8) if k < 10 else (1e-6, 1e8, 1e16)
+        red_k = dict(red, gg=gg, vv=vv, tt=tt)
+        call = (L0, Lb, red_k, beta, rs, alpha0, pdir)
+        a_l, n_l = reference.rule_step(rule, *call)
+        a_r, _ = reference.rule_step(rule.replace("_minlive", "_minrel"), *call)
+        a_s, _ = reference.rule_step(rule.replace("_minlive", ""), *call)
+        ema, start, seen = _live_slots_by_hand(gg, ema, start, seen)
+        assert (n_l.grad_ema, n_l.grad_start, n_l.grad_seen) == (
+            pytest.approx(ema, rel=1e-12), pytest.approx(start, rel=1e-12), seen)
+        if shut_at is None and seen == 10 and ema < 1e-3 * start:
+            shut_at = k
+        assert a_l == (a_s if shut_at is not None else a_r)
+        floored.append(a_r > a_s * (1 + 1e-9))
+        dev.update({key: torch.tensor(float(getattr(rs, key))) for key in
+                    ("alpha", "kappa_v", "kappa_p", "ema", "length", "found", "share")},
+                   beta=torch.tensor(beta))
+        vec = torch.tensor([red_k[x] for x in ("vg", "pg", "vv", "pp", "sg", "gg", "tt", "vz")],
+                           dtype=torch.float64)
+        a_dev, dev = rules.rule_step(rule, torch.tensor(L0, dtype=torch.float64),
+                                     torch.tensor(call[1], dtype=torch.float64), vec, dev,
+                                     alpha0, pdir, reference.FP32_EPS)
+        assert float(a_dev) == pytest.approx(a_l, rel=1e-5)
+        for key in ("grad_ema", "grad_start", "grad_seen"):
+            assert float(dev[key]) == pytest.approx(getattr(n_l, key), rel=1e-5)
+        rs = n_l
+    assert start == pytest.approx(100.0 * 2.0 ** 4.5, rel=1e-12)
+    assert shut_at is not None and 100 < shut_at < n - 10
+    assert all(floored) and rs.share < 0.025  # the floor holds the step up throughout
