@@ -1799,13 +1799,14 @@ SHARE_CALLS = st.builds(_share_call, L0=finite, dL=finite, vg=finite, pg=finite,
                         found=st.sampled_from([0.0, 1.0]), pdir=st.sampled_from([DIR_V, DIR_P]))
 
 
-def _assert_the_device_agrees(rule, call, alpha, new):
+def _assert_the_device_agrees(rule, call, alpha, new, also=()):
     """The device rule on ``call`` gives the reference's step and its share, EMA, next probe and
-    step length."""
+    step length (and the slots named in ``also``); returns the device's new state."""
     a_dev, n_dev = run_device(rule, *call)
     assert float(a_dev) == pytest.approx(alpha, rel=1e-5, abs=1e-30)
-    for k in ("share", "ema", "beta", "length"):
+    for k in ("share", "ema", "beta", "length") + tuple(also):
         assert float(n_dev[k]) == pytest.approx(getattr(new, k), rel=1e-5, abs=1e-30)
+    return n_dev
 
 
 @settings(max_examples=400, deadline=None)
@@ -2004,11 +2005,8 @@ def test_minlive_floors_as_minrel_while_the_gradient_is_alive(rule, call, grad_e
     assert a_l == (a_r if alive else a_s)
     assert vars(n_l) == dict(vars(n_r), alpha=n_l.alpha, grad_ema=n_l.grad_ema,
                              grad_start=n_l.grad_start, grad_seen=n_l.grad_seen)
-    _assert_the_device_agrees(rule, call, a_l, n_l)
-    _, n_dev = run_device(rule, *call)
+    n_dev = _assert_the_device_agrees(rule, call, a_l, n_l, also=("grad_ema", "grad_start"))
     assert float(n_dev["grad_seen"]) == seen
-    for k in ("grad_ema", "grad_start"):
-        assert float(n_dev[k]) == pytest.approx(getattr(n_l, k), rel=1e-5, abs=1e-30)
 
 
 @pytest.mark.parametrize("rule", reference.LIVE_RULES)
@@ -2018,7 +2016,7 @@ def test_minlive_shuts_the_floor_once_the_gradient_has_died_and_the_device_follo
     near 0.01 and the floor at 80): the start slot is the geometric mean of the first ten
     (100·2^4.5), the EMA follows by hand, and the step is `_minrel`'s, longer than `_lowshare`'s,
     exactly until the EMA has decayed below 1e-3 of the start (some 150 steps later), then
-    `_lowshare`'s; the device, carrying its own slots, agrees."""
+    `_lowshare`'s; the device, carrying its own grad_* slots from step to step, agrees."""
     L0, Lb, red, beta, rs, alpha0, pdir = _quartered_probe(1e8)
     dev = rules.init_state(alpha0, "cpu")
     ema = start = 0.0
