@@ -245,11 +245,16 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
 # share of V, averaged over ~20 steps, is low; its constants from a seed-0 prototype on the
 # selection) ties the worst case (13.81×, the physics-informed net), has 1401 against 1271 of 1830
 # runs within, 29 against 23 tasks holding, no check run past 100× (largest rebound 30.4× against
-# 69.6×), and passes CI's claims: Adam's default.
+# 69.6×), and passes CI's claims: Adam's default. Round 35 (log item 62; sixty-five tasks: round
+# 34's held-out hypernetwork and lasso joined): Adam's with `_minlive` (`_lowshare` shortening no
+# step below 0.8 % of |θ| while the batch gradient is alive) ties the worst case (13.81×, the
+# physics-informed net), has 1532 against 1473 of 1950 runs within, 31 against 31 tasks holding,
+# no check run past 100× (largest rebound 30.8×), and passes CI's claims: Adam's default (round
+# 36's switch).
 DEFAULT_RULES = {
     KIND_SGD: "safeguarded_rel_edge135_polyak_still_grow_restart",
     KIND_MOMENTUM: "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen",
-    KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_unseen",
+    KIND_ADAM: "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minlive_unseen",
 }
 
 
@@ -689,7 +694,7 @@ NEAR.update({r: NEAR[r.replace("_minpol", "")] for r in MINPOL_RULES
 # run past 10× and matched `_minrel` within 0.02× on 16 selection tasks. LIVE_FRAC fitted on the
 # demo's spike run and those tasks. Its own slots (grad_ema, grad_start, grad_seen); memory,
 # probes and `_len` length as `_lowshare`'s. In by the interpolation gate (0 of 144 runs past
-# 100×, largest 30.8×) and picked by round 35's choice (log item 62); not yet the default.
+# 100×, largest 30.8×) and picked by round 35's choice (log item 62): Adam's default since.
 LIVE_RULES = tuple(r for r in RULES if "_minlive" in r)
 LIVE_DECAY, LIVE_START, LIVE_FRAC = 0.95, 10, 1e-3
 NEAR.update({r: NEAR[r.replace("_minlive", "")] for r in LIVE_RULES
