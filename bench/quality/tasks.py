@@ -3979,15 +3979,6 @@ class _GMM(nn.Module):
         return torch.logsumexp(torch.log_softmax(self.logits.double(), 0)[:, None] + log_n, 0)
 
 
-def _gmm_nll(m, x, y=None):
-    return -m(x).mean()
-
-
-@torch.no_grad()
-def _eval_gmm_nll(m, X, y=None):
-    return float(-m(X).mean())
-
-
 def gmm_density(seed: int) -> Task:
     """A Gaussian mixture (six components, full covariances by their Cholesky factors) fitted to
     draws of another by direct maximum likelihood (no EM), batch 32, 5 epochs (310 steps). Train
@@ -3995,9 +3986,10 @@ def gmm_density(seed: int) -> Task:
     in float64, 1.515, is the floor). Test metric: the same on the test points."""
     torch.manual_seed(seed)
 
+    loss, full = _loss_and_full(lambda log_density, y: -log_density.mean())
+
     return _array_task("gmm_density", _GMM(), _gmm_data()[:4], seed, batch=32,
-                       epochs=5, loss=_gmm_nll, full_loss=_eval_gmm_nll,
-                       metric=("test_nll", _eval_gmm_nll))
+                       epochs=5, loss=loss, full_loss=full, metric=("test_nll", full))
 
 
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
