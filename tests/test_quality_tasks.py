@@ -2640,15 +2640,22 @@ def test_gmm_density_data_are_draws_of_a_fixed_overlapping_mixture():
     assert abs(float(-torch.logsumexp(logp, 0).mean()) - 1.5393) < 1e-3
 
 
-def _gmm_nll_by_hand(weights, means, covs, X):
-    """−mean log Σ_k π_k N(x | μ_k, Σ_k) by numpy's inverse and determinant. (float64)"""
+def _gmm_log_terms_by_hand(weights, means, covs, X):
+    """log π_k + log N(x | μ_k, Σ_k), (K, n), by numpy's inverse and log-determinant. (float64)"""
     X = np.asarray(X, dtype=np.float64)
-    dens = np.zeros(len(X))
+    terms = []
     for w, mu, S in zip(weights, means, covs):
         d = X - mu
         q = np.einsum("ni,ij,nj->n", d, np.linalg.inv(S), d)
-        dens += w * np.exp(-0.5 * q) / np.sqrt((2 * np.pi) ** 4 * np.linalg.det(S))
-    return float(-np.log(dens).mean())
+        terms.append(np.log(w) - 0.5 * q - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1])
+    return np.array(terms)
+
+
+def _gmm_nll_by_hand(weights, means, covs, X):
+    """−mean log Σ_k π_k N(x | μ_k, Σ_k). (float64)"""
+    logp = _gmm_log_terms_by_hand(weights, means, covs, X)
+    top = logp.max(0)
+    return float(-(top + np.log(np.exp(logp - top).sum(0))).mean())
 
 
 def _load_gmm(m, weights, means, covs):
@@ -2669,12 +2676,7 @@ def _em(X, weights, means, covs, iters):
     """EM for a Gaussian mixture with full covariances, numpy float64."""
     X = np.asarray(X, dtype=np.float64)
     for _ in range(iters):
-        logp = []
-        for w, mu, S in zip(weights, means, covs):
-            d = X - mu
-            q = np.einsum("ni,ij,nj->n", d, np.linalg.inv(S), d)
-            logp.append(np.log(w) - 0.5 * q - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1])
-        logp = np.array(logp)
+        logp = _gmm_log_terms_by_hand(weights, means, covs, X)
         r = np.exp(logp - logp.max(0))
         r /= r.sum(0)
         nk = r.sum(1)
