@@ -2181,7 +2181,6 @@ def test_lasso_logistic_loss_is_the_log_loss_plus_the_l1_penalty_and_its_optimum
 def test_round_35_s_held_out_tasks_are_in_the_selection_of_round_36():
     for name in ("sparse_gp", "multitask_heads"):
         assert name in tasks.SELECTION and name not in tasks.HELD_OUT
-    assert len(tasks.SELECTION) == 67
 
 
 def _gp_draws_by_hand():
@@ -2509,11 +2508,10 @@ def test_multitask_heads_loss_is_the_mse_plus_the_kl_and_the_teacher_reads_the_n
     assert t.train_loss(t.model) > 1.5 and t.steps == 2480
 
 
-def test_round_36_held_out_tasks_are_out_of_the_selection():
+def test_round_36_s_held_out_tasks_are_in_the_selection_of_round_37():
     for name in ("seq2seq_reverse", "gmm_density"):
-        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 36"
-        assert name not in tasks.SELECTION
-    assert len(tasks.SELECTION) == 67
+        assert name in tasks.SELECTION and name not in tasks.HELD_OUT
+    assert len(tasks.SELECTION) == 69
 
 
 def _reversal_by_hand(src):
