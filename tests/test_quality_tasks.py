@@ -519,6 +519,13 @@ def _assert_full_loss_is_the_batch_loss_over_all_rows(t, X, Y):
     assert abs(float(t.loss(m64, X, Y).detach()) - t.train_loss(m64)) < 1e-9
 
 
+def _ce_by_hand(rows, labels):
+    """The mean cross-entropy of ``rows`` (lists of logits) to ``labels`` (ints), by explicit sums:
+    log Σ exp(row) − row[label]."""
+    return sum(math.log(sum(math.exp(v) for v in row)) - row[k]
+               for row, k in zip(rows, labels)) / len(rows)
+
+
 def _assert_batch_and_test_mse_by_hand(t, outputs, Xte, yte):
     """A task whose loss is the MSE to noisy targets y[..., 0]: its first batch's loss is the mean
     of (output − target)² by explicit sums over the 32 rows and ``outputs`` outputs, and its test
@@ -1083,13 +1090,9 @@ def test_node_spiral_loss_is_the_cross_entropy_to_the_noisy_labels():
     Xtr, ytr, Xte, yte = tasks._spirals()
     t = tasks.node_spiral(0)
     x, y = next(iter(t.batches()))
-    z = t.model(x).double().detach()
-    want = 0.0
-    for i in range(32):
-        lse = math.log(sum(math.exp(v) for v in z[i].tolist()))
-        want += lse - float(z[i, int(y[i, 0])])
+    want = _ce_by_hand(t.model(x).double().detach().tolist(), y[:, 0].tolist())
     a = float(t.loss(t.model, x, y).detach())
-    assert abs(a - want / 32) < 1e-5 and a > 0.5
+    assert abs(a - want) < 1e-5 and a > 0.5
     _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
     # the true classes, predicted with the flip rate's confidence, cost the flips' entropy
     oracle = lambda X: torch.log(0.1 + 0.8 * F.one_hot(  # noqa: E731
@@ -1519,9 +1522,7 @@ def test_soft_trees_loss_is_the_cross_entropy_to_the_noisy_labels_and_its_metric
     Xtr, ytr, Xte, yte = tasks._tree_table()
     t = tasks.soft_trees(0)
     x, y = next(iter(t.batches()))
-    logits = t.model(x).double().detach().tolist()
-    want = sum(math.log(sum(math.exp(v) for v in row)) - row[int(y[i, 0])]
-               for i, row in enumerate(logits)) / 32
+    want = _ce_by_hand(t.model(x).double().detach().tolist(), y[:, 0].tolist())
     a = float(t.loss(t.model, x, y).detach())
     assert abs(a - want) < 1e-5 and a > 1.2  # about log 4 at the start
     _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
@@ -1611,9 +1612,7 @@ def test_kg_distmult_loss_is_the_softmax_cross_entropy_over_all_tails_and_its_me
     Xtr, ytr, Xte, yte, P = tasks._knowledge_graph()
     t = tasks.kg_distmult(0)
     x, y = next(iter(t.batches()))
-    logits = t.model(x).double().detach().tolist()
-    want = sum(math.log(sum(math.exp(v) for v in row)) - row[int(y[i])]
-               for i, row in enumerate(logits)) / 32
+    want = _ce_by_hand(t.model(x).double().detach().tolist(), y.tolist())
     a = float(t.loss(t.model, x, y).detach())
     assert abs(a - want) < 1e-5 and a > 5  # about log 200 at the start
     _assert_full_loss_is_the_batch_loss_over_all_rows(t, Xtr, ytr)
@@ -2569,9 +2568,8 @@ def test_seq2seq_reverse_loss_is_the_token_cross_entropy_by_hand_and_the_oracle_
     assert x.shape == (32, 32) and y.shape == (32, 16)
     logits = m(x).double().detach()
     assert logits.shape == (32, 16, 16)
-    want = sum(math.log(sum(math.exp(v) for v in logits[i, s].tolist())) - logits[i, s, y[i, s]]
-               for i in range(32) for s in range(16)) / (32 * 16)
-    assert abs(float(t.loss(m, x, y).detach()) - float(want)) < 1e-5
+    want = _ce_by_hand(logits.reshape(32 * 16, 16).tolist(), y.reshape(-1).tolist())
+    assert abs(float(t.loss(m, x, y).detach()) - want) < 1e-5
     # the whole set's loss is the batch loss with every row in one batch
     start = t.train_loss(m)
     with torch.no_grad():
