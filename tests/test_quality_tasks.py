@@ -805,7 +805,8 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
                                   "crf_tagger", "nam_additive", "soft_trees", "kg_distmult",
                                   "lora_adapt", "tpp_rmtpp", "hypernet_curves",
                                   "lasso_logistic", "sparse_gp", "multitask_heads",
-                                  "seq2seq_reverse", "gmm_density"])
+                                  "seq2seq_reverse", "gmm_density", "digits_made",
+                                  "hinge_svm"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -2734,3 +2735,254 @@ def test_gmm_density_loss_is_the_mixture_nll_by_hand_and_the_floor_is_em_s_optim
                     [n for n, q in best.named_parameters() if q is p][0]].add_(s)
             assert t.train_loss(moved) > floor
     assert t.steps == 310
+
+
+def test_round_37_held_out_tasks_are_out_of_the_selection():
+    for name in ("digits_made", "hinge_svm"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 37"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 69
+
+
+def _made_draws_by_hand():
+    """The MADE teacher's and data's seeds' draws: the 32 digits (binarised at 0.5), each pixel's
+    probability 0.95 where on and 0.05 where off; the components and uniforms of the 11600
+    images."""
+    Xtr = tasks._digits()[0]
+    g = torch.Generator().manual_seed(2073)
+    idx = torch.randperm(1200, generator=g)[:32]
+    on = [[1 if float(Xtr[int(i), d]) >= 0.5 else 0 for d in range(64)] for i in idx]
+    P = torch.tensor([[0.95 if b else 0.05 for b in row] for row in on], dtype=torch.float64)
+    g = torch.Generator().manual_seed(2074)
+    comp = torch.randint(0, 32, (11600,), generator=g)
+    u = torch.rand(11600, 64, generator=g, dtype=torch.float64)
+    return torch.tensor(on), P, comp, u
+
+
+def _binary_entropy(p):
+    return -p * math.log(p) - (1 - p) * math.log(1 - p)
+
+
+def test_digits_made_data_are_draws_of_32_digits_with_flipped_pixels():
+    Xtr, ytr, Xte, yte, ctr, cte = tasks._made_data()
+    assert Xtr.shape == (9600, 64) and Xte.shape == (2000, 64) and Xtr.dtype == torch.float32
+    assert torch.equal(ytr, Xtr) and torch.equal(yte, Xte)  # the targets are the pixels
+    on, P, comp, u = _made_draws_by_hand()
+    assert float((tasks._made_teacher() - P).abs().max()) < 1e-15
+    assert torch.equal(torch.cat([ctr, cte]), comp)
+    X = torch.cat([Xtr, Xte])
+    for i in (0, 1, 5000, 11599):
+        want = [1.0 if u[i, d] < P[comp[i], d] else 0.0 for d in range(64)]
+        assert X[i].tolist() == want
+    # 5 % of the pixels differ from their component's digit, every component drawn
+    assert abs(float((X != on[comp].float()).double().mean()) - 0.05) < 0.002
+    assert len(set(comp.tolist())) == 32
+    # distinct digits: every two differ in 5 pixels or more
+    dist = [[sum(int(a != b) for a, b in zip(on[k].tolist(), on[j].tolist())) for j in range(32)]
+            for k in range(32)]
+    assert min(dist[k][j] for k in range(32) for j in range(32) if k != j) == 5
+
+
+def test_digits_made_floor_is_the_teacher_s_entropy_per_pixel():
+    _, P, _, _ = _made_draws_by_hand()
+    floor = tasks._made_floor()
+    assert abs(floor - 0.252648) < 1e-6
+    # H(X | Z) is 64 h(0.05) (every probability 0.05 or 0.95) and 0 ≤ H(Z | X) ≤ H(Z) = log 32
+    h = _binary_entropy(0.05)
+    assert h < floor < h + math.log(32) / 64
+    # from fresh draws of another seed: H(X) = H(X | Z) + log 32 − H(Z | X), the posterior's
+    # entropy averaged (its standard error small), and directly E[−log p(x)] (a looser check)
+    g = torch.Generator().manual_seed(99)
+    comp = torch.randint(0, 32, (100_000,), generator=g)
+    x = (torch.rand(100_000, 64, generator=g, dtype=torch.float64) < P[comp]).double()
+    joint = x @ P.log().T + (1 - x) @ (1 - P).log().T  # log p(x | k), (n, 32)
+    post = torch.softmax(joint, 1)
+    post_h = -(post * post.clamp_min(1e-300).log()).sum(1)
+    se = float(post_h.std()) / math.sqrt(len(post_h)) / 64
+    assert abs(h + (math.log(32) - float(post_h.mean())) / 64 - floor) < 4 * se and se < 2e-5
+    logp = torch.logsumexp(joint, 1) - math.log(32)
+    se = float(logp.std()) / math.sqrt(len(logp)) / 64
+    assert abs(float(-logp.mean()) / 64 - floor) < 4 * se and se < 5e-4
+    # Gibbs: another mixture's expected NLL of the teacher's draws is higher
+    for scale in (0.8, 0.9):
+        Q = 0.5 + scale * (P - 0.5)
+        logq = torch.logsumexp(x @ Q.log().T + (1 - x) @ (1 - Q).log().T, 1) - math.log(32)
+        assert float(-logq.mean()) / 64 > floor + 0.005
+
+
+class _MixtureConditionals(torch.nn.Module):
+    """The teacher's own autoregressive conditionals in the task's pixel order: the logit of
+    p(x_d = 1 | the pixels before d) = Σ_k w_k P_kd, w_k ∝ Π_(j before d) P_kj^x_j (1 − P_kj)^(1 −
+    x_j), pixel by pixel in the order."""
+
+    def forward(self, X):
+        P = tasks._made_teacher()
+        rank = tasks._made_masks()[0]
+        x = X.double()
+        logw = torch.zeros(len(x), 32, dtype=torch.float64)
+        out = torch.zeros(len(x), 64, dtype=torch.float64)
+        for r in range(1, 65):
+            d = int((rank == r).nonzero())
+            p = (torch.softmax(logw, 1) * P[:, d]).sum(1)
+            out[:, d] = torch.log(p) - torch.log(1 - p)
+            logw = logw + x[:, d:d + 1] * P[:, d].log() + (1 - x[:, d:d + 1]) * (1 - P[:, d]).log()
+        return out
+
+
+def test_digits_made_loss_is_the_nll_per_pixel_by_hand_and_the_teacher_reads_the_floor():
+    Xtr, ytr, Xte, yte, _, _ = tasks._made_data()
+    t = tasks.digits_made(0)
+    m = t.model
+    assert sum(p.numel() for p in m.parameters()) == 29960
+    # the masks from their seed, entry by entry: the order's ranks and the hidden units' degrees
+    g = torch.Generator().manual_seed(2076)
+    rank = (torch.randperm(64, generator=g) + 1).tolist()
+    deg = torch.randint(1, 64, (200,), generator=g).tolist()
+    assert sorted(rank) == list(range(1, 65))
+    assert m.hidden.mask.tolist() == [[float(deg[h] >= rank[i]) for i in range(64)]
+                                      for h in range(200)]
+    assert m.out.mask.tolist() == [[float(rank[d] > deg[h]) for h in range(200)]
+                                   for d in range(64)]
+    assert m.direct.mask.tolist() == [[float(rank[d] > rank[i]) for i in range(64)]
+                                      for d in range(64)]
+    assert m.direct.bias is None
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 64) and torch.equal(x, y)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # fresh random parameters, masked entries too
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    W1, b1 = m.hidden.weight.double().tolist(), m.hidden.bias.double().tolist()
+    W2, b2 = m.out.weight.double().tolist(), m.out.bias.double().tolist()
+    Wd = m.direct.weight.double().tolist()
+    total = 0.0
+    for i in range(4):
+        v = x[i].tolist()
+        hid = [max(0.0, b1[h] + sum(W1[h][j] * v[j] for j in range(64) if deg[h] >= rank[j]))
+               for h in range(200)]
+        for d in range(64):
+            logit = (b2[d] + sum(W2[d][h] * hid[h] for h in range(200) if rank[d] > deg[h])
+                     + sum(Wd[d][j] * v[j] for j in range(64) if rank[d] > rank[j]))
+            p = 1 / (1 + math.exp(-logit))
+            total -= math.log(p) if v[d] == 1 else math.log(1 - p)
+    want = total / (4 * 64)
+    assert abs(float(t.loss(m, x[:4], y[:4]).detach()) - want) < 1e-5
+    # autoregressive: output d's logit moves with pixel j only where j comes before d
+    jac = torch.autograd.functional.jacobian(lambda v: m(v[None])[0], x[0])  # (64 out, 64 in)
+    before = torch.tensor([[rank[d] > rank[j] for j in range(64)] for d in range(64)])
+    assert float(jac[~before].abs().max()) == 0 and bool((jac[before] != 0).all())
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    with torch.no_grad():
+        assert abs(float(t.loss(m, Xtr, ytr)) - t.train_loss(m)) < 1e-5
+    # the teacher's conditionals in the task's order read its log-likelihood (the chain rule),
+    # within sampling of the floor on the training images; the untrained model far above
+    oracle = _MixtureConditionals()
+    _, P, _, _ = _made_draws_by_hand()
+    xd = Xtr.double()
+    nll = float(-(torch.logsumexp(xd @ P.log().T + (1 - xd) @ (1 - P).log().T, 1)
+                  - math.log(32)).mean()) / 64
+    assert abs(t.train_loss(oracle) - nll) < 1e-9
+    assert abs(nll - tasks._made_floor()) < 0.002 and abs(nll - 0.25221) < 1e-5
+    name, value = t.test_metric(oracle)
+    assert name == "test_nll" and abs(value - tasks._made_floor()) < 0.004
+    assert t.train_loss(tasks.digits_made(0).model) > tasks._made_floor() + 0.4
+    assert t.train_loss(tasks.digits_made(1).model) > tasks._made_floor() + 0.4
+    assert t.steps == 300
+
+
+def _hinge_draws_by_hand():
+    """The hinge data's seed's draws, in order: Ω (64, 512) over the width 2, the phases, the
+    uniforms that pick the noisy labels, the random labels."""
+    g = torch.Generator().manual_seed(2072)
+    W = torch.randn(64, 512, generator=g, dtype=torch.float64) / 2.0
+    b = 2 * math.pi * torch.rand(512, generator=g, dtype=torch.float64)
+    u = torch.rand(1200, generator=g)
+    return W, b, u, torch.randint(0, 10, (1200,), generator=g)
+
+
+def test_hinge_svm_data_are_random_fourier_features_with_noisy_labels():
+    Ztr, ytr, Zte, yte = tasks._hinge_data()
+    Xtr, ctr, Xte, cte = tasks._digits()
+    assert Ztr.shape == (1200, 512) and Zte.shape == (597, 512) and Ztr.dtype == torch.float32
+    W, b, u, r = _hinge_draws_by_hand()
+    for X, Z in ((Xtr, Ztr), (Xte, Zte)):
+        for i in (0, 7, 596):
+            xi = X[i].double().tolist()
+            for j in (0, 1, 300, 511):
+                want = math.sqrt(2 / 512) * math.cos(sum(xi[k] * float(W[k, j]) for k in range(64))
+                                                     + float(b[j]))
+                assert abs(float(Z[i, j]) - want) < 1e-7
+    # the features' inner products approximate the RBF kernel of width 2
+    K = Ztr[:200].double() @ Ztr[:200].double().T
+    exact = torch.exp(-torch.cdist(Xtr[:200].double(), Xtr[:200].double()) ** 2 / 8)
+    assert float((K - exact).abs().mean()) < 0.05
+    # the labels: a random one where the uniform is below 0.2, the digit's own elsewhere
+    want = [int(r[i]) if float(u[i]) < 0.2 else int(ctr[i]) for i in range(1200)]
+    assert ytr.tolist() == want and torch.equal(yte, cte)
+    assert 0.17 < float((ytr != ctr).float().mean()) < 0.2  # a tenth of the random ones agree
+
+
+def _hinge_dual_ascent(Z, y, lam, epochs):
+    """Each class's binary SVM (one-vs-rest, no bias) by dual coordinate ascent (Hsieh et al.
+    2008), float64 numpy: max Σα − ½‖Σ α_i s_i z_i‖² over 0 ≤ α_i ≤ C, C = 1/(10 n λ), scaled
+    by λ. Returns the weights (10, 512), the primal objective and the dual's value."""
+    Z = np.asarray(Z, dtype=np.float64)
+    n, C = len(Z), 1 / (10 * len(Z) * lam)
+    rng = np.random.default_rng(0)
+    sq = (Z * Z).sum(1)
+    Ws, primal, dual = [], 0.0, 0.0
+    for k in range(10):
+        s = np.where(np.asarray(y) == k, 1.0, -1.0)
+        a, w = np.zeros(n), np.zeros(Z.shape[1])
+        for _ in range(epochs):
+            for i in rng.permutation(n):
+                new = min(max(a[i] - (s[i] * (Z[i] @ w) - 1) / sq[i], 0.0), C)
+                if new != a[i]:
+                    w += (new - a[i]) * s[i] * Z[i]
+                    a[i] = new
+        primal += lam * (0.5 * w @ w + C * np.maximum(0, 1 - s * (Z @ w)).sum())
+        dual += lam * (a.sum() - 0.5 * w @ w)
+        Ws.append(w)
+    return np.array(Ws), primal, dual
+
+
+def test_hinge_svm_loss_is_the_penalised_hinge_by_hand_and_its_optimum_is_the_floor():
+    Ztr, ytr, Zte, yte = tasks._hinge_data()
+    t = tasks.hinge_svm(0)
+    m = t.model
+    assert sum(p.numel() for p in m.parameters()) == 5120 and m.bias is None
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 512)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        m.weight.add_(0.3 * torch.randn(m.weight.shape, generator=g))
+    W = m.weight.double().tolist()
+    hinge = 0.0
+    for i in range(32):
+        zi = x[i].double().tolist()
+        for k in range(10):
+            f = sum(W[k][j] * zi[j] for j in range(512))
+            hinge += max(0.0, 1 - (1 if int(y[i]) == k else -1) * f)
+    want = hinge / 320 + 0.5 * 1e-4 * sum(v * v for row in W for v in row)
+    assert abs(float(t.loss(m, x, y).detach()) - want) < 1e-5
+    with torch.no_grad():
+        assert abs(float(t.loss(m, Ztr, ytr)) - t.train_loss(m)) < 1e-5
+    name, value = t.test_metric(m)
+    scores = Zte.double() @ torch.tensor(W, dtype=torch.float64).T
+    assert name == "test_acc" and value == float((scores.argmax(1) == yte).float().mean())
+    t.loss(m, x, y).backward()
+    assert float(m.weight.grad.abs().sum()) > 0
+    # the floor: the dual's value bounds the optimum below and the primal's above (0.1228706,
+    # found to a gap of 4e-12 with 400 epochs); the weights read the same through the task
+    Ws, primal, dual = _hinge_dual_ascent(Ztr, ytr, 1e-4, epochs=40)
+    assert dual <= 0.1228706 + 1e-7 and primal >= 0.1228706 - 1e-7 and primal - dual < 2e-4
+    best = copy.deepcopy(m)
+    with torch.no_grad():
+        best.weight.copy_(torch.as_tensor(Ws))
+    assert abs(t.train_loss(best) - primal) < 1e-6
+    for mm in (m, tasks.hinge_svm(0).model, tasks.hinge_svm(1).model):
+        assert t.train_loss(mm) > primal + 0.05
+    assert t.train_loss(tasks.hinge_svm(1).model) > 0.12287 + 0.8
+    assert t.steps == 222
