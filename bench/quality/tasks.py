@@ -91,15 +91,23 @@ def _array_task(name, model, data, seed, batch, epochs, loss=_ce, full_loss=_eva
                 lambda m: (metric_name, metric_fn(m, Xte, yte)), steps)
 
 
-def _loss_and_full(fn, head=lambda out: out):
+def _loss_and_full(fn, head=lambda out: out, penalty=None):
     """A task's batch loss and its whole-set loss (float64, no grad) from one loss function
-    ``fn(pred, y)``, the prediction ``head(model(x))``."""
+    ``fn(pred, y)``, the prediction ``head(model(x))``, plus ``penalty(weights)`` where given: the
+    model's weight matrices (its parameters of two or more dimensions; biases unpenalised) in the
+    prediction's dtype."""
+    def value(m, pred, y):
+        out = fn(pred, y)
+        if penalty is None:
+            return out
+        return out + penalty([p.to(pred.dtype) for p in m.parameters() if p.dim() > 1])
+
     def loss(m, x, y):
-        return fn(head(m(x)), y)
+        return value(m, head(m(x)), y)
 
     @torch.no_grad()
     def full(m, X, y):
-        return float(fn(head(m(X)).double(), y))
+        return float(value(m, head(m(X)).double(), y))
 
     return loss, full
 
@@ -199,12 +207,16 @@ def _corpus():
     return ids[:cut], ids[cut:], len(chars)
 
 
+def _gelu_mlp(d):
+    return nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+
 class _Block(nn.Module):
     def __init__(self, d, heads):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.mlp = _gelu_mlp(d)
         self.heads = heads
 
     def forward(self, x):
@@ -3542,20 +3554,11 @@ class _Logistic(nn.Linear):
         return super().forward(x)[..., 0]
 
 
-def _lasso_objective(logits, weights, y):
-    """The mean logistic loss of the logits to the labels y[:, 0] plus 0.01 Σ ‖W‖₁ over the
-    weight matrices W (the bias is not penalised)."""
-    nll = F.binary_cross_entropy_with_logits(logits, y[:, 0].to(logits.dtype))
-    return nll + _LASSO_LAMBDA * sum(W.to(logits.dtype).abs().sum() for W in weights)
-
-
-def _lasso_loss(m, x, y):
-    return _lasso_objective(m(x), [p for p in m.parameters() if p.dim() > 1], y)
-
-
-@torch.no_grad()
-def _eval_lasso(m, X, y):
-    return float(_lasso_objective(m(X).double(), [p for p in m.parameters() if p.dim() > 1], y))
+# The mean logistic loss of the logits to the labels y[:, 0] plus 0.01 Σ ‖W‖₁ over the weight
+# matrices W (the bias is not penalised).
+_lasso_loss, _eval_lasso = _loss_and_full(
+    lambda logits, y: F.binary_cross_entropy_with_logits(logits, y[:, 0].to(logits.dtype)),
+    penalty=lambda weights: _LASSO_LAMBDA * sum(W.abs().sum() for W in weights))
 
 
 @torch.no_grad()
@@ -3863,10 +3866,6 @@ class _Attention(nn.Module):
         return self.proj(a.transpose(1, 2).reshape(B, T, D))
 
 
-def _gelu_mlp(d):
-    return nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-
 class _Seq2Seq(nn.Module):
     """A pre-norm encoder-decoder transformer (d 32, 2 heads): one encoder block (self-attention,
     MLP), one decoder block (causal self-attention, cross-attention on the encoder's normalised
@@ -4151,22 +4150,16 @@ def _hinge_data():
     return z(Xtr), noisy, z(Xte), yte
 
 
-def _hinge_objective(scores, weight, y):
-    """One-vs-rest multiclass hinge loss with an L2 penalty: the mean over points i and classes k
-    of max(0, 1 − s_ik f_k(x_i)), s_ik = +1 for i's class and −1 for the nine others, plus
-    (λ/2) ‖W‖², λ = 0.0001."""
+def _hinge(scores, y):
+    """One-vs-rest multiclass hinge loss: the mean over points i and classes k of
+    max(0, 1 − s_ik f_k(x_i)), s_ik = +1 for i's class and −1 for the nine others."""
     s = 2 * F.one_hot(y, scores.shape[1]).to(scores.dtype) - 1
-    w = weight.to(scores.dtype)
-    return torch.relu(1 - s * scores).mean() + 0.5 * _HINGE_LAMBDA * (w * w).sum()
+    return torch.relu(1 - s * scores).mean()
 
 
-def _hinge_loss(m, x, y):
-    return _hinge_objective(m(x), m.weight, y)
-
-
-@torch.no_grad()
-def _eval_hinge(m, X, y):
-    return float(_hinge_objective(m(X).double(), m.weight, y))
+# The hinge loss plus (λ/2) ‖W‖², λ = 0.0001.
+_hinge_loss, _eval_hinge = _loss_and_full(
+    _hinge, penalty=lambda weights: 0.5 * _HINGE_LAMBDA * sum((W * W).sum() for W in weights))
 
 
 def hinge_svm(seed: int) -> Task:
