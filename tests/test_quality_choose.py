@@ -304,3 +304,27 @@ def test_a_candidate_failing_the_claims_is_out():
     cands[0].claims = False
     assert "claims" in cands[0].why_not() and not cands[1].why_not()
     assert ch.choose(cands, INCUMBENT).rule == "r2"
+
+
+def test_the_bar_reads_the_grid_and_past_edge_reads_past_it():
+    """A plain SGD run at lr 10 (the `past_edge` suite's) halves task_a's best loss: the bar's best
+    grid lr ignores it; against it the default's 1.05× runs on task_a become 2.1×."""
+    from bench.quality import past_edge
+    from bench.quality.analyze import best_plain
+    edge = [dict(task="task_a", method="sgd", lr=10.0, seed=s, final_train_loss=0.5,
+                 tag="past_edge") for s in SEEDS]
+    runs = _plain() + edge + _qlab(INCUMBENT, 1.05)
+    assert best_plain(runs)[("task_a", "sgd", 0)] == (1.0, 1.0)
+    assert best_plain(runs, grid=None)[("task_a", "sgd", 0)] == (0.5, 10.0)
+    assert best_plain(runs, grid=None)[(ch.CONVEX, "sgd", 0)] == (1.0, 1.0)
+    (bar,) = ch.gather(runs, "sgd", [INCUMBENT], tasks=TASKS2)
+    (past,) = ch.gather(runs, "sgd", [INCUMBENT], tasks=TASKS2, grid=None)
+    n = len(GRID) * len(SEEDS)
+    assert (bar.within, bar.cells) == (2 * n, 2) and (past.within, past.cells) == (n, 1)
+    assert past.worst == (pytest.approx(2.1), "task_a")
+    (row,) = past_edge.rows(runs, tasks=TASKS2, seeds=SEEDS)
+    assert row[:5] == ("task_a", "sgd", len(SEEDS), len(SEEDS), [10.0])
+    assert row[5:] == (pytest.approx(2.0), pytest.approx(1.05), pytest.approx(2.1), False)
+    (line,) = past_edge.summary(runs, tasks=TASKS2, seeds=SEEDS)
+    assert f"{2 * n} of {2 * n} runs within" in line and f"past the edge {n} of {2 * n}" in line
+    assert len(past_edge.table(runs, tasks=TASKS2, seeds=SEEDS)) == 3

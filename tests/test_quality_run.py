@@ -114,3 +114,49 @@ def test_edge_runs_are_labelled(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "digits_mlp__t.json").read_text())
     assert seen == [1.4] * len(run.GRID)
     assert {r["rule"] for r in data["runs"]} == {"safeguarded_rel_edge_still_restart@EDGE=1.4"}
+
+
+def _plain_runs(losses, seed=0, method="sgd", task="digits_mlp"):
+    return [dict(_run(method, lr, seed, v, task=task), tag="main") for lr, v in losses.items()]
+
+
+def test_past_edge_jobs_go_a_decade_past_the_best_lr_where_it_is_the_largest_or_smallest_run():
+    top = _plain_runs({1e-2: 3.0, 1e-1: 2.0, 1.0: 1.0})                    # best at the top
+    low = _plain_runs({1e-4: 1.0, 1e-3: 2.0}, method="adam")                # best at the bottom
+    inside = _plain_runs({1e-1: 2.0, 1.0: 1.0, 10.0: None}, method="momentum")  # 10 diverged
+    jobs = run.past_edge_jobs("digits_mlp", (0,), run.BASES, top + low + inside)
+    assert sorted((j["method"], j["lr"]) for j in jobs) == [("adam", 1e-5), ("sgd", 10.0)]
+    assert all(j["task"] == "digits_mlp" and j["seed"] == 0 for j in jobs)
+    # another seed, task or base is not read; the limits stop the search
+    assert run.past_edge_jobs("digits_mlp", (1,), run.BASES, top) == []
+    assert run.past_edge_jobs("other", (0,), run.BASES, top) == []
+    assert run.past_edge_jobs("digits_mlp", (0,), ("momentum",), top) == []
+    sgd = ("sgd",)
+    assert run.past_edge_jobs("digits_mlp", (0,), sgd, _plain_runs({100.0: 2.0, 1e3: 1.0})) == []
+    # a tie goes to the smaller lr, which is then inside
+    tie = _plain_runs({0.01: 2.0, 0.1: 1.0, 1.0: 1.0})
+    assert run.past_edge_jobs("digits_mlp", (0,), sgd, tie) == []
+
+
+def test_past_edge_suite_runs_decade_by_decade_until_the_best_lr_is_inside(tmp_path, monkeypatch):
+    """Plain SGD's loss falls up to lr 100 and diverges at 1000: the suite runs 10, 100 and 1000 (in
+    three rounds), merges them into one file, and leaves the main file alone."""
+    from bench.quality import analyze
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(analyze, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "get_context", lambda kind: _InProcess)
+    curve = {1e-4: 9.0, 1e-3: 8.0, 1e-2: 7.0, 0.1: 6.0, 1.0: 5.0, 10.0: 4.0, 100.0: 3.0, 1e3: None}
+    made = []
+    monkeypatch.setattr(run, "run_one", lambda job: made.append(job["lr"]) or
+                        dict(job, final_train_loss=curve[job["lr"]]))
+    main = dict(task="digits_mlp", suite="main", wall_s=1.0, workers=2,
+                runs=[_run("sgd", lr, 0, curve[lr]) for lr in run.GRID])
+    (tmp_path / "digits_mlp__main.json").write_text(json.dumps(main))
+    run.main(["--task", "digits_mlp", "--suite", "past_edge", "--bases", "sgd", "--seeds", "0"])
+    assert made == [10.0, 100.0, 1e3]
+    data = json.loads((tmp_path / "digits_mlp__past_edge.json").read_text())
+    assert [r["lr"] for r in data["runs"]] == [10.0, 100.0, 1e3] and data["suite"] == "past_edge"
+    assert json.loads((tmp_path / "digits_mlp__main.json").read_text()) == main
+    made.clear()
+    run.main(["--task", "digits_mlp", "--suite", "past_edge", "--bases", "sgd", "--seeds", "0"])
+    assert made == []  # nothing left at an edge

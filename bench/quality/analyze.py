@@ -10,7 +10,7 @@ import json
 import math
 from collections import defaultdict
 
-from bench.quality.run import BASES, RESULTS
+from bench.quality.run import BASES, GRID, RESULTS
 
 
 def load(tags=None):
@@ -31,20 +31,23 @@ def _loss(r):
     return math.inf if v is None or not math.isfinite(v) else v
 
 
-def best_plain(runs):
-    """{(task, base, seed): (best loss, best lr)} over the plain runs."""
+def best_plain(runs, grid=GRID):
+    """{(task, base, seed): (best loss, best lr)} over the plain runs at an lr of ``grid`` (the
+    bar's "X at its best grid lr"); ``grid=None`` takes every lr, the grid's and those past its
+    edge (bench/quality/past_edge.py)."""
     best = {}
     for r in runs:
-        if r["method"] in BASES:
+        if r["method"] in BASES and (grid is None or r["lr"] in grid):
             key = (r["task"], r["method"], r["seed"])
             if key not in best or _loss(r) < best[key][0]:
                 best[key] = (_loss(r), r["lr"])
     return best
 
 
-def ratios(runs, rule):
-    """{(task, base, α₀): [ratio per seed]} for QLAB runs with that rule (None: default rule)."""
-    best = best_plain(runs)
+def ratios(runs, rule, grid=GRID):
+    """{(task, base, α₀): [ratio per seed]} for QLAB runs with that rule (None: default rule), to X
+    at its best lr of ``grid`` (None: every lr run)."""
+    best = best_plain(runs, grid)
     out = defaultdict(list)
     for r in runs:
         if r["method"].startswith("qlab_") and r.get("rule") == rule:

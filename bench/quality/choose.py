@@ -121,10 +121,12 @@ class Candidate:
         return "; ".join(out)
 
 
-def gather(runs, base: str, rules: list[str], tasks=SELECTION, seeds=CHOICE_SEEDS) -> list[Candidate]:
-    """The candidates' ratios from ``runs`` (dicts as bench.quality.analyze.load returns them)."""
+def gather(runs, base: str, rules: list[str], tasks=SELECTION, seeds=CHOICE_SEEDS,
+           grid=GRID) -> list[Candidate]:
+    """The candidates' ratios from ``runs`` (dicts as bench.quality.analyze.load returns them), to
+    X at its best lr of ``grid`` (the bar's; None: past the grid's edge too)."""
     incumbent = resolve_rule("auto", KINDS[base])
-    best = best_plain(runs)
+    best = best_plain(runs, grid)
     cands = {r: Candidate(r) for r in rules}
     mine = [r for r in runs if r["method"] == "qlab_" + base and r["seed"] in seeds and r["task"] in tasks]
     named = [(r["rule"], r) for r in mine if r.get("rule") in cands]

@@ -261,10 +261,16 @@ def main():
     files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*__main.json"))]
     head, held, tot = headline(dedup)
     abl = [r for r in runs if r["tag"].startswith("ablation")] + [r for r in dedup if r["method"] in BASES]
+    from bench.quality import past_edge
+    past = ["", "### Past the grid's edge: the defaults against X tuned past the grid where its "
+            "best grid lr is an edge of it (seeds 0–5, selection tasks; "
+            "bench/quality/past_edge.py)", ""]
+    past += [f"- {line}" for line in past_edge.summary(runs)] + [""] + past_edge.table(runs)
     text = "\n".join(
         ["### Headline: QLAB-X(α₀) / X(best grid lr), worst of 3 seeds (bold: above 1.10)", ""] + head +
         ["", f"{held}/{tot} (task, base, α₀, seed) runs within 1.10× on the {len(SELECTION)} tasks the defaults were "
           "chosen on; the other rows are reported beside them, not in this count.", ""] + monotone_lines(dedup) +
+        past +
         ["", "### Final train loss (test metric), mean of 3 seeds, per lr / α₀", ""] + plain_table(dedup) +
         ["", "### Learning-rate-free peers: final train loss (test metric), mean of 3 seeds", ""] + peers_table(dedup) +
         ["", "### Wall time", ""] + wall_table(dedup, [{"task": f["task"], "suite": f["suite"], "wall_s": f["wall_s"]} for f in files]) +

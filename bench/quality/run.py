@@ -6,7 +6,10 @@
     python -m bench.quality.run --task selection --bases qlab_momentum --merge   # its main runs again
 
 Suites: ``main`` = plain SGD/Momentum/Adam over the lr grid, QLAB-X with the default rule over the
-α₀ grid, and the learning-rate-free peers; ``ablation`` = QLAB-X with each rule of ``--rules``.
+α₀ grid, and the learning-rate-free peers; ``ablation`` = QLAB-X with each rule of ``--rules``;
+``past_edge`` = plain X a decade past the lrs run so far wherever the stored runs' best is the
+largest (smallest) lr run, again until it is not (bench/quality/past_edge.py; results merged into
+the tag's file, default tag ``past_edge``).
 ``--merge`` replaces only the runs it makes (same task, seed, method, lr/α₀ and rule) in an existing
 results file and keeps the others; without it a task's file is written anew.
 Workers run single-threaded (torch.set_num_threads(1)); at most 2 in parallel on a shared machine.
@@ -141,6 +144,33 @@ def merged(old: list[dict], new: list[dict]) -> list[dict]:
     return out + [r for r in new if run_key(r) in fresh]
 
 
+# How far past the grid `past_edge` goes: a best lr still at the edge there is reported as such.
+PAST_EDGE_LIMITS = (1e-7, 1e3)
+
+
+def past_edge_jobs(task: str, seeds, bases, runs) -> list[dict]:
+    """The plain runs a decade past the edge of those stored (``runs``: every tag's) for each
+    (seed, base) whose best lr is the largest or smallest of its lrs run, inside PAST_EDGE_LIMITS.
+    A diverged run (loss None) counts as infinitely bad, so one past the edge ends the search."""
+    jobs = []
+    for seed in seeds:
+        for base in bases:
+            tried = {}
+            for r in runs:
+                if (r["task"], r["method"], r["seed"]) == (task, base, seed):
+                    v = r["final_train_loss"]
+                    tried[r["lr"]] = min(tried.get(r["lr"], math.inf),
+                                         math.inf if v is None or not math.isfinite(v) else v)
+            if len(tried) < 2:
+                continue
+            best = min(sorted(tried), key=tried.get)  # ties go to the smaller lr
+            for edge, step in ((max(tried), 10.0), (min(tried), 0.1)):
+                lr = float(f"{best * step:.1g}")  # 10.0, not 10.000000000000002
+                if best == edge and PAST_EDGE_LIMITS[0] <= lr <= PAST_EDGE_LIMITS[1]:
+                    jobs.append(dict(task=task, seed=seed, method=base, lr=lr))
+    return jobs
+
+
 def jobs_for(task: str, suite: str, rules: list[str], seeds, grid) -> list[dict]:
     jobs = []
     for seed in seeds:
@@ -164,12 +194,34 @@ def jobs_for(task: str, suite: str, rules: list[str], seeds, grid) -> list[dict]
     return jobs
 
 
+def run_past_edge(task: str, seeds, bases, tag: str, workers: int) -> None:
+    """The `past_edge` suite on one task: decade by decade until no best lr is at an edge, each
+    round's runs merged into the tag's file."""
+    from bench.quality.analyze import load
+    path = RESULTS / f"{task}__{tag}.json"
+    total = 0
+    while jobs := past_edge_jobs(task, seeds, bases, load()):
+        t0 = time.perf_counter()
+        with get_context("fork").Pool(workers) as pool:
+            res = list(pool.imap_unordered(run_one, jobs))
+        wall = time.perf_counter() - t0
+        old = json.loads(path.read_text()) if path.exists() else dict(wall_s=0.0, runs=[])
+        path.write_text(json.dumps(dict(task=task, suite="past_edge", workers=workers,
+                                        wall_s=old["wall_s"] + wall, runs=merged(old["runs"], res)),
+                                   separators=(",", ":")))
+        total += len(jobs)
+        print(f"  {task}: {len(jobs)} runs at " + ", ".join(sorted({f"{j['lr']:g}" for j in jobs}))
+              + f" in {wall:.0f}s", file=sys.stderr, flush=True)
+    print(f"{task}: {total} runs past the grid's edge -> {path}", flush=True)
+
+
 def main(argv=None):
     from bench.quality.tasks import SELECTION, TASKS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--task", default="all", help="task name, comma list, 'all', or 'selection' (the "
                     "tasks the defaults are chosen on, no held-out one): " + ", ".join(TASKS))
-    ap.add_argument("--suite", default="main", choices=["main", "ablation", "baselines"])
+    ap.add_argument("--suite", default="main",
+                    choices=["main", "ablation", "baselines", "past_edge"])
     ap.add_argument("--rules", default="safeguarded,paper,fresh,stale,alternate")
     ap.add_argument("--bases", default=",".join(BASES + ("peers",)),
                     help="which of sgd, momentum, adam (plain and QLAB), qlab_sgd, qlab_momentum, "
@@ -196,6 +248,11 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.edge is not None:
         set_edge(args.edge)
+    if args.suite == "past_edge":
+        for task in tasks:
+            run_past_edge(task, seeds, [b for b in BASES if b in bases], args.tag or "past_edge",
+                          args.workers)
+        return
     for task in tasks:
         jobs = [j for j in jobs_for(task, args.suite, rules, seeds, grid)
                 if j["method"] in bases or j["method"].replace("qlab_", "") in bases
