@@ -212,7 +212,8 @@ def run_past_edge(task: str, seeds, bases, tag: str, workers: int) -> None:
         total += len(jobs)
         print(f"  {task}: {len(jobs)} runs at " + ", ".join(sorted({f"{j['lr']:g}" for j in jobs}))
               + f" in {wall:.0f}s", file=sys.stderr, flush=True)
-    print(f"{task}: {total} runs past the grid's edge -> {path}", flush=True)
+    where = f" -> {path}" if total else ""
+    print(f"{task}: {total} runs past the grid's edge{where}", flush=True)
 
 
 def main(argv=None):
