@@ -806,7 +806,7 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
                                   "lora_adapt", "tpp_rmtpp", "hypernet_curves",
                                   "lasso_logistic", "sparse_gp", "multitask_heads",
                                   "seq2seq_reverse", "gmm_density", "digits_made",
-                                  "hinge_svm"])
+                                  "hinge_svm", "graph_gat", "conv_denoiser"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -2984,3 +2984,256 @@ def test_hinge_svm_loss_is_the_penalised_hinge_by_hand_and_its_optimum_is_the_fl
         assert t.train_loss(mm) > primal + 0.05
     assert t.train_loss(tasks.hinge_svm(1).model) > 0.12287 + 0.8
     assert t.steps == 222
+
+
+def test_round_38_held_out_tasks_are_out_of_the_selection():
+    for name in ("graph_gat", "conv_denoiser"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 38"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 71
+
+
+def _gat_draws_by_hand():
+    """The GAT data's seed's draws, in order: 6000 node pairs, the features (2000, 8), the teacher's
+    w1 (16, 8), a1 (2, 2, 8), w2 (4, 16) and a2 (2, 1, 4), the label draws, the split. Returns the
+    undirected edges (a set of (i, j), i < j), the features, the teacher's weights (float64 numpy,
+    w1 over √8 and the attention vectors times 3) and the generator, there."""
+    g = torch.Generator().manual_seed(2077)
+    pairs = torch.randint(0, 2000, (6000, 2), generator=g).tolist()
+    edges = {(min(a, b), max(a, b)) for a, b in pairs if a != b}
+    X = torch.randn(2000, 8, generator=g)
+    w = [torch.randn(shape, generator=g, dtype=torch.float64).numpy()
+         for shape in ((16, 8), (2, 2, 8), (4, 16), (2, 1, 4))]
+    w1, a1, w2, a2 = w[0] / math.sqrt(8), 3 * w[1], w[2], 3 * w[3]
+    return edges, X, (w1, a1, w2, a2), g
+
+
+def _gat_layer_by_hand(h, a, nbrs):
+    """h (n, heads, f): each node i's sum over j in nbrs[i] of softmax_j(LeakyReLU_0.2(a_src·h_j +
+    a_dst·h_i)) h_j, node by node."""
+    out = np.zeros_like(h)
+    for i, js in enumerate(nbrs):
+        e = (h[js] * a[0]).sum(-1) + (h[i] * a[1]).sum(-1)  # (len(js), heads)
+        e = np.where(e > 0, e, 0.2 * e)
+        w = np.exp(e - e.max(0))
+        out[i] = ((w / w.sum(0))[..., None] * h[js]).sum(0)
+    return out
+
+
+def _gat_by_hand(X, w1, a1, b1, w2, a2, b2, nbrs):
+    """The two layers' logits (n, 4) in float64: ELU between them, 2 heads of 8 then one of 4."""
+    n = len(X)
+    h = _gat_layer_by_hand((np.asarray(X, np.float64) @ w1.T).reshape(n, 2, 8), a1, nbrs)
+    h = h.reshape(n, 16) + b1
+    h = np.where(h > 0, h, np.expm1(np.minimum(h, 0)))
+    return _gat_layer_by_hand((h @ w2.T)[:, None], a2, nbrs)[:, 0] + b2
+
+
+def _gat_neighbours(edges):
+    nbrs = [[i] for i in range(2000)]
+    for i, j in sorted(edges):
+        nbrs[i].append(j)
+        nbrs[j].append(i)
+    return [np.array(js) for js in nbrs]
+
+
+def test_graph_gat_data_are_a_random_graph_and_a_teacher_gat_s_label_draws():
+    src, dst, X, labels, probs, tr, te = tasks._gat_graph()
+    edges, Xh, (w1, a1, w2, a2), g = _gat_draws_by_hand()
+    assert torch.equal(X, Xh) and X.shape == (2000, 8)
+    # every undirected pair both ways and every node's self-loop, nothing else
+    directed = sorted(zip(src.tolist(), dst.tolist()))
+    want = sorted([(i, j) for i, j in edges] + [(j, i) for i, j in edges]
+                  + [(i, i) for i in range(2000)])
+    assert directed == want and len(edges) == 5986
+    assert 6.9 < len(src) / 2000 < 7.1  # about 6 neighbours and the node itself
+    # the teacher's probabilities, its b2 the logits' mean over the nodes negated
+    nbrs = _gat_neighbours(edges)
+    logits = _gat_by_hand(X, w1, a1, np.zeros(16), w2, a2, np.zeros(4), nbrs)
+    logits = logits - logits.mean(0)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert float(np.abs(probs.numpy() - p).max()) < 1e-12 and probs.dtype == torch.float64
+    # the attention is far from uniform: the first layer's weights on a node's edges
+    assert float(p.max(1).mean()) > 0.55 and min(np.bincount(p.argmax(1))) > 100
+    # each label one draw from its node's probabilities, then the split
+    assert labels.tolist() == torch.multinomial(torch.as_tensor(p), 1, generator=g)[:, 0].tolist()
+    perm = torch.randperm(2000, generator=g)
+    assert torch.equal(tr, perm[:1500]) and torch.equal(te, perm[1500:])
+    # the labels follow the teacher: their mean log-probability near its mean entropy's negative
+    logp = np.log(p[np.arange(2000), labels.numpy()])
+    ent = -(p * np.log(p)).sum(1)
+    assert abs(float(-logp.mean() - ent.mean())) < 3 * float(logp.std()) / math.sqrt(2000)
+
+
+def test_graph_gat_floor_is_the_teacher_s_entropy_on_the_training_nodes():
+    _, _, _, labels, probs, tr, _ = tasks._gat_graph()
+    p = probs[tr].tolist()
+    ent = sum(-sum(q * math.log(q) for q in row) for row in p) / 1500
+    assert abs(tasks._gat_floor() - ent) < 1e-12 and abs(ent - 0.704448) < 1e-6
+    # Gibbs: any other prediction's expected cross-entropy to the teacher's draws is higher
+    P = probs[tr]
+    for q in (torch.softmax(2 * P.log(), 1), torch.softmax(0.5 * P.log(), 1),
+              torch.full_like(P, 0.25), P.roll(1, 0)):
+        assert float(-(P * q.log()).sum(1).mean()) > ent + 0.01
+    # the teacher's own cross-entropy on the drawn training labels, within sampling of the floor
+    ce = float(-P.log()[torch.arange(1500), labels[tr]].mean())
+    assert abs(ce - ent) < 0.02 and abs(ce - 0.710912) < 1e-5
+
+
+def test_graph_gat_loss_is_the_cross_entropy_of_a_two_layer_gat_by_hand():
+    src, dst, X, labels, probs, tr, te = tasks._gat_graph()
+    t = tasks.graph_gat(0)
+    m = t.model
+    assert sum(p.numel() for p in m.parameters()) == 252
+    x, y = next(iter(t.batches()))
+    assert x.shape == (50, ) and torch.equal(y, labels[x]) and set(x.tolist()) <= set(tr.tolist())
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+    par = {n: p.detach().double().numpy() for n, p in m.named_parameters()}
+    nbrs = _gat_neighbours(_gat_draws_by_hand()[0])
+    logits = _gat_by_hand(X, par["w1.weight"], par["a1"], par["b1"], par["w2.weight"], par["a2"],
+                          par["b2"], nbrs)
+    xs, ys = x.numpy(), y.numpy()
+    lse = np.log(np.exp(logits[xs]).sum(1))
+    want = float((lse - logits[xs, ys]).mean())
+    assert abs(float(t.loss(m, x, y).detach()) - want) < 1e-5
+    with torch.no_grad():
+        assert float((m(torch.arange(2000)).double() - torch.as_tensor(logits)).abs().max()) < 1e-4
+        assert abs(float(t.loss(m, tr, labels[tr])) - t.train_loss(m)) < 1e-5
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    name, value = t.test_metric(m)
+    lse = np.log(np.exp(logits[te.numpy()]).sum(1))
+    want = float((lse - logits[te.numpy(), labels[te].numpy()]).mean())
+    assert name == "test_nll" and abs(value - want) < 1e-5
+    # the teacher loaded into the model reads its own cross-entropy, near the floor
+    _, _, (w1, a1, w2, a2), _ = _gat_draws_by_hand()
+    with torch.no_grad():
+        for p, v in ((m.w1.weight, w1), (m.a1, a1), (m.w2.weight, w2), (m.a2, a2)):
+            p.copy_(torch.as_tensor(v))
+        m.b1.zero_()
+        m.b2.zero_()
+        m.b2.copy_(-m(torch.arange(2000)).mean(0))
+    assert abs(t.train_loss(m) - 0.710912) < 1e-4
+    for seed in (0, 1):
+        assert t.train_loss(tasks.graph_gat(seed).model) > tasks._gat_floor() + 0.6
+    assert t.steps == 300
+
+
+def test_conv_denoiser_data_are_gaussian_images_with_the_digits_moments_plus_noise():
+    Xtr, ytr, Xte, yte = tasks._denoise_data()
+    assert Xtr.shape == ytr.shape == (9600, 1, 8, 8) and Xte.shape == yte.shape == (2000, 1, 8, 8)
+    assert Xtr.dtype == ytr.dtype == torch.float32
+    digits = tasks._digits()[0].double().numpy()
+    mu = digits.mean(0)
+    g = torch.Generator().manual_seed(2078)
+    z = torch.randn(11600, 1200, generator=g, dtype=torch.float64).numpy()
+    noise = torch.randn(11600, 64, generator=g, dtype=torch.float64).numpy()
+    X, y = torch.cat([Xtr, Xte]).numpy(), torch.cat([ytr, yte]).numpy()
+    for i in (0, 1, 9599, 9600, 11599):
+        for r, c in ((0, 0), (2, 5), (7, 3)):  # pixel (r, c) is the digit's 8r + c
+            d = 8 * r + c
+            clean = mu[d] + sum(z[i, k] * (digits[k, d] - mu[d]) for k in range(1200)) / 1199 ** 0.5
+            assert abs(y[i, 0, r, c] - clean) < 1e-6
+            assert abs(X[i, 0, r, c] - (clean + 0.5 * noise[i, d])) < 1e-6
+    # the clean images' moments are the digits' (sampling aside), the noise's sd 0.5
+    flat, noisy = y.reshape(-1, 64).astype(np.float64), X.reshape(-1, 64).astype(np.float64)
+    assert np.abs(flat.mean(0) - mu).max() < 0.02
+    assert np.abs(np.cov(flat.T) - np.cov(digits.T)).max() < 0.02
+    assert abs((noisy - flat).std() - 0.5) < 0.002 and abs((noisy - flat).mean()) < 0.002
+
+
+def test_conv_denoiser_floor_is_the_wiener_filter_s_error_per_pixel():
+    digits = tasks._digits()[0].double()
+    S = torch.cov(digits.T)
+    W = torch.linalg.solve(S + 0.25 * torch.eye(64, dtype=torch.float64), S).T  # Σ(Σ + σ²I)⁻¹
+    floor = float(torch.trace(S - W @ S)) / 64
+    assert abs(tasks._denoise_floor() - floor) < 1e-12 and abs(floor - 0.0368673) < 1e-7
+    # between no noise and the noisy input's own error, below guessing the mean image
+    assert 0.01 < floor < min(0.25, float(torch.trace(S)) / 64)
+    Xtr, ytr, Xte, yte = tasks._denoise_data()
+    mu = digits.mean(0)
+    for X, y, tol in ((Xtr, ytr, 3e-4), (Xte, yte, 6e-4)):
+        err = (mu + (X.double().view(-1, 64) - mu) @ W.T) - y.double().view(-1, 64)
+        assert abs(float((err ** 2).mean()) - floor) < tol
+        # its error uncorrelated with the input (orthogonality), sampling aside
+        assert float((err.T @ (X.double().view(-1, 64) - mu)).abs().max()) < len(X) ** 0.5
+        for V in (0.9 * W, W + 0.05 * torch.eye(64, dtype=torch.float64)):
+            other = (mu + (X.double().view(-1, 64) - mu) @ V.T) - y.double().view(-1, 64)
+            assert float((other ** 2).mean()) > float((err ** 2).mean()) + 1e-4
+    # the least-squares affine map fitted to the training pairs themselves gains only sampling's
+    A = torch.cat([Xtr.double().view(-1, 64), torch.ones(9600, 1, dtype=torch.float64)], 1)
+    fit = A @ torch.linalg.lstsq(A, ytr.double().view(-1, 64)).solution
+    assert floor - 0.001 < float(((fit - ytr.double().view(-1, 64)) ** 2).mean()) < floor
+
+
+def _conv_by_hand(x, w, b, stride=1):
+    """3×3 convolution of x (C, H, W), zero padding 1: out[o, i, j] = b[o] + Σ w[o, c, ki, kj]
+    x[c, s·i + ki − 1, s·j + kj − 1]."""
+    C, H, _ = x.shape
+    xp = np.zeros((C, H + 2, H + 2))
+    xp[:, 1:-1, 1:-1] = x
+    n = (H - 1) // stride + 1
+    out = np.zeros((len(w), n, n)) + b[:, None, None]
+    for i in range(n):
+        for j in range(n):
+            patch = xp[:, stride * i:stride * i + 3, stride * j:stride * j + 3]
+            out[:, i, j] += (w * patch).sum((1, 2, 3))
+    return out
+
+
+def _conv_transpose_by_hand(x, w, b):
+    """Transposed 4×4 convolution, stride 2, padding 1, of x (C, 4, 4), w (C, O, 4, 4): each
+    input pixel (i, j) adds w[c, :, ki, kj] x[c, i, j] at (2i + ki − 1, 2j + kj − 1) of 8×8."""
+    full = np.zeros((w.shape[1], 10, 10))
+    for i in range(4):
+        for j in range(4):
+            full[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum("c,cokl->okl", x[:, i, j], w)
+    return full[:, 1:9, 1:9] + b[:, None, None]
+
+
+def test_conv_denoiser_loss_is_the_mse_per_pixel_of_an_encoder_decoder_by_hand():
+    Xtr, ytr, Xte, yte = tasks._denoise_data()
+    t = tasks.conv_denoiser(0)
+    m = t.model
+    assert sum(p.numel() for p in m.parameters()) == 13297
+    x, y = next(iter(t.batches()))
+    assert x.shape == y.shape == (32, 1, 8, 8)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    par = {n: p.detach().double().numpy() for n, p in m.named_parameters()}
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    total = 0.0
+    for i in range(4):
+        skip = relu(_conv_by_hand(x[i].double().numpy(), par["enc.weight"], par["enc.bias"]))
+        low = relu(_conv_by_hand(skip, par["down.weight"], par["down.bias"], stride=2))
+        assert low.shape == (32, 4, 4)
+        up = relu(_conv_transpose_by_hand(low, par["up.weight"], par["up.bias"]))
+        out = _conv_by_hand(np.concatenate([up, skip]), par["out.weight"], par["out.bias"])
+        total += float(((out[0] - y[i, 0].double().numpy()) ** 2).sum())
+    want = total / (4 * 64)
+    assert abs(float(t.loss(m, x[:4], y[:4]).detach()) - want) < 1e-5
+    with torch.no_grad():
+        assert abs(float(t.loss(m, Xtr, ytr)) - t.train_loss(m)) < 1e-5
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    name, value = t.test_metric(m)
+    with torch.no_grad():
+        assert name == "test_mse" and abs(value - float(((m(Xte) - yte) ** 2).mean())) < 1e-5
+    # the Wiener filter reads its error on the training pairs, near the floor; the untrained
+    # models far above it
+    digits = tasks._digits()[0].double()
+    S, mu = torch.cov(digits.T), digits.mean(0)
+    W = torch.linalg.solve(S + 0.25 * torch.eye(64, dtype=torch.float64), S).T
+    wiener = lambda X: (mu + (X.double().view(-1, 64) - mu) @ W.T).view(-1, 1, 8, 8)  # noqa: E731
+    assert abs(t.train_loss(wiener) - 0.0369128) < 1e-6
+    for seed in (0, 1):
+        assert t.train_loss(tasks.conv_denoiser(seed).model) > tasks._denoise_floor() + 0.05
+    assert t.steps == 300
