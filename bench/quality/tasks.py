@@ -4343,9 +4343,7 @@ def conv_denoiser(seed: int) -> Task:
     the clean image (the Wiener filter's expected error, 0.03687, is the floor). Test metric: the
     same on the test pairs."""
     torch.manual_seed(seed)
-
     loss, full = _loss_and_full(lambda pred, y: F.mse_loss(pred, y.to(pred.dtype)))
-
     return _array_task("conv_denoiser", _ConvDenoiser(), _denoise_data(), seed, batch=32,
                        epochs=1, loss=loss, full_loss=full, metric=("test_mse", full))
 
