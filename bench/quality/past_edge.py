@@ -18,7 +18,7 @@ import math
 from bench.quality.analyze import best_plain, load
 from bench.quality.choose import BAR, CHOICE_SEEDS, gather
 from bench.quality.interpolation import KINDS
-from bench.quality.run import BASES, PAST_EDGE_LIMITS, GRID
+from bench.quality.run import BASES, GRID, PAST_EDGE_LIMITS
 from bench.quality.tasks import SELECTION
 from qlab_fused.reference import resolve_rule
 
@@ -46,7 +46,7 @@ def summary(runs, tasks=SELECTION, seeds=CHOICE_SEEDS) -> list[str]:
 def rows(runs, tasks=SELECTION, seeds=CHOICE_SEEDS) -> list[tuple]:
     """(task, base, seeds where X gains past the grid, of seeds run past it, X's best lrs there,
     its largest gain, the default's worst ratio against the grid's best and against X past the
-    edge, tasks whose best stops at PAST_EDGE_LIMITS)."""
+    edge, whether one of those best lrs is at PAST_EDGE_LIMITS, where the search stopped)."""
     grid, past = best_plain(runs), best_plain(runs, grid=None)
     ran = {(r["task"], r["method"], r["seed"]) for r in runs
            if r["method"] in BASES and r["tag"].endswith("past_edge")}

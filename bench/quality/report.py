@@ -12,6 +12,7 @@ import statistics as stats
 from collections import defaultdict
 from pathlib import Path
 
+from bench.quality import past_edge
 from bench.quality.analyze import _loss, best_plain, load, ratios
 from bench.quality.run import BASES, GRID, PEERS, run_key
 from bench.quality.tasks import BELOW_FLOOR, FLOOR, HELD_OUT, SELECTION
@@ -261,7 +262,6 @@ def main():
     files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*__main.json"))]
     head, held, tot = headline(dedup)
     abl = [r for r in runs if r["tag"].startswith("ablation")] + [r for r in dedup if r["method"] in BASES]
-    from bench.quality import past_edge
     past = ["", "### Past the grid's edge: the defaults against X tuned past the grid where its "
             "best grid lr is an edge of it (seeds 0–5, selection tasks; "
             "bench/quality/past_edge.py)", ""]

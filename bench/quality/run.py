@@ -152,15 +152,14 @@ def past_edge_jobs(task: str, seeds, bases, runs) -> list[dict]:
     """The plain runs a decade past the edge of those stored (``runs``: every tag's) for each
     (seed, base) whose best lr is the largest or smallest of its lrs run, inside PAST_EDGE_LIMITS.
     A diverged run (loss None) counts as infinitely bad, so one past the edge ends the search."""
+    from bench.quality.analyze import _loss  # analyze imports this module
     jobs = []
     for seed in seeds:
         for base in bases:
             tried = {}
             for r in runs:
                 if (r["task"], r["method"], r["seed"]) == (task, base, seed):
-                    v = r["final_train_loss"]
-                    tried[r["lr"]] = min(tried.get(r["lr"], math.inf),
-                                         math.inf if v is None or not math.isfinite(v) else v)
+                    tried[r["lr"]] = min(tried.get(r["lr"], math.inf), _loss(r))
             if len(tried) < 2:
                 continue
             best = min(sorted(tried), key=tried.get)  # ties go to the smaller lr
