@@ -4118,12 +4118,8 @@ def digits_made(seed: int) -> Task:
     cross-entropy of each pixel to its logit averaged over the 64 and the images (the teacher's
     entropy per pixel, 0.2526 nats, is the floor). Test metric: the same on the test images."""
     torch.manual_seed(seed)
-
-    loss, full = _loss_and_full(
-        lambda logits, x: F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype)))
-
     return _array_task("digits_made", _MADE(), _made_data()[:4], seed, batch=32, epochs=1,
-                       loss=loss, full_loss=full, metric=("test_nll", full))
+                       loss=_bce, full_loss=_eval_bce, metric=("test_nll", _eval_bce))
 
 
 _HINGE_FEATURES, _HINGE_WIDTH, _HINGE_LAMBDA, _HINGE_NOISE = 512, 2.0, 1e-4, 0.2
@@ -4343,9 +4339,8 @@ def conv_denoiser(seed: int) -> Task:
     the clean image (the Wiener filter's expected error, 0.03687, is the floor). Test metric: the
     same on the test pairs."""
     torch.manual_seed(seed)
-    loss, full = _loss_and_full(lambda pred, y: F.mse_loss(pred, y.to(pred.dtype)))
     return _array_task("conv_denoiser", _ConvDenoiser(), _denoise_data(), seed, batch=32,
-                       epochs=1, loss=loss, full_loss=full, metric=("test_mse", full))
+                       epochs=1, loss=_mse, full_loss=_eval_mse, metric=("test_mse", _eval_mse))
 
 
 TASKS = {f.__name__: f for f in (digits_mlp, digits_cnn, convex_softmax, char_transformer,
