@@ -23,9 +23,12 @@ from bench.quality.tasks import SELECTION
 from qlab_fused.reference import resolve_rule
 
 
-def _default(runs, base, tasks, seeds, grid):
-    return gather(runs, base, [resolve_rule("auto", KINDS[base])], tasks=tasks, seeds=seeds,
-                  grid=grid)[0]
+def _default(runs, base, tasks, seeds):
+    """The base's default rule gathered against X at its best grid lr and against X past the
+    edge."""
+    rule = resolve_rule("auto", KINDS[base])
+    return tuple(gather(runs, base, [rule], tasks=tasks, seeds=seeds, grid=g)[0]
+                 for g in (GRID, None))
 
 
 def summary(runs, tasks=SELECTION, seeds=CHOICE_SEEDS) -> list[str]:
@@ -33,7 +36,7 @@ def summary(runs, tasks=SELECTION, seeds=CHOICE_SEEDS) -> list[str]:
     and against X tuned past the edge."""
     out = []
     for base in BASES:
-        grid, past = (_default(runs, base, tasks, seeds, g) for g in (GRID, None))
+        grid, past = _default(runs, base, tasks, seeds)
         if not grid.ratios:
             continue
         out.append(f"{base}: {grid.within} of {len(grid.ratios)} runs within {BAR:g}x, "
@@ -52,7 +55,7 @@ def rows(runs, tasks=SELECTION, seeds=CHOICE_SEEDS) -> list[tuple]:
            if r["method"] in BASES and r["tag"].endswith("past_edge")}
     out = []
     for base in BASES:
-        cg, cp = (_default(runs, base, tasks, seeds, g) for g in (GRID, None))
+        cg, cp = _default(runs, base, tasks, seeds)
         for task in tasks:
             keys = [(task, base, s) for s in seeds if (task, base, s) in ran]
             gains = {k[2]: grid[k][0] / past[k][0] for k in keys if past[k][1] != grid[k][1]}
