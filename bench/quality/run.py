@@ -193,13 +193,13 @@ def jobs_for(task: str, suite: str, rules: list[str], seeds, grid) -> list[dict]
     return jobs
 
 
-def run_past_edge(task: str, seeds, bases, tag: str, workers: int) -> None:
+def run_past_edge(task: str, seeds, bases, tag: str, workers: int, runs: list[dict]) -> None:
     """The `past_edge` suite on one task: decade by decade until no best lr is at an edge, each
-    round's runs merged into the tag's file."""
-    from bench.quality.analyze import load
+    round's runs merged into the tag's file and appended to ``runs`` (every stored run, as
+    bench.quality.analyze.load returns them, read once for all tasks)."""
     path = RESULTS / f"{task}__{tag}.json"
     total = 0
-    while jobs := past_edge_jobs(task, seeds, bases, load()):
+    while jobs := past_edge_jobs(task, seeds, bases, runs):
         t0 = time.perf_counter()
         with get_context("fork").Pool(workers) as pool:
             res = list(pool.imap_unordered(run_one, jobs))
@@ -208,6 +208,7 @@ def run_past_edge(task: str, seeds, bases, tag: str, workers: int) -> None:
         path.write_text(json.dumps(dict(task=task, suite="past_edge", workers=workers,
                                         wall_s=old["wall_s"] + wall, runs=merged(old["runs"], res)),
                                    separators=(",", ":")))
+        runs.extend(dict(r, tag=tag) for r in res)
         total += len(jobs)
         print(f"  {task}: {len(jobs)} runs at " + ", ".join(sorted({f"{j['lr']:g}" for j in jobs}))
               + f" in {wall:.0f}s", file=sys.stderr, flush=True)
@@ -249,9 +250,11 @@ def main(argv=None):
     if args.edge is not None:
         set_edge(args.edge)
     if args.suite == "past_edge":
+        from bench.quality.analyze import load  # analyze imports this module
+        runs = load()
         for task in tasks:
             run_past_edge(task, seeds, [b for b in BASES if b in bases], args.tag or "past_edge",
-                          args.workers)
+                          args.workers, runs)
         return
     for task in tasks:
         jobs = [j for j in jobs_for(task, args.suite, rules, seeds, grid)
