@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 
 pytest.importorskip("sklearn")
 from bench.quality import long_steps  # noqa: E402
@@ -109,3 +110,52 @@ def test_rule_option_reaches_the_optimizer(monkeypatch):
     assert long_steps._setup("digits_mlp", "adam", 0)[2].rule == "paper"
     monkeypatch.setattr(long_steps, "RULE", None)
     assert long_steps._setup("digits_mlp", "adam", 0)[2].rule != "paper"
+
+
+def test_rel_steps_measure_the_protocols_runs_without_changing_them():
+    """The default run and plain X's, measured step by step, end where the protocol's runs end,
+    and each step's relative length is |Δθ|/|θ| of that step (plain SGD's first: lr·|G|/|θ|)."""
+    for method, lr in (("qlab_sgd", None), ("sgd", 0.1)):
+        ref = run_one(dict(task="digits_mlp", seed=0, method=method, lr=lr or 0.01, rule=None))
+        final, rels = long_steps.rel_steps("digits_mlp", "sgd", 0, lr)
+        assert final == ref["final_train_loss"] and len(rels) == ref["steps"]
+        assert all(0 < r < 1 for r in rels)
+    task, params, _ = long_steps._setup("digits_mlp", "sgd", 0)
+    x, y = next(iter(task.batches()))
+    grads = torch.autograd.grad(task.loss(task.model, x, y), params)
+    by_hand = 0.1 * math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) / math.sqrt(
+        sum(float(p.detach().pow(2).sum()) for p in params))
+    assert rels[0] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_cap_step_shortens_only_steps_longer_than_the_cap_and_keeps_their_direction():
+    g = torch.Generator().manual_seed(3)
+    before = [torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(4, generator=g,
+                                                                               dtype=torch.float64)]
+    step = [0.3 * torch.randn(b.shape, generator=g, dtype=torch.float64) for b in before]
+    params = [b + d for b, d in zip(before, step)]
+    rel = long_steps.rel_length(params, before)
+    assert rel == pytest.approx(math.sqrt(sum(float(d.pow(2).sum()) for d in step))
+                                / math.sqrt(sum(float(b.pow(2).sum()) for b in before)))
+    kept = [p.clone() for p in params]
+    assert not long_steps.cap_step(params, before, 1.01 * rel)
+    assert all(torch.equal(p, k) for p, k in zip(params, kept))
+    assert long_steps.cap_step(params, before, rel / 4)
+    assert long_steps.rel_length(params, before) == pytest.approx(rel / 4, rel=1e-12)
+    for p, b, d in zip(params, before, step):
+        assert torch.allclose(p - b, d / 4, rtol=1e-12, atol=0)
+
+
+def test_capped_run_with_no_step_over_the_cap_is_the_protocols_run():
+    ref = run_one(dict(task="digits_mlp", seed=0, method="qlab_adam", lr=0.01, rule=None))
+    final, shortened = long_steps.capped_run("digits_mlp", "adam", 0, math.inf)
+    assert shortened == 0 and final == ref["final_train_loss"]
+    final, shortened = long_steps.capped_run("digits_mlp", "adam", 0, 1e-4)
+    assert shortened == ref["steps"] and final != ref["final_train_loss"]
+
+
+def test_relcap_command_prints_the_ratio_and_how_many_steps_were_shortened(capsys):
+    long_steps.main(["relcap", "--task", "digits_mlp", "--base", "sgd", "--caps", "1e9,1e-4"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].endswith(" 0 steps shortened")
+    assert not out[1].endswith(" 0 steps shortened")

@@ -6,6 +6,8 @@
     python -m bench.quality.long_steps blocks --task ratings_mf --base adam --block 10
     python -m bench.quality.long_steps search --task ratings_mf --base adam --block 20,40
     python -m bench.quality.long_steps share --task selection --base adam
+    python -m bench.quality.long_steps relstep --task selection --base adam
+    python -m bench.quality.long_steps relcap --task lasso_logistic,graph_gat --base adam --caps 0.02,0.03
 
 Every mode takes a QLAB default run (α₀ = 0.01) and, after each step the optimizer takes, extends
 it to s·α·V (the optimizer's own state is left as it was: its next fit does not know). ``scale``: s
@@ -26,7 +28,11 @@ the last s. ``share`` (log item 44): s follows how much of the steps' decrease o
 the next batches see, s = clamp(Ē_next / Ē_own / r0, floor, 1), with Ē the EMAs (decay 0.95) of the
 decrease over each step on the next batch (one more forward, the next batch at the old parameters)
 and on the step's own batch (at one dropout mask), from step 10 on; prints the final train loss over
-plain X's at its best grid lr, the median s and the median share.
+plain X's at its best grid lr, the median s and the median share. ``relstep`` (log item 66): how far
+each step moves θ, |Δθ|/|θ|, in the default run and in plain X's run at its best grid lr; prints
+the medians over each half of the runs. ``relcap``: every step of the default run longer than
+c·|θ| is shortened to that length (the optimizer's state left as it was, as in ``scale``); prints
+the final train loss over plain X's and how many steps were shortened.
 """
 from __future__ import annotations
 
@@ -50,13 +56,16 @@ def silver(t: int) -> float:
     return min(SILVER_CAP, 1 + RHO ** (v - 1))
 
 
-def _setup(task_name, base, seed):
+def _setup(task_name, base, seed, lr=None):
+    """The task, its parameters and the protocol's QLAB-X (α₀ = 0.01), or plain X at ``lr``."""
     from bench.quality.run import make_optimizer
     from bench.quality.tasks import TASKS
     torch.set_num_threads(1)
     task = TASKS[task_name](seed)
     params = list(task.model.parameters())
-    return task, params, make_optimizer("qlab_" + base, params, 0.01, RULE)  # the protocol's QLAB-X
+    if lr is not None:
+        return task, params, make_optimizer(base, params, lr, None)
+    return task, params, make_optimizer("qlab_" + base, params, 0.01, RULE)
 
 
 def _step(task, params, opt, x, y, s: float) -> float:
@@ -77,6 +86,55 @@ def scaled_run(task_name: str, base: str, seed: int, scale: str) -> float:
     for i, (x, y) in enumerate(task.batches()):
         _step(task, params, opt, x, y, silver(i + 1) if scale == "silver" else float(scale))
     return task.train_loss(task.model)
+
+
+def rel_length(params, before) -> float:
+    """|θ − θ_before| / |θ_before|: how far a step moved the parameters, relative to where it
+    started (inf where they started at 0 and moved)."""
+    moved = math.sqrt(sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(params, before)))
+    size = math.sqrt(sum(float(b.pow(2).sum()) for b in before))
+    return moved / size if size > 0 else (math.inf if moved > 0 else 0.0)
+
+
+def rel_steps(task_name: str, base: str, seed: int, lr: float | None = None):
+    """(final train loss, each step's relative length) of the default run (``lr`` None) or of
+    plain X at ``lr``, stepped as the protocol steps them (bench/quality/run.py)."""
+    task, params, opt = _setup(task_name, base, seed, lr)
+    rels = []
+    for x, y in task.batches():
+        before = [p.detach().clone() for p in params]
+        if lr is None:
+            opt.step(lambda: task.loss(task.model, x, y))
+        else:
+            opt.zero_grad()
+            task.loss(task.model, x, y).backward()
+            opt.step()
+        rels.append(rel_length(params, before))
+    return task.train_loss(task.model), rels
+
+
+def cap_step(params, before, cap: float) -> bool:
+    """Shorten the step from ``before`` to ``params`` to cap·|θ_before| if it is longer (its
+    direction kept); whether it was."""
+    rel = rel_length(params, before)
+    if not rel > cap:
+        return False
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.copy_(b + (p - b) * (cap / rel))
+    return True
+
+
+def capped_run(task_name: str, base: str, seed: int, cap: float):
+    """(final train loss, steps shortened) of a default run whose steps move θ by at most
+    cap·|θ|."""
+    task, params, opt = _setup(task_name, base, seed)
+    shortened = 0
+    for x, y in task.batches():
+        before = [p.detach().clone() for p in params]
+        opt.step(lambda: task.loss(task.model, x, y))
+        shortened += cap_step(params, before, cap)
+    return task.train_loss(task.model), shortened
 
 
 def _snapshot(model, opt):
@@ -187,8 +245,10 @@ def _map(fn, jobs):
 def main(argv=None):
     from bench.quality.analyze import best_plain, load
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["scale", "horizon", "blocks", "search", "share"])
-    ap.add_argument("--task", default="digits_lstm", help="comma list, or 'selection' (share)")
+    ap.add_argument("mode", choices=["scale", "horizon", "blocks", "search", "share", "relstep",
+                                     "relcap"])
+    ap.add_argument("--task", default="digits_lstm",
+                    help="comma list, or 'selection' (share, relstep, relcap)")
     ap.add_argument("--base", default="sgd", help="sgd, momentum or adam")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--scales", default="1,2", help="scale: constants and/or 'silver'")
@@ -196,12 +256,39 @@ def main(argv=None):
     ap.add_argument("--at", default="0.25", help="horizon: where to branch, fractions of the run")
     ap.add_argument("--block", default="10", help="blocks, search: block lengths, comma list")
     ap.add_argument("--share", default="0.2,0.25", help="share: r0 and the floor of s")
+    ap.add_argument("--caps", default="0.02,0.03", help="relcap: the longest steps, in |θ|")
     ap.add_argument("--rule", default=None, help="a rule instead of the base's default (log items 43 "
                     "and 44 measured Adam with alternate_trust_ema_rel_near_match_guard_len)")
     args = ap.parse_args(argv)
     global RULE
     RULE = args.rule
     tasks, seeds = args.task.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.task == "selection" and args.mode in ("relstep", "relcap"):
+        from bench.quality.tasks import SELECTION
+        tasks = sorted(SELECTION)
+    if args.mode == "relstep":
+        best = best_plain(load())
+        keys = [(t, s) for t in tasks for s in seeds]
+        jobs = [(t, args.base, s) for t, s in keys]
+        jobs += [(t, args.base, s, best[(t, args.base, s)][1]) for t, s in keys]
+        res = dict(_map(rel_steps, jobs))
+        for t, s in keys:
+            plain, lr = best[(t, args.base, s)]
+            (q, qr), (_, pr) = res[(t, args.base, s)], res[(t, args.base, s, lr)]
+            (q1, q2), (p1, p2) = [(statistics.median(r[:len(r) // 2]),
+                                   statistics.median(r[len(r) // 2:])) for r in (qr, pr)]
+            print(f"{t:22s} seed {s}  ratio {q / plain:5.2f}  relative step % (first half, second "
+                  f"half): QLAB {100 * q1:.3f}, {100 * q2:.3f}  X at lr {lr:g} {100 * p1:.3f}, "
+                  f"{100 * p2:.3f}")
+        return
+    if args.mode == "relcap":
+        caps = [float(c) for c in args.caps.split(",")]
+        res = _map(capped_run, [(t, args.base, s, c) for t in tasks for s in seeds for c in caps])
+        best = best_plain(load())
+        for (t, b, s, c), (final, shortened) in res:
+            print(f"{t:22s} seed {s}  cap {c:g}  ratio {final / best[(t, b, s)][0]:5.2f}  "
+                  f"{shortened} steps shortened")
+        return
     if args.mode == "share":
         from bench.quality.tasks import SELECTION
         if args.task == "selection":

@@ -1,0 +1,120 @@
+"""Stored runs made again on this machine: do they come out bit for bit?
+
+    python -m bench.quality.remake --task selection --seeds 0                # plain X at its best grid lr
+    python -m bench.quality.remake --task selection --seeds 0 --default      # and the QLAB defaults
+
+The bar's denominators (plain X at its best grid lr) were made in the round that brought each task
+in, some on other machines than today's; a run re-made here can differ in the last bits of a float
+reduction, and training can grow that difference. This re-makes, per (task, seed, base), plain X at
+the lr that is best among the stored grid runs (and with ``--default`` QLAB-X's default at every α₀
+stored), compares the final train loss with the stored one, and says how many runs match exactly,
+the largest relative difference, and whether any (task, base) cell of the bar (every stored default
+run within BAR of the best) would change if the re-made best stood in the stored one's place. Only
+the best lr is re-made: another grid lr, re-made, might become the best (not read).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from multiprocessing import get_context
+
+from bench.quality.analyze import _loss, best_plain, load
+from bench.quality.choose import BAR
+from bench.quality.interpolation import KINDS
+from bench.quality.run import BASES, run_one
+from qlab_fused.reference import resolve_rule
+
+
+def jobs(runs, tasks, seeds, default: bool) -> list[dict]:
+    """The runs to re-make: plain X at its best grid lr per (task, base, seed) of ``tasks`` ×
+    ``seeds``, and with ``default`` every stored run of QLAB-X's default rule there."""
+    best = best_plain(runs)
+    out = [dict(task=t, seed=s, method=b, lr=best[(t, b, s)][1], rule=None)
+           for t in tasks for b in BASES for s in seeds if (t, b, s) in best]
+    if default:
+        rules = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
+        seen = set()
+        for r in runs:
+            key = (r["task"], r["seed"], r["method"], r["lr"])
+            if (r["method"] in rules and r.get("rule") == rules[r["method"]]
+                    and r["task"] in tasks and r["seed"] in seeds and key not in seen):
+                seen.add(key)
+                out.append(dict(task=r["task"], seed=r["seed"], method=r["method"], lr=r["lr"],
+                                rule=r["rule"]))
+    return out
+
+
+def stored(runs, job) -> float:
+    """The stored final train loss of ``job``'s run (the least where several tags hold it, as
+    best_plain reads them)."""
+    keys = ("task", "seed", "method", "lr")
+    found = [_loss(r) for r in runs if all(r.get(k) == job[k] for k in keys)
+             and (job["rule"] is None or r.get("rule") == job["rule"])]
+    if not found:
+        raise KeyError(job)
+    return min(found)
+
+
+def compare(runs, remade: list[dict]) -> dict:
+    """Counts over the re-made runs against the stored ones, and the bar's (task, base) cells whose
+    standing flips when a re-made best of plain X replaces the stored best (the stored defaults'
+    runs against it; where the defaults were re-made too, their re-made losses)."""
+    exact, worst, where = 0, 0.0, None
+    now = {}
+    for r in remade:
+        old, new = stored(runs, r), _loss(r)
+        now[(r["task"], r["seed"], r["method"], r["lr"])] = new
+        if old == new:
+            exact += 1
+            continue
+        d = abs(new / old - 1) if old and math.isfinite(old) and math.isfinite(new) else math.inf
+        if d > worst:
+            worst, where = d, (r["task"], r["method"], r["seed"], r["lr"])
+    best = best_plain(runs)
+    rules = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
+    held = {}  # (task, base) -> [stored standing, re-made standing]
+    for r in runs:
+        if r["method"] not in rules or r.get("rule") != rules[r["method"]] \
+                or r["seed"] not in {x["seed"] for x in remade}:
+            continue
+        base = r["method"][5:]
+        key = (r["task"], base, r["seed"])
+        if key not in best or r["task"] not in {x["task"] for x in remade}:
+            continue
+        lr = best[key][1]
+        plain_now = now.get((r["task"], r["seed"], base, lr), best[key][0])
+        q_now = now.get((r["task"], r["seed"], r["method"], r["lr"]), _loss(r))
+        cell = held.setdefault((r["task"], base), [True, True])
+        cell[0] &= _loss(r) / best[key][0] <= BAR
+        cell[1] &= q_now / plain_now <= BAR
+    flips = sorted(k for k, (a, b) in held.items() if a != b)
+    return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips)
+
+
+def main(argv=None) -> int:
+    from bench.quality.tasks import SELECTION
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--task", default="selection", help="comma list or 'selection'")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--default", action="store_true", help="re-make the defaults' runs too")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    tasks = list(SELECTION) if args.task == "selection" else args.task.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = load()
+    todo = jobs(runs, tasks, seeds, args.default)
+    with get_context("fork").Pool(args.workers) as pool:
+        remade = list(pool.imap_unordered(run_one, todo))
+    for r in sorted(remade, key=lambda r: (r["task"], r["method"], r["seed"], r["lr"])):
+        old, new = stored(runs, r), _loss(r)
+        mark = "same" if old == new else f"{new / old - 1:+.2e}"
+        print(f"{r['task']:22s} {r['method']:14s} seed {r['seed']} lr {r['lr']:<7g} stored "
+              f"{old:.6g} now {new:.6g} {mark}")
+    c = compare(runs, remade)
+    print(f"{c['exact']} of {c['runs']} re-made runs bit for bit; largest relative difference "
+          f"{c['worst']:.2e} ({c['where']}); bar cells that flip: {c['flips'] or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
