@@ -30,6 +30,14 @@ def test_jobs_remake_plain_x_at_its_best_grid_lr_and_the_defaults_runs():
     assert both[1:] == [dict(task="t", seed=0, method="qlab_adam", lr=a0, rule=ADAM)
                         for a0 in (1e-2, 1.0)]
     assert remake.jobs(runs, ["t"], [1], default=True) == []
+    # the main suite stores the default's runs without a rule name: they count as the default's
+    runs.append(dict(task="t", seed=1, method="qlab_adam", lr=1e-2, rule=None, tag="main",
+                     final_train_loss=0.3))
+    runs.append(dict(task="t", seed=1, method="qlab_adam", lr=1.0, rule=None, tag="other",
+                     final_train_loss=0.3))
+    assert remake.jobs(runs, ["t"], [1], default=True) == [
+        dict(task="t", seed=1, method="qlab_adam", lr=1e-2, rule=ADAM)]
+    assert remake.stored(runs, dict(task="t", seed=1, method="qlab_adam", lr=1e-2, rule=ADAM)) == 0.3
 
 
 def test_compare_counts_exact_runs_and_the_cells_a_remade_best_flips():

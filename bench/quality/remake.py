@@ -25,6 +25,21 @@ from bench.quality.run import BASES, run_one
 from qlab_fused.reference import resolve_rule
 
 
+DEFAULTS = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
+
+
+def rule_of(r) -> str | None:
+    """The rule a stored run was made with: its own name, or for a QLAB run of the main suite
+    (stored without one) the default's, as bench.quality.choose.gather reads them."""
+    if r.get("rule") is None and r.get("tag") == "main":
+        return DEFAULTS.get(r["method"])
+    return r.get("rule")
+
+
+def _is_default(r) -> bool:
+    return r["method"] in DEFAULTS and rule_of(r) == DEFAULTS[r["method"]]
+
+
 def jobs(runs, tasks, seeds, default: bool) -> list[dict]:
     """The runs to re-make: plain X at its best grid lr per (task, base, seed) of ``tasks`` ×
     ``seeds``, and with ``default`` every stored run of QLAB-X's default rule there."""
@@ -32,15 +47,13 @@ def jobs(runs, tasks, seeds, default: bool) -> list[dict]:
     out = [dict(task=t, seed=s, method=b, lr=best[(t, b, s)][1], rule=None)
            for t in tasks for b in BASES for s in seeds if (t, b, s) in best]
     if default:
-        rules = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
         seen = set()
         for r in runs:
             key = (r["task"], r["seed"], r["method"], r["lr"])
-            if (r["method"] in rules and r.get("rule") == rules[r["method"]]
-                    and r["task"] in tasks and r["seed"] in seeds and key not in seen):
+            if _is_default(r) and r["task"] in tasks and r["seed"] in seeds and key not in seen:
                 seen.add(key)
                 out.append(dict(task=r["task"], seed=r["seed"], method=r["method"], lr=r["lr"],
-                                rule=r["rule"]))
+                                rule=DEFAULTS[r["method"]]))
     return out
 
 
@@ -49,7 +62,7 @@ def stored(runs, job) -> float:
     best_plain reads them)."""
     keys = ("task", "seed", "method", "lr")
     found = [_loss(r) for r in runs if all(r.get(k) == job[k] for k in keys)
-             and (job["rule"] is None or r.get("rule") == job["rule"])]
+             and (job["rule"] is None or rule_of(r) == job["rule"])]
     if not found:
         raise KeyError(job)
     return min(found)
@@ -71,11 +84,9 @@ def compare(runs, remade: list[dict]) -> dict:
         if d > worst:
             worst, where = d, (r["task"], r["method"], r["seed"], r["lr"])
     best = best_plain(runs)
-    rules = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
     held = {}  # (task, base) -> [stored standing, re-made standing]
     for r in runs:
-        if r["method"] not in rules or r.get("rule") != rules[r["method"]] \
-                or r["seed"] not in {x["seed"] for x in remade}:
+        if not _is_default(r) or r["seed"] not in {x["seed"] for x in remade}:
             continue
         base = r["method"][5:]
         key = (r["task"], base, r["seed"])
