@@ -37,7 +37,8 @@ def test_jobs_remake_plain_x_at_its_best_grid_lr_and_the_defaults_runs():
                      final_train_loss=0.3))
     assert remake.jobs(runs, ["t"], [1], default=True) == [
         dict(task="t", seed=1, method="qlab_adam", lr=1e-2, rule=ADAM)]
-    assert remake.stored(runs, dict(task="t", seed=1, method="qlab_adam", lr=1e-2, rule=ADAM)) == 0.3
+    job = dict(task="t", seed=1, method="qlab_adam", lr=1e-2, rule=ADAM)
+    assert remake.stored(runs, job) == 0.3
 
 
 def test_compare_counts_exact_runs_and_the_cells_a_remade_best_flips():
