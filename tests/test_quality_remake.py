@@ -12,8 +12,8 @@ ADAM = resolve_rule("auto", KINDS["adam"])
 
 
 def _runs():
-    """Made-up stored runs of one task and seed: plain Adam on three lrs (best 1e-2, one of them
-    past the grid), the default QLAB-Adam at two α₀ and an ablation rule's run."""
+    """Made-up stored runs of one task and seed: plain Adam at four lrs (1e-2 the grid's best; 10,
+    past the grid, lower), the default QLAB-Adam at two α₀ and an ablation rule's run."""
     r = [dict(task="t", seed=0, method="adam", lr=lr, rule=None, final_train_loss=v)
          for lr, v in ((1e-3, 0.5), (1e-2, 0.2), (1e-1, 0.3), (10.0, 0.1))]
     r += [dict(task="t", seed=0, method="qlab_adam", lr=a0, rule=ADAM, final_train_loss=v)
