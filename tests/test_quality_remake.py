@@ -70,3 +70,20 @@ def test_the_command_re_makes_each_base_at_its_best_lr_and_prints_the_counts(cap
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in out[:3]] == ["adam", "momentum", "sgd"]
     assert out[3].split(" re-made runs bit for bit;")[0].endswith(" of 3")
+
+
+def test_perturb_multiplies_each_parameter_by_its_own_draw_and_eps_zero_is_the_run():
+    import torch
+    model = torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    remake.perturb(model, 1e-3, copy=7)
+    g = torch.Generator().manual_seed(7)
+    for p, b in zip(model.parameters(), before):
+        z = torch.randn(b.shape, generator=g, dtype=torch.float64).float()
+        assert torch.equal(p.detach(), b * (1 + 1e-3 * z))
+    job = dict(task="digits_mlp", seed=0, method="sgd", lr=0.1, rule=None)
+    ref = run_one(job)["final_train_loss"]
+    (_, base, rel), = remake.spreads([], [job], eps=0.0, copies=1, workers=1)
+    assert base == ref and rel == [1.0]
+    (_, _, rel), = remake.spreads([], [job], eps=1e-6, copies=2, workers=1)
+    assert all(r != 1.0 and abs(r - 1) < 1e-2 for r in rel) and rel[0] != rel[1]

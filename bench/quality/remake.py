@@ -2,6 +2,7 @@
 
     python -m bench.quality.remake --task selection --seeds 0                # plain X at its best grid lr
     python -m bench.quality.remake --task selection --seeds 0 --default      # and the QLAB defaults
+    python -m bench.quality.remake --task adding_rnn,digits_mlp --perturb 1e-6 --copies 4
 
 The bar's denominators (plain X at its best grid lr) were made in the round that brought each task
 in, some on other machines than today's; a run re-made here can differ in the last bits of a float
@@ -11,12 +12,20 @@ stored), compares the final train loss with the stored one, and says how many ru
 the largest relative difference, and whether any (task, base) cell of the bar (every stored default
 run within BAR of the best) would change if the re-made best stood in the stored one's place. Only
 the best lr is re-made: another grid lr, re-made, might become the best (not read).
+
+``--perturb EPS --copies K`` asks how much of that is rounding: K copies of each plain run, each
+from parameters multiplied by 1 + EPS·z (z ~ N(0, 1), its own generator per copy, so the batches,
+dropout masks and everything else are the run's), printed as the spread of their final train loss
+over the unperturbed run's.
 """
 from __future__ import annotations
 
 import argparse
 import math
+from functools import partial
 from multiprocessing import get_context
+
+import torch
 
 from bench.quality.analyze import _loss, best_plain, load
 from bench.quality.choose import BAR
@@ -102,6 +111,32 @@ def compare(runs, remade: list[dict]) -> dict:
     return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips)
 
 
+def perturb(model, eps: float, copy: int):
+    """``model`` with every parameter multiplied by 1 + eps·z, z ~ N(0, 1) drawn from a generator
+    seeded with ``copy`` (the global RNG, which the run's batches and masks may draw from, is not
+    touched)."""
+    g = torch.Generator().manual_seed(copy)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1 + eps * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+    return model
+
+
+def _perturbed_run(job):
+    return run_one(job, wrap=partial(perturb, eps=job["eps"], copy=job["copy"]))
+
+
+def spreads(runs, todo, eps: float, copies: int, workers: int = 2) -> list[tuple]:
+    """(job, unperturbed final loss, [each copy's final loss over it]) per plain job in ``todo``."""
+    plain = [j for j in todo if j["rule"] is None]
+    many = [dict(j, eps=eps, copy=c) for j in plain for c in range(1, copies + 1)]
+    with get_context("fork").Pool(workers) as pool:
+        base = list(pool.imap(run_one, plain))
+        out = list(pool.imap(_perturbed_run, many))
+    return [(j, _loss(b), [_loss(r) / _loss(b) for r in out[i * copies:(i + 1) * copies]])
+            for i, (j, b) in enumerate(zip(plain, base))]
+
+
 def main(argv=None) -> int:
     from bench.quality.tasks import SELECTION
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -109,11 +144,24 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--default", action="store_true", help="re-make the defaults' runs too")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--perturb", type=float, default=None,
+                    help="EPS: re-make each plain run from perturbed parameters instead")
+    ap.add_argument("--copies", type=int, default=4, help="perturbed copies per run")
     args = ap.parse_args(argv)
     tasks = list(SELECTION) if args.task == "selection" else args.task.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = load()
     todo = jobs(runs, tasks, seeds, args.default)
+    if args.perturb is not None:
+        res = spreads(runs, todo, args.perturb, args.copies, args.workers)
+        for j, loss, rel in res:
+            print(f"{j['task']:22s} {j['method']:9s} seed {j['seed']} lr {j['lr']:<7g} final "
+                  f"{loss:.6g}; {args.copies} copies at eps {args.perturb:g}: "
+                  f"{min(rel):.4f}–{max(rel):.4f} of it")
+        wide = max(res, key=lambda x: max(x[2]) / min(x[2]))
+        print(f"widest spread: {max(wide[2]) / min(wide[2]):.3f}x ({wide[0]['task']}, "
+              f"{wide[0]['method']}, seed {wide[0]['seed']})")
+        return 0
     with get_context("fork").Pool(args.workers) as pool:
         remade = list(pool.imap_unordered(run_one, todo))
     for r in sorted(remade, key=lambda r: (r["task"], r["method"], r["seed"], r["lr"])):
