@@ -83,7 +83,7 @@ def test_perturb_multiplies_each_parameter_by_its_own_draw_and_eps_zero_is_the_r
         assert torch.equal(p.detach(), b * (1 + 1e-3 * z))
     job = dict(task="digits_mlp", seed=0, method="sgd", lr=0.1, rule=None)
     ref = run_one(job)["final_train_loss"]
-    (_, base, rel), = remake.spreads([], [job], eps=0.0, copies=1, workers=1)
+    (_, base, rel), = remake.spreads([job], eps=0.0, copies=1, workers=1)
     assert base == ref and rel == [1.0]
-    (_, _, rel), = remake.spreads([], [job], eps=1e-6, copies=2, workers=1)
+    (_, _, rel), = remake.spreads([job], eps=1e-6, copies=2, workers=1)
     assert all(r != 1.0 and abs(r - 1) < 1e-2 for r in rel) and rel[0] != rel[1]

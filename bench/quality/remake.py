@@ -126,7 +126,7 @@ def _perturbed_run(job):
     return run_one(job, wrap=partial(perturb, eps=job["eps"], copy=job["copy"]))
 
 
-def spreads(runs, todo, eps: float, copies: int, workers: int = 2) -> list[tuple]:
+def spreads(todo, eps: float, copies: int, workers: int = 2) -> list[tuple]:
     """(job, unperturbed final loss, [each copy's final loss over it]) per plain job in ``todo``."""
     plain = [j for j in todo if j["rule"] is None]
     many = [dict(j, eps=eps, copy=c) for j in plain for c in range(1, copies + 1)]
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     runs = load()
     todo = jobs(runs, tasks, seeds, args.default)
     if args.perturb is not None:
-        res = spreads(runs, todo, args.perturb, args.copies, args.workers)
+        res = spreads(todo, args.perturb, args.copies, args.workers)
         for j, loss, rel in res:
             print(f"{j['task']:22s} {j['method']:9s} seed {j['seed']} lr {j['lr']:<7g} final "
                   f"{loss:.6g}; {args.copies} copies at eps {args.perturb:g}: "
