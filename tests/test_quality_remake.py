@@ -46,6 +46,7 @@ def test_compare_counts_exact_runs_and_the_cells_a_remade_best_flips():
     same = [dict(task="t", seed=0, method="adam", lr=1e-2, rule=None, final_train_loss=0.2)]
     c = remake.compare(runs, same)
     assert (c["runs"], c["exact"], c["worst"], c["flips"]) == (1, 1, 0.0, [])
+    assert c["pairs"] == [(same[0], 0.2, 0.2)]
     # the re-made best 4 % lower: 0.215 / 0.192 = 1.12 > BAR, so the cell no longer holds
     lower = [dict(same[0], final_train_loss=0.192)]
     c = remake.compare(runs, lower)

@@ -80,11 +80,13 @@ def stored(runs, job) -> float:
 def compare(runs, remade: list[dict]) -> dict:
     """Counts over the re-made runs against the stored ones, and the bar's (task, base) cells whose
     standing flips when a re-made best of plain X replaces the stored best (the stored defaults'
-    runs against it; where the defaults were re-made too, their re-made losses)."""
+    runs against it; where the defaults were re-made too, their re-made losses); ``pairs`` holds
+    each re-made run with its stored and its re-made final loss."""
     exact, worst, where = 0, 0.0, None
-    now = {}
+    now, pairs = {}, []
     for r in remade:
         old, new = stored(runs, r), _loss(r)
+        pairs.append((r, old, new))
         now[(r["task"], r["seed"], r["method"], r["lr"])] = new
         if old == new:
             exact += 1
@@ -93,13 +95,14 @@ def compare(runs, remade: list[dict]) -> dict:
         if d > worst:
             worst, where = d, (r["task"], r["method"], r["seed"], r["lr"])
     best = best_plain(runs)
+    seeds, tasks = {x["seed"] for x in remade}, {x["task"] for x in remade}
     held = {}  # (task, base) -> [stored standing, re-made standing]
     for r in runs:
-        if not _is_default(r) or r["seed"] not in {x["seed"] for x in remade}:
+        if not _is_default(r) or r["seed"] not in seeds or r["task"] not in tasks:
             continue
         base = r["method"][5:]
         key = (r["task"], base, r["seed"])
-        if key not in best or r["task"] not in {x["task"] for x in remade}:
+        if key not in best:
             continue
         lr = best[key][1]
         plain_now = now.get((r["task"], r["seed"], base, lr), best[key][0])
@@ -108,7 +111,7 @@ def compare(runs, remade: list[dict]) -> dict:
         cell[0] &= _loss(r) / best[key][0] <= BAR
         cell[1] &= q_now / plain_now <= BAR
     flips = sorted(k for k, (a, b) in held.items() if a != b)
-    return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips)
+    return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips, pairs=pairs)
 
 
 def perturb(model, eps: float, copy: int):
@@ -164,12 +167,12 @@ def main(argv=None) -> int:
         return 0
     with get_context("fork").Pool(args.workers) as pool:
         remade = list(pool.imap_unordered(run_one, todo))
-    for r in sorted(remade, key=lambda r: (r["task"], r["method"], r["seed"], r["lr"])):
-        old, new = stored(runs, r), _loss(r)
+    c = compare(runs, remade)
+    order = lambda p: (p[0]["task"], p[0]["method"], p[0]["seed"], p[0]["lr"])  # noqa: E731
+    for r, old, new in sorted(c["pairs"], key=order):
         mark = "same" if old == new else f"{new / old - 1:+.2e}"
         print(f"{r['task']:22s} {r['method']:14s} seed {r['seed']} lr {r['lr']:<7g} stored "
               f"{old:.6g} now {new:.6g} {mark}")
-    c = compare(runs, remade)
     print(f"{c['exact']} of {c['runs']} re-made runs bit for bit; largest relative difference "
           f"{c['worst']:.2e} ({c['where']}); bar cells that flip: {c['flips'] or 'none'}")
     return 0
