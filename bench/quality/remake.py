@@ -3,6 +3,7 @@
     python -m bench.quality.remake --task selection --seeds 0                # plain X at its best grid lr
     python -m bench.quality.remake --task selection --seeds 0 --default      # and the QLAB defaults
     python -m bench.quality.remake --task adding_rnn,digits_mlp --perturb 1e-6 --copies 4
+    python -m bench.quality.remake --task selection --seeds 0,1,2 --grid   # the bar's runs, here
 
 The bar's denominators (plain X at its best grid lr) were made in the round that brought each task
 in, some on other machines than today's; a run re-made here can differ in the last bits of a float
@@ -21,20 +22,25 @@ over the unperturbed run's.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import platform
+import time
 from functools import partial
 from multiprocessing import get_context
+from pathlib import Path
 
 import torch
 
 from bench.quality.analyze import _loss, best_plain, load
 from bench.quality.choose import BAR
 from bench.quality.interpolation import KINDS
-from bench.quality.run import BASES, run_one
+from bench.quality.run import BASES, GRID, RESULTS, run_one
 from qlab_fused.reference import resolve_rule
 
 
 DEFAULTS = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
+REMADE = RESULTS / "remade"  # analyze.load reads results/*.json only: these never enter the bar
 
 
 def rule_of(r) -> str | None:
@@ -49,21 +55,62 @@ def _is_default(r) -> bool:
     return r["method"] in DEFAULTS and rule_of(r) == DEFAULTS[r["method"]]
 
 
+def _default_jobs(runs, tasks, seeds) -> list[dict]:
+    """Every stored run of QLAB-X's default rule on ``tasks`` × ``seeds``, once each."""
+    out, seen = [], set()
+    for r in runs:
+        key = (r["task"], r["seed"], r["method"], r["lr"])
+        if _is_default(r) and r["task"] in tasks and r["seed"] in seeds and key not in seen:
+            seen.add(key)
+            out.append(dict(task=r["task"], seed=r["seed"], method=r["method"], lr=r["lr"],
+                            rule=DEFAULTS[r["method"]]))
+    return out
+
+
 def jobs(runs, tasks, seeds, default: bool) -> list[dict]:
     """The runs to re-make: plain X at its best grid lr per (task, base, seed) of ``tasks`` ×
     ``seeds``, and with ``default`` every stored run of QLAB-X's default rule there."""
     best = best_plain(runs)
     out = [dict(task=t, seed=s, method=b, lr=best[(t, b, s)][1], rule=None)
            for t in tasks for b in BASES for s in seeds if (t, b, s) in best]
-    if default:
-        seen = set()
-        for r in runs:
-            key = (r["task"], r["seed"], r["method"], r["lr"])
-            if _is_default(r) and r["task"] in tasks and r["seed"] in seeds and key not in seen:
-                seen.add(key)
-                out.append(dict(task=r["task"], seed=r["seed"], method=r["method"], lr=r["lr"],
-                                rule=DEFAULTS[r["method"]]))
-    return out
+    return out + (_default_jobs(runs, tasks, seeds) if default else [])
+
+
+def grid_jobs(runs, tasks, seeds, methods) -> list[dict]:
+    """Every run the bar reads on ``tasks`` × ``seeds``, of the ``methods`` given: plain X at each
+    lr of the grid stored, and QLAB-X's default at each α₀ stored."""
+    plain = sorted({(r["task"], r["seed"], r["method"], r["lr"]) for r in runs
+                    if r["method"] in BASES and r["method"] in methods and r["lr"] in GRID
+                    and r["task"] in tasks and r["seed"] in seeds})
+    out = [dict(task=t, seed=s, method=m, lr=lr, rule=None) for t, s, m, lr in plain]
+    return out + [j for j in _default_jobs(runs, tasks, seeds) if j["method"] in methods]
+
+
+def machine() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (or the platform's word for it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def remake_grid(runs, tasks, seeds, methods, workers: int = 2, out: Path = REMADE) -> None:
+    """Re-make ``grid_jobs`` task by task and write each task's runs to ``out``/<task>.json, with
+    the machine and torch version they were made with (a task's file is written anew)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        todo = grid_jobs(runs, [task], seeds, methods)
+        t0 = time.perf_counter()
+        with get_context("fork").Pool(workers) as pool:
+            res = list(pool.imap_unordered(run_one, todo))
+        wall = time.perf_counter() - t0
+        meta = dict(task=task, machine=machine(), torch=torch.__version__, wall_s=wall,
+                    workers=workers)
+        (out / f"{task}.json").write_text(json.dumps(dict(meta, runs=res), separators=(",", ":")))
+        print(f"{task}: {len(todo)} runs re-made in {wall:.0f}s", flush=True)
 
 
 def stored(runs, job) -> float:
@@ -150,10 +197,18 @@ def main(argv=None) -> int:
     ap.add_argument("--perturb", type=float, default=None,
                     help="EPS: re-make each plain run from perturbed parameters instead")
     ap.add_argument("--copies", type=int, default=4, help="perturbed copies per run")
+    ap.add_argument("--grid", action="store_true",
+                    help="re-make every run the bar reads (plain X at each grid lr, the defaults at "
+                    "each α₀) and write them under results/remade/")
+    ap.add_argument("--methods", default=",".join(BASES + tuple(DEFAULTS)),
+                    help="with --grid: which of plain and QLAB sgd, momentum, adam to re-make")
     args = ap.parse_args(argv)
     tasks = list(SELECTION) if args.task == "selection" else args.task.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = load()
+    if args.grid:
+        remake_grid(runs, tasks, seeds, args.methods.split(","), args.workers)
+        return 0
     todo = jobs(runs, tasks, seeds, args.default)
     if args.perturb is not None:
         res = spreads(todo, args.perturb, args.copies, args.workers)
