@@ -88,3 +88,84 @@ def test_perturb_multiplies_each_parameter_by_its_own_draw_and_eps_zero_is_the_r
     assert base == ref and rel == [1.0]
     (_, _, rel), = remake.spreads([job], eps=1e-6, copies=2, workers=1)
     assert all(r != 1.0 and abs(r - 1) < 1e-2 for r in rel) and rel[0] != rel[1]
+
+
+def _main_runs():
+    """Made-up main-suite runs of task "t", seeds 0 and 1: plain SGD at three grid lrs and one past
+    the grid, plain Adam at one lr, QLAB-SGD's and QLAB-Adam's defaults (stored without a rule)."""
+    r = []
+    for seed in (0, 1):
+        r += [dict(task="t", seed=seed, method="sgd", lr=lr, rule=None, tag="main",
+                   final_train_loss=v) for lr, v in ((1e-2, 0.4), (1e-1, 0.2), (1.0, 0.3))]
+        r.append(dict(task="t", seed=seed, method="sgd", lr=10.0, rule=None, tag="past_edge",
+                      final_train_loss=0.1))
+        r.append(dict(task="t", seed=seed, method="adam", lr=1e-3, rule=None, tag="main",
+                      final_train_loss=0.5))
+        r += [dict(task="t", seed=seed, method=m, lr=a0, rule=None, tag="main",
+                   final_train_loss=v) for m, a0, v in
+              (("qlab_sgd", 1e-2, 0.21), ("qlab_sgd", 1.0, 0.225), ("qlab_adam", 1.0, 0.5))]
+    return r
+
+
+def test_grid_jobs_are_every_grid_lr_of_plain_x_and_the_defaults_of_the_methods_given():
+    runs = _main_runs()
+    got = remake.grid_jobs(runs, ["t"], [1], ["sgd", "qlab_sgd"])
+    assert got == ([dict(task="t", seed=1, method="sgd", lr=lr, rule=None)
+                    for lr in (1e-2, 1e-1, 1.0)]  # not lr 10, past the grid
+                   + [dict(task="t", seed=1, method="qlab_sgd", lr=a0, rule=remake.DEFAULTS[
+                       "qlab_sgd"]) for a0 in (1e-2, 1.0)])
+    every = remake.grid_jobs(runs, ["t"], [0, 1], list(remake.DEFAULTS) + ["sgd", "adam"])
+    assert len(every) == 2 * (3 + 1 + 3)
+    assert remake.grid_jobs(runs, ["u"], [0, 1], ["sgd"]) == []
+
+
+def test_one_machine_puts_each_remade_run_in_its_stored_runs_place_read_as_the_default():
+    runs = _main_runs()
+    remade = [dict(task="t", seed=0, method="sgd", lr=1e-1, rule=None, final_train_loss=0.19),
+              dict(task="t", seed=1, method="qlab_sgd", lr=1.0, rule=remake.DEFAULTS["qlab_sgd"],
+                   final_train_loss=0.23)]
+    mixed = remake.one_machine(runs, remade)
+    assert len(mixed) == len(runs)
+    changed = [(a, b) for a, b in zip(runs, mixed) if a is not b]
+    assert [b["final_train_loss"] for _, b in changed] == [0.19, 0.23]
+    assert changed[1][1]["rule"] is None and changed[1][0]["lr"] == 1.0
+
+
+def test_standing_counts_runs_within_and_cells_as_the_headline_reads_them():
+    runs = [r for r in _main_runs() if r["tag"] == "main"]
+    s = remake.standing(runs, ["t"], [0, 1])
+    # QLAB-SGD 0.21 / 0.2 and 0.225 / 0.2 = 1.125 > BAR at each seed; QLAB-Adam 0.5 / 0.5
+    assert 0.225 / 0.2 > BAR >= 0.21 / 0.2
+    assert s["sgd"] == dict(within=2, runs=4, cells=0)
+    assert s["adam"] == dict(within=2, runs=2, cells=1)
+    assert s["momentum"] == dict(within=0, runs=0, cells=0)
+    assert s["worst"][("t", "sgd")] == pytest.approx(1.125)
+    assert remake.standing(runs, ["t"], [2])["sgd"]["runs"] == 0
+
+
+def test_remake_grid_writes_each_tasks_runs_and_read_prints_the_bar_from_them(tmp_path, capsys):
+    stored = [dict(task="digits_mlp", seed=0, method="sgd", lr=lr, rule=None, tag="main",
+                   final_train_loss=9.0) for lr in (1e-2, 1e-1)]
+    remake.remake_grid(stored, ["digits_mlp"], [0], ["sgd"], workers=1, out=tmp_path)
+    got = remake.load_remade(tmp_path)
+    assert sorted(r["lr"] for r in got) == [1e-2, 1e-1]
+    for r in got:
+        assert r["final_train_loss"] == run_one(dict(task="digits_mlp", seed=0, method="sgd",
+                                                     lr=r["lr"], rule=None))["final_train_loss"]
+        assert r["machine"] == remake.machine() and r["torch"]
+    # stored: the other lr's run the re-made one bit for bit and the best, the re-made best lr's
+    # run 1 % above it; QLAB-SGD 1.05x the stored best: within of it, not of the re-made best
+    loss = {r["lr"]: r["final_train_loss"] for r in got}
+    lb, lo = sorted(loss, key=loss.get)
+    assert loss[lo] > 1.1 * loss[lb]
+    for r in stored:
+        r["final_train_loss"] = 1.01 * loss[lo] if r["lr"] == lb else loss[lo]
+    q = 1.05 * loss[lo]
+    stored.append(dict(task="digits_mlp", seed=0, method="qlab_sgd", lr=1.0, rule=None,
+                       tag="main", final_train_loss=q))
+    assert remake.read(stored, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "2 runs re-made" in out and "1 bit for bit the main suite's" in out
+    assert f"flips: digits_mlp sgd: worst 1.050x stored, {q / loss[lb]:.3f}x re-made" in out
+    assert f"best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
+    assert remake.read(stored, tmp_path / "none") == 1

@@ -4,6 +4,7 @@
     python -m bench.quality.remake --task selection --seeds 0 --default      # and the QLAB defaults
     python -m bench.quality.remake --task adding_rnn,digits_mlp --perturb 1e-6 --copies 4
     python -m bench.quality.remake --task selection --seeds 0,1,2 --grid   # the bar's runs, here
+    python -m bench.quality.remake --read      # the headline with them in the stored runs' place
 
 The bar's denominators (plain X at its best grid lr) were made in the round that brought each task
 in, some on other machines than today's; a run re-made here can differ in the last bits of a float
@@ -13,6 +14,10 @@ stored), compares the final train loss with the stored one, and says how many ru
 the largest relative difference, and whether any (task, base) cell of the bar (every stored default
 run within BAR of the best) would change if the re-made best stood in the stored one's place. Only
 the best lr is re-made: another grid lr, re-made, might become the best (not read).
+
+``--grid`` re-makes every run the headline reads (plain X at each grid lr, QLAB-X's default at each
+α₀) and stores them under results/remade/ with the machine they were made on, outside the stored
+bar; ``--read`` then prints the headline's counts with them in the stored runs' place.
 
 ``--perturb EPS --copies K`` asks how much of that is rounding: K copies of each plain run, each
 from parameters multiplied by 1 + EPS·z (z ~ N(0, 1), its own generator per copy, so the batches,
@@ -32,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from bench.quality.analyze import _loss, best_plain, load
+from bench.quality.analyze import _loss, best_plain, load, ratios
 from bench.quality.choose import BAR
 from bench.quality.interpolation import KINDS
 from bench.quality.run import BASES, GRID, RESULTS, run_one
@@ -161,6 +166,42 @@ def compare(runs, remade: list[dict]) -> dict:
     return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips, pairs=pairs)
 
 
+def _key(r) -> tuple:
+    return (r["task"], r["seed"], r["method"], r["lr"])
+
+
+def load_remade(src: Path = REMADE) -> list[dict]:
+    """Every run ``remake_grid`` wrote, each with its file's machine and torch version."""
+    out = []
+    for path in sorted(src.glob("*.json")):
+        data = json.loads(path.read_text())
+        out += [dict(r, machine=data["machine"], torch=data["torch"]) for r in data["runs"]]
+    return out
+
+
+def one_machine(main_runs, remade) -> list[dict]:
+    """The main suite's runs with each re-made one in its stored run's place (a re-made default's
+    run read, as the main suite's are, as the default's)."""
+    new = {_key(r): dict(r, rule=None) if r["method"] in DEFAULTS else r for r in remade}
+    return [new.get(_key(r), r) for r in main_runs]
+
+
+def standing(main_runs, tasks, seeds) -> dict:
+    """The headline's reading of ``main_runs`` on ``tasks`` × ``seeds``: per base, the default's
+    runs within BAR of X at its best grid lr, how many runs, the (task, base) cells whose every
+    run is within, and each cell's worst ratio."""
+    main_runs = [r for r in main_runs if r["task"] in tasks and r["seed"] in seeds]
+    worst = {}
+    out = {b: dict(within=0, runs=0, cells=0) for b in BASES}
+    for (task, base, _), rs in ratios(main_runs, None).items():
+        out[base]["within"] += sum(x <= BAR for x in rs)
+        out[base]["runs"] += len(rs)
+        worst[(task, base)] = max(worst.get((task, base), 0.0), max(rs))
+    for (task, base), w in worst.items():
+        out[base]["cells"] += w <= BAR
+    return dict(out, worst=worst)
+
+
 def perturb(model, eps: float, copy: int):
     """``model`` with every parameter multiplied by 1 + eps·z, z ~ N(0, 1) drawn from a generator
     seeded with ``copy`` (the global RNG, which the run's batches and masks may draw from, is not
@@ -187,6 +228,40 @@ def spreads(todo, eps: float, copies: int, workers: int = 2) -> list[tuple]:
             for i, (j, b) in enumerate(zip(plain, base))]
 
 
+def read(runs, src: Path = REMADE) -> int:
+    """Print the headline's counts with the runs re-made under ``src`` in the stored ones' place
+    beside the stored counts, on the re-made tasks and on the whole selection, and the cells that
+    flip (only a re-made task's can)."""
+    from bench.quality.tasks import SELECTION
+    remade = load_remade(src)
+    if not remade:
+        print(f"no re-made runs under {src}")
+        return 1
+    main_runs = [r for r in runs if r["tag"] == "main"]
+    kept = {_key(r): _loss(r) for r in main_runs}
+    seeds, tasks = sorted({r["seed"] for r in remade}), sorted({r["task"] for r in remade})
+    where = ", ".join(sorted({f"{r['machine']}, torch {r['torch']}" for r in remade}))
+    same = sum(kept.get(_key(r)) == _loss(r) for r in remade)
+    print(f"{len(remade)} runs re-made ({where}) on {len(tasks)} tasks, seeds {seeds}: {same} bit "
+          f"for bit the main suite's")
+    mixed = one_machine(main_runs, remade)
+    b0, b1 = best_plain(main_runs), best_plain(mixed)
+    moved = sorted(k for k in b0 if k[0] in tasks and k[2] in seeds and b0[k][1] != b1[k][1])
+    print(f"plain X's best grid lr moved on {len(moved)} of "
+          f"{sum(k[0] in tasks and k[2] in seeds for k in b0)} (task, base, seed): {moved}")
+    for label, among in ((f"the {len(SELECTION)} selection tasks", SELECTION),
+                         (f"the {len(tasks)} re-made tasks", tasks)):  # a, b stay the latter's
+        a, b = standing(main_runs, among, seeds), standing(mixed, among, seeds)
+        for base in BASES:
+            print(f"{label}, {base}: stored {a[base]['within']} of {a[base]['runs']} runs within, "
+                  f"{a[base]['cells']} cells hold; re-made {b[base]['within']} of "
+                  f"{b[base]['runs']}, {b[base]['cells']} cells")
+    for cell in sorted(c for c in a["worst"] if (a["worst"][c] <= BAR) != (b["worst"][c] <= BAR)):
+        print(f"flips: {cell[0]} {cell[1]}: worst {a['worst'][cell]:.3f}x stored, "
+              f"{b['worst'][cell]:.3f}x re-made")
+    return 0
+
+
 def main(argv=None) -> int:
     from bench.quality.tasks import SELECTION
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -202,6 +277,9 @@ def main(argv=None) -> int:
                     "each α₀) and write them under results/remade/")
     ap.add_argument("--methods", default=",".join(BASES + tuple(DEFAULTS)),
                     help="with --grid: which of plain and QLAB sgd, momentum, adam to re-make")
+    ap.add_argument("--read", action="store_true",
+                    help="run nothing: the bar read from the runs under results/remade/ beside the "
+                    "stored one")
     args = ap.parse_args(argv)
     tasks = list(SELECTION) if args.task == "selection" else args.task.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -209,6 +287,8 @@ def main(argv=None) -> int:
     if args.grid:
         remake_grid(runs, tasks, seeds, args.methods.split(","), args.workers)
         return 0
+    if args.read:
+        return read(runs)
     todo = jobs(runs, tasks, seeds, args.default)
     if args.perturb is not None:
         res = spreads(todo, args.perturb, args.copies, args.workers)
