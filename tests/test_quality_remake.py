@@ -166,6 +166,9 @@ def test_remake_grid_writes_each_tasks_runs_and_read_prints_the_bar_from_them(tm
     assert remake.read(stored, tmp_path) == 0
     out = capsys.readouterr().out
     assert "2 runs re-made" in out and "1 bit for bit the main suite's" in out
+    d = 1 - loss[lb] / (1.01 * loss[lo])  # above 0.1: loss[lo] > 1.1 loss[lb]
+    assert (f"plain X: 2 runs, relative difference median {d:.1e}, 1 above 1 %, 1 above 10 %, "
+            f"largest {d:.3g} ('digits_mlp', 0, 'sgd', {lb})") in out
     assert f"flips: digits_mlp sgd: worst 1.050x stored, {q / loss[lb]:.3f}x re-made" in out
     assert f"best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
     assert remake.read(stored, tmp_path / "none") == 1

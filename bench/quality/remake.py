@@ -129,6 +129,18 @@ def stored(runs, job) -> float:
     return min(found)
 
 
+def _key(r) -> tuple:
+    return (r["task"], r["seed"], r["method"], r["lr"])
+
+
+def _rel(old: float, new: float) -> float:
+    """|new / old - 1|; 0 where both are the same (an infinite loss too), inf where one is not
+    finite."""
+    if old == new:
+        return 0.0
+    return abs(new / old - 1) if old and math.isfinite(old) and math.isfinite(new) else math.inf
+
+
 def compare(runs, remade: list[dict]) -> dict:
     """Counts over the re-made runs against the stored ones, and the bar's (task, base) cells whose
     standing flips when a re-made best of plain X replaces the stored best (the stored defaults'
@@ -139,11 +151,11 @@ def compare(runs, remade: list[dict]) -> dict:
     for r in remade:
         old, new = stored(runs, r), _loss(r)
         pairs.append((r, old, new))
-        now[(r["task"], r["seed"], r["method"], r["lr"])] = new
+        now[_key(r)] = new
         if old == new:
             exact += 1
             continue
-        d = abs(new / old - 1) if old and math.isfinite(old) and math.isfinite(new) else math.inf
+        d = _rel(old, new)
         if d > worst:
             worst, where = d, (r["task"], r["method"], r["seed"], r["lr"])
     best = best_plain(runs)
@@ -164,10 +176,6 @@ def compare(runs, remade: list[dict]) -> dict:
         cell[1] &= q_now / plain_now <= BAR
     flips = sorted(k for k, (a, b) in held.items() if a != b)
     return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips, pairs=pairs)
-
-
-def _key(r) -> tuple:
-    return (r["task"], r["seed"], r["method"], r["lr"])
 
 
 def load_remade(src: Path = REMADE) -> list[dict]:
@@ -244,6 +252,13 @@ def read(runs, src: Path = REMADE) -> int:
     same = sum(kept.get(_key(r)) == _loss(r) for r in remade)
     print(f"{len(remade)} runs re-made ({where}) on {len(tasks)} tasks, seeds {seeds}: {same} bit "
           f"for bit the main suite's")
+    for kind, methods in (("plain X", BASES), ("QLAB-X's default", tuple(DEFAULTS))):
+        d = sorted((_rel(kept[_key(r)], _loss(r)), _key(r)) for r in remade
+                   if r["method"] in methods and _key(r) in kept)
+        if d:
+            print(f"{kind}: {len(d)} runs, relative difference median {d[len(d) // 2][0]:.1e}, "
+                  f"{sum(x > 0.01 for x, _ in d)} above 1 %, {sum(x > 0.1 for x, _ in d)} above "
+                  f"10 %, largest {d[-1][0]:.3g} {d[-1][1]}")
     mixed = one_machine(main_runs, remade)
     b0, b1 = best_plain(main_runs), best_plain(mixed)
     moved = sorted(k for k in b0 if k[0] in tasks and k[2] in seeds and b0[k][1] != b1[k][1])
