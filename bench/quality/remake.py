@@ -60,13 +60,24 @@ def _is_default(r) -> bool:
     return r["method"] in DEFAULTS and rule_of(r) == DEFAULTS[r["method"]]
 
 
+def _key(r) -> tuple:
+    return (r["task"], r["seed"], r["method"], r["lr"])
+
+
+def _rel(old: float, new: float) -> float:
+    """|new / old - 1|; 0 where both are the same (an infinite loss too), inf where one is not
+    finite."""
+    if old == new:
+        return 0.0
+    return abs(new / old - 1) if old and math.isfinite(old) and math.isfinite(new) else math.inf
+
+
 def _default_jobs(runs, tasks, seeds) -> list[dict]:
     """Every stored run of QLAB-X's default rule on ``tasks`` × ``seeds``, once each."""
     out, seen = [], set()
     for r in runs:
-        key = (r["task"], r["seed"], r["method"], r["lr"])
-        if _is_default(r) and r["task"] in tasks and r["seed"] in seeds and key not in seen:
-            seen.add(key)
+        if _is_default(r) and r["task"] in tasks and r["seed"] in seeds and _key(r) not in seen:
+            seen.add(_key(r))
             out.append(dict(task=r["task"], seed=r["seed"], method=r["method"], lr=r["lr"],
                             rule=DEFAULTS[r["method"]]))
     return out
@@ -84,9 +95,8 @@ def jobs(runs, tasks, seeds, default: bool) -> list[dict]:
 def grid_jobs(runs, tasks, seeds, methods) -> list[dict]:
     """Every run the bar reads on ``tasks`` × ``seeds``, of the ``methods`` given: plain X at each
     lr of the grid stored, and QLAB-X's default at each α₀ stored."""
-    plain = sorted({(r["task"], r["seed"], r["method"], r["lr"]) for r in runs
-                    if r["method"] in BASES and r["method"] in methods and r["lr"] in GRID
-                    and r["task"] in tasks and r["seed"] in seeds})
+    plain = sorted({_key(r) for r in runs if r["method"] in BASES and r["method"] in methods
+                    and r["lr"] in GRID and r["task"] in tasks and r["seed"] in seeds})
     out = [dict(task=t, seed=s, method=m, lr=lr, rule=None) for t, s, m, lr in plain]
     return out + [j for j in _default_jobs(runs, tasks, seeds) if j["method"] in methods]
 
@@ -127,18 +137,6 @@ def stored(runs, job) -> float:
     if not found:
         raise KeyError(job)
     return min(found)
-
-
-def _key(r) -> tuple:
-    return (r["task"], r["seed"], r["method"], r["lr"])
-
-
-def _rel(old: float, new: float) -> float:
-    """|new / old - 1|; 0 where both are the same (an infinite loss too), inf where one is not
-    finite."""
-    if old == new:
-        return 0.0
-    return abs(new / old - 1) if old and math.isfinite(old) and math.isfinite(new) else math.inf
 
 
 def compare(runs, remade: list[dict]) -> dict:
