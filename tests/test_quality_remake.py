@@ -170,5 +170,5 @@ def test_remake_grid_writes_each_tasks_runs_and_read_prints_the_bar_from_them(tm
     assert (f"plain X: 2 runs, relative difference median {d:.1e}, 1 above 1 %, 1 above 10 %, "
             f"largest {d:.3g} ('digits_mlp', 0, 'sgd', {lb})") in out
     assert f"flips: digits_mlp sgd: worst 1.050x stored, {q / loss[lb]:.3f}x re-made" in out
-    assert f"best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
+    assert "best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
     assert remake.read(stored, tmp_path / "none") == 1
