@@ -116,14 +116,14 @@ def remake_grid(runs, tasks, seeds, methods, workers: int = 2, out: Path = REMAD
     """Re-make ``grid_jobs`` task by task and write each task's runs to ``out``/<task>.json, with
     the machine and torch version they were made with (a task's file is written anew)."""
     out.mkdir(parents=True, exist_ok=True)
+    made_on = dict(machine=machine(), torch=torch.__version__, workers=workers)
     for task in tasks:
         todo = grid_jobs(runs, [task], seeds, methods)
         t0 = time.perf_counter()
         with get_context("fork").Pool(workers) as pool:
             res = list(pool.imap_unordered(run_one, todo))
         wall = time.perf_counter() - t0
-        meta = dict(task=task, machine=machine(), torch=torch.__version__, wall_s=wall,
-                    workers=workers)
+        meta = dict(task=task, **made_on, wall_s=wall)
         (out / f"{task}.json").write_text(json.dumps(dict(meta, runs=res), separators=(",", ":")))
         print(f"{task}: {len(todo)} runs re-made in {wall:.0f}s", flush=True)
 
@@ -131,8 +131,7 @@ def remake_grid(runs, tasks, seeds, methods, workers: int = 2, out: Path = REMAD
 def stored(runs, job) -> float:
     """The stored final train loss of ``job``'s run (the least where several tags hold it, as
     best_plain reads them)."""
-    keys = ("task", "seed", "method", "lr")
-    found = [_loss(r) for r in runs if all(r.get(k) == job[k] for k in keys)
+    found = [_loss(r) for r in runs if _key(r) == _key(job)
              and (job["rule"] is None or rule_of(r) == job["rule"])]
     if not found:
         raise KeyError(job)
@@ -168,7 +167,7 @@ def compare(runs, remade: list[dict]) -> dict:
             continue
         lr = best[key][1]
         plain_now = now.get((r["task"], r["seed"], base, lr), best[key][0])
-        q_now = now.get((r["task"], r["seed"], r["method"], r["lr"]), _loss(r))
+        q_now = now.get(_key(r), _loss(r))
         cell = held.setdefault((r["task"], base), [True, True])
         cell[0] &= _loss(r) / best[key][0] <= BAR
         cell[1] &= q_now / plain_now <= BAR
