@@ -285,8 +285,8 @@ def main(argv=None) -> int:
                     help="EPS: re-make each plain run from perturbed parameters instead")
     ap.add_argument("--copies", type=int, default=4, help="perturbed copies per run")
     ap.add_argument("--grid", action="store_true",
-                    help="re-make every run the bar reads (plain X at each grid lr, the defaults at "
-                    "each α₀) and write them under results/remade/")
+                    help="re-make every run the bar reads (plain X at each grid lr, the defaults "
+                    "at each α₀) and write them under results/remade/")
     ap.add_argument("--methods", default=",".join(BASES + tuple(DEFAULTS)),
                     help="with --grid: which of plain and QLAB sgd, momentum, adam to re-make")
     ap.add_argument("--read", action="store_true",
