@@ -172,3 +172,11 @@ def test_remake_grid_writes_each_tasks_runs_and_read_prints_the_bar_from_them(tm
     assert f"flips: digits_mlp sgd: worst 1.050x stored, {q / loss[lb]:.3f}x re-made" in out
     assert "best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
     assert remake.read(stored, tmp_path / "none") == 1
+
+
+def test_each_seed_set_is_written_to_its_own_file(tmp_path):
+    assert remake.remade_path(tmp_path, "t", [2, 0, 1]) == tmp_path / "t.json"
+    assert remake.remade_path(tmp_path, "t", [5, 3, 4]) == tmp_path / "t__seeds3-5.json"
+    assert remake.remade_path(tmp_path, "t", [0]) == tmp_path / "t__seeds0.json"
+    assert remake.remade_path(tmp_path, "t", [0, 2]) == tmp_path / "t__seeds0,2.json"
+    assert remake.remade_path(tmp_path, "t", [0, 1]) == tmp_path / "t__seeds0-1.json"

@@ -40,7 +40,7 @@ import torch
 from bench.quality.analyze import _loss, best_plain, load, ratios
 from bench.quality.choose import BAR
 from bench.quality.interpolation import KINDS
-from bench.quality.run import BASES, GRID, RESULTS, run_one
+from bench.quality.run import BASES, GRID, RESULTS, SEEDS, run_one
 from qlab_fused.reference import resolve_rule
 
 
@@ -112,9 +112,21 @@ def machine() -> str:
     return platform.processor() or platform.machine()
 
 
+def remade_path(out: Path, task: str, seeds) -> Path:
+    """Where ``remake_grid`` writes ``task``'s runs at ``seeds``: <task>.json for the main suite's
+    seeds, <task>__seeds<first>-<last>.json (or a comma list) for another seed set, so that
+    re-making one seed set leaves another's file as it was."""
+    seeds = sorted(seeds)
+    if tuple(seeds) == tuple(SEEDS):
+        return out / f"{task}.json"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1:
+        return out / f"{task}__seeds{seeds[0]}-{seeds[-1]}.json"
+    return out / f"{task}__seeds{','.join(map(str, seeds))}.json"
+
+
 def remake_grid(runs, tasks, seeds, methods, workers: int = 2, out: Path = REMADE) -> None:
-    """Re-make ``grid_jobs`` task by task and write each task's runs to ``out``/<task>.json, with
-    the machine and torch version they were made with (a task's file is written anew)."""
+    """Re-make ``grid_jobs`` task by task and write each task's runs to ``remade_path``, with the
+    machine and torch version they were made with (that file is written anew)."""
     out.mkdir(parents=True, exist_ok=True)
     made_on = dict(machine=machine(), torch=torch.__version__, workers=workers)
     for task in tasks:
@@ -124,7 +136,7 @@ def remake_grid(runs, tasks, seeds, methods, workers: int = 2, out: Path = REMAD
             res = list(pool.imap_unordered(run_one, todo))
         wall = time.perf_counter() - t0
         meta = dict(task=task, **made_on, wall_s=wall)
-        (out / f"{task}.json").write_text(json.dumps(dict(meta, runs=res), separators=(",", ":")))
+        remade_path(out, task, seeds).write_text(json.dumps(dict(meta, runs=res), separators=(",", ":")))
         print(f"{task}: {len(todo)} runs re-made in {wall:.0f}s", flush=True)
 
 
