@@ -165,13 +165,15 @@ def test_remake_grid_writes_each_tasks_runs_and_read_prints_the_bar_from_them(tm
                        tag="main", final_train_loss=q))
     assert remake.read(stored, tmp_path) == 0
     out = capsys.readouterr().out
-    assert "2 runs re-made" in out and "1 bit for bit the main suite's" in out
+    assert "2 runs re-made" in out and "1 bit for bit the stored ones" in out
     d = 1 - loss[lb] / (1.01 * loss[lo])  # above 0.1: loss[lo] > 1.1 loss[lb]
     assert (f"plain X: 2 runs, relative difference median {d:.1e}, 1 above 1 %, 1 above 10 %, "
             f"largest {d:.3g} ('digits_mlp', 0, 'sgd', {lb})") in out
     assert f"flips: digits_mlp sgd: worst 1.050x stored, {q / loss[lb]:.3f}x re-made" in out
     assert "best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
     assert remake.read(stored, tmp_path / "none") == 1
+    assert remake.read(stored, tmp_path, seeds=[1]) == 1  # nothing re-made at seed 1
+    assert remake.read(stored, tmp_path, seeds=[0]) == 0
 
 
 def test_each_seed_set_is_written_to_its_own_file(tmp_path):
@@ -180,3 +182,30 @@ def test_each_seed_set_is_written_to_its_own_file(tmp_path):
     assert remake.remade_path(tmp_path, "t", [0]) == tmp_path / "t__seeds0.json"
     assert remake.remade_path(tmp_path, "t", [0, 2]) == tmp_path / "t__seeds0,2.json"
     assert remake.remade_path(tmp_path, "t", [0, 1]) == tmp_path / "t__seeds0-1.json"
+
+
+def test_bar_runs_are_the_runs_the_six_seed_counts_read():
+    sgd = remake.DEFAULTS["qlab_sgd"]
+    runs = [dict(task="t", seed=3, method="sgd", lr=1e-1, rule=None, tag=tag, final_train_loss=v)
+            for tag, v in (("a", 0.3), ("b", 0.2))]
+    runs += [dict(task="t", seed=3, method="sgd", lr=10.0, rule=None, tag="past_edge",
+                  final_train_loss=0.01),  # past the grid: not the bar's
+             dict(task="t", seed=3, method="qlab_sgd", lr=1e-2, rule=None, tag="main",
+                  final_train_loss=0.9),
+             dict(task="t", seed=3, method="qlab_sgd", lr=1e-2, rule=sgd, tag="x",
+                  final_train_loss=0.25),  # named: read before the main suite's unnamed run
+             dict(task="t", seed=3, method="qlab_sgd", lr=1.0, rule=sgd, tag="y",
+                  final_train_loss=0.21),
+             dict(task="t", seed=3, method="qlab_sgd", lr=1.0, rule=None, tag="other",
+                  final_train_loss=5.0),  # unnamed outside the main suite: not the default's
+             dict(task="t", seed=3, method="qlab_sgd", lr=1e-1, rule="paper", tag="x",
+                  final_train_loss=5.0),
+             dict(task="t", seed=6, method="sgd", lr=1e-1, rule=None, tag="c",
+                  final_train_loss=0.1)]  # not a choice seed
+    bar = remake.bar_runs(runs)
+    got = sorted((r["method"], r["lr"], r["rule"], r["final_train_loss"]) for r in bar)
+    assert got == [("qlab_sgd", 1e-2, None, 0.25), ("qlab_sgd", 1.0, None, 0.21),
+                   ("sgd", 1e-1, None, 0.2)]
+    s = remake.standing(bar, ["t"], [3])
+    assert s["sgd"] == dict(within=1, runs=2, cells=0)  # 0.21 / 0.2 within, 0.25 / 0.2 not
+    assert remake.bar_runs(runs, seeds=(6,)) == [runs[-1]]

@@ -4,7 +4,9 @@
     python -m bench.quality.remake --task selection --seeds 0 --default      # and the QLAB defaults
     python -m bench.quality.remake --task adding_rnn,digits_mlp --perturb 1e-6 --copies 4
     python -m bench.quality.remake --task selection --seeds 0,1,2 --grid   # the bar's runs, here
+    python -m bench.quality.remake --task selection --seeds 3,4,5 --grid   # the six-seed counts'
     python -m bench.quality.remake --read      # the headline with them in the stored runs' place
+    python -m bench.quality.remake --read --seeds 0,1,2   # the headline's seeds only
 
 The bar's denominators (plain X at its best grid lr) were made in the round that brought each task
 in, some on other machines than today's; a run re-made here can differ in the last bits of a float
@@ -17,7 +19,8 @@ the best lr is re-made: another grid lr, re-made, might become the best (not rea
 
 ``--grid`` re-makes every run the headline reads (plain X at each grid lr, QLAB-X's default at each
 α₀) and stores them under results/remade/ with the machine they were made on, outside the stored
-bar; ``--read`` then prints the headline's counts with them in the stored runs' place.
+bar (seeds 0-2 in <task>.json, another seed set in its own file); ``--read`` then prints the
+headline's counts with them in the stored runs' place, over every seed re-made (or ``--seeds``).
 
 ``--perturb EPS --copies K`` asks how much of that is rounding: K copies of each plain run, each
 from parameters multiplied by 1 + EPS·z (z ~ N(0, 1), its own generator per copy, so the batches,
@@ -38,7 +41,7 @@ from pathlib import Path
 import torch
 
 from bench.quality.analyze import _loss, best_plain, load, ratios
-from bench.quality.choose import BAR
+from bench.quality.choose import BAR, CHOICE_SEEDS
 from bench.quality.interpolation import KINDS
 from bench.quality.run import BASES, GRID, RESULTS, SEEDS, run_one
 from qlab_fused.reference import resolve_rule
@@ -136,7 +139,8 @@ def remake_grid(runs, tasks, seeds, methods, workers: int = 2, out: Path = REMAD
             res = list(pool.imap_unordered(run_one, todo))
         wall = time.perf_counter() - t0
         meta = dict(task=task, **made_on, wall_s=wall)
-        remade_path(out, task, seeds).write_text(json.dumps(dict(meta, runs=res), separators=(",", ":")))
+        text = json.dumps(dict(meta, runs=res), separators=(",", ":"))
+        remade_path(out, task, seeds).write_text(text)
         print(f"{task}: {len(todo)} runs re-made in {wall:.0f}s", flush=True)
 
 
@@ -185,6 +189,24 @@ def compare(runs, remade: list[dict]) -> dict:
         cell[1] &= q_now / plain_now <= BAR
     flips = sorted(k for k, (a, b) in held.items() if a != b)
     return dict(runs=len(remade), exact=exact, worst=worst, where=where, flips=flips, pairs=pairs)
+
+
+def bar_runs(runs, seeds=CHOICE_SEEDS) -> list[dict]:
+    """The runs the bar reads at ``seeds``, one per (task, seed, method, lr): plain X at each grid
+    lr (where several tags hold a run, the least final loss, as best_plain reads them) and QLAB-X's
+    default at each α₀ as bench.quality.choose.gather reads it (a run naming the rule before the
+    main suite's unnamed one), read, as the main suite's are, without a rule name."""
+    plain, named, unnamed = {}, {}, {}
+    for r in runs:
+        if r["seed"] not in seeds:
+            continue
+        k = _key(r)
+        if r["method"] in BASES and r["lr"] in GRID:
+            if k not in plain or _loss(r) < _loss(plain[k]):
+                plain[k] = r
+        elif _is_default(r):
+            (unnamed if r.get("rule") is None else named).setdefault(k, dict(r, rule=None))
+    return list(plain.values()) + list({**unnamed, **named}.values())
 
 
 def load_remade(src: Path = REMADE) -> list[dict]:
@@ -245,22 +267,24 @@ def spreads(todo, eps: float, copies: int, workers: int = 2) -> list[tuple]:
             for i, (j, b) in enumerate(zip(plain, base))]
 
 
-def read(runs, src: Path = REMADE) -> int:
-    """Print the headline's counts with the runs re-made under ``src`` in the stored ones' place
-    beside the stored counts, on the re-made tasks and on the whole selection, and the cells that
-    flip (only a re-made task's can)."""
+def read(runs, src: Path = REMADE, seeds=None) -> int:
+    """Print the headline's counts with the runs re-made under ``src`` (those at ``seeds``; None:
+    every seed re-made) in the stored ones' place beside the stored counts, on the re-made tasks
+    and on the whole selection, and the cells that flip (only a re-made task's can). The stored
+    runs are the bar's (``bar_runs``): at seeds 0-2 the main suite's, at seeds 3-5 those the
+    six-seed counts and the choice read."""
     from bench.quality.tasks import SELECTION
-    remade = load_remade(src)
+    remade = [r for r in load_remade(src) if seeds is None or r["seed"] in seeds]
     if not remade:
-        print(f"no re-made runs under {src}")
+        print(f"no re-made runs under {src}" + ("" if seeds is None else f" at seeds {seeds}"))
         return 1
-    main_runs = [r for r in runs if r["tag"] == "main"]
-    kept = {_key(r): _loss(r) for r in main_runs}
     seeds, tasks = sorted({r["seed"] for r in remade}), sorted({r["task"] for r in remade})
+    bar = bar_runs(runs, seeds)
+    kept = {_key(r): _loss(r) for r in bar}
     where = ", ".join(sorted({f"{r['machine']}, torch {r['torch']}" for r in remade}))
     same = sum(kept.get(_key(r)) == _loss(r) for r in remade)
     print(f"{len(remade)} runs re-made ({where}) on {len(tasks)} tasks, seeds {seeds}: {same} bit "
-          f"for bit the main suite's")
+          f"for bit the stored ones")
     for kind, methods in (("plain X", BASES), ("QLAB-X's default", tuple(DEFAULTS))):
         d = sorted((_rel(kept[_key(r)], _loss(r)), _key(r)) for r in remade
                    if r["method"] in methods and _key(r) in kept)
@@ -268,14 +292,14 @@ def read(runs, src: Path = REMADE) -> int:
             print(f"{kind}: {len(d)} runs, relative difference median {d[len(d) // 2][0]:.1e}, "
                   f"{sum(x > 0.01 for x, _ in d)} above 1 %, {sum(x > 0.1 for x, _ in d)} above "
                   f"10 %, largest {d[-1][0]:.3g} {d[-1][1]}")
-    mixed = one_machine(main_runs, remade)
-    b0, b1 = best_plain(main_runs), best_plain(mixed)
+    mixed = one_machine(bar, remade)
+    b0, b1 = best_plain(bar), best_plain(mixed)
     moved = sorted(k for k in b0 if k[0] in tasks and k[2] in seeds and b0[k][1] != b1[k][1])
     print(f"plain X's best grid lr moved on {len(moved)} of "
           f"{sum(k[0] in tasks and k[2] in seeds for k in b0)} (task, base, seed): {moved}")
     for label, among in ((f"the {len(SELECTION)} selection tasks", SELECTION),
                          (f"the {len(tasks)} re-made tasks", tasks)):  # a, b stay the latter's
-        a, b = standing(main_runs, among, seeds), standing(mixed, among, seeds)
+        a, b = standing(bar, among, seeds), standing(mixed, among, seeds)
         for base in BASES:
             print(f"{label}, {base}: stored {a[base]['within']} of {a[base]['runs']} runs within, "
                   f"{a[base]['cells']} cells hold; re-made {b[base]['within']} of "
@@ -290,7 +314,8 @@ def main(argv=None) -> int:
     from bench.quality.tasks import SELECTION
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--task", default="selection", help="comma list or 'selection'")
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seeds", default=None,
+                    help="comma list (default 0; with --read, every seed re-made)")
     ap.add_argument("--default", action="store_true", help="re-make the defaults' runs too")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--perturb", type=float, default=None,
@@ -306,13 +331,13 @@ def main(argv=None) -> int:
                     "stored one")
     args = ap.parse_args(argv)
     tasks = list(SELECTION) if args.task == "selection" else args.task.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or "0").split(",")]
     runs = load()
     if args.grid:
         remake_grid(runs, tasks, seeds, args.methods.split(","), args.workers)
         return 0
     if args.read:
-        return read(runs)
+        return read(runs, seeds=None if args.seeds is None else seeds)
     todo = jobs(runs, tasks, seeds, args.default)
     if args.perturb is not None:
         res = spreads(todo, args.perturb, args.copies, args.workers)
