@@ -171,6 +171,8 @@ def test_remake_grid_writes_each_tasks_runs_and_read_prints_the_bar_from_them(tm
             f"largest {d:.3g} ('digits_mlp', 0, 'sgd', {lb})") in out
     assert f"flips: digits_mlp sgd: worst 1.050x stored, {q / loss[lb]:.3f}x re-made" in out
     assert "best grid lr moved on 1 of 1 (task, base, seed): [('digits_mlp', 'sgd', 0)]" in out
+    assert (f"worst of the selection, sgd: stored 1.050x (digits_mlp), re-made "
+            f"{q / loss[lb]:.3f}x (digits_mlp)") in out
     assert remake.read(stored, tmp_path / "none") == 1
     assert remake.read(stored, tmp_path, seeds=[1]) == 1  # nothing re-made at seed 1
     assert remake.read(stored, tmp_path, seeds=[0]) == 0

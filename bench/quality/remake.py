@@ -307,6 +307,13 @@ def read(runs, src: Path = REMADE, seeds=None) -> int:
     for cell in sorted(c for c in a["worst"] if (a["worst"][c] <= BAR) != (b["worst"][c] <= BAR)):
         print(f"flips: {cell[0]} {cell[1]}: worst {a['worst'][cell]:.3f}x stored, "
               f"{b['worst'][cell]:.3f}x re-made")
+    a, b = standing(bar, SELECTION, seeds)["worst"], standing(mixed, SELECTION, seeds)["worst"]
+    for base in BASES:
+        ta = max((c for c in a if c[1] == base), key=a.get, default=None)
+        tb = max((c for c in b if c[1] == base), key=b.get, default=None)
+        if ta and tb:
+            print(f"worst of the selection, {base}: stored {a[ta]:.3f}x ({ta[0]}), re-made "
+                  f"{b[tb]:.3f}x ({tb[0]})")
     return 0
 
 
