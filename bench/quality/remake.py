@@ -218,21 +218,22 @@ def load_remade(src: Path = REMADE) -> list[dict]:
     return out
 
 
-def one_machine(main_runs, remade) -> list[dict]:
-    """The main suite's runs with each re-made one in its stored run's place (a re-made default's
-    run read, as the main suite's are, as the default's)."""
+def one_machine(bar, remade) -> list[dict]:
+    """The bar's runs (the main suite's, or ``bar_runs``) with each re-made one in its stored run's
+    place (a re-made default's run read, as the main suite's are, as the default's)."""
     new = {_key(r): dict(r, rule=None) if r["method"] in DEFAULTS else r for r in remade}
-    return [new.get(_key(r), r) for r in main_runs]
+    return [new.get(_key(r), r) for r in bar]
 
 
-def standing(main_runs, tasks, seeds) -> dict:
-    """The headline's reading of ``main_runs`` on ``tasks`` × ``seeds``: per base, the default's
-    runs within BAR of X at its best grid lr, how many runs, the (task, base) cells whose every
-    run is within, and each cell's worst ratio."""
-    main_runs = [r for r in main_runs if r["task"] in tasks and r["seed"] in seeds]
+def standing(bar, tasks, seeds) -> dict:
+    """The headline's reading of the bar's runs ``bar`` (the main suite's, or ``bar_runs``; the
+    default's without a rule name) on ``tasks`` × ``seeds``: per base, the default's runs within
+    BAR of X at its best grid lr, how many runs, the (task, base) cells whose every run is within,
+    and each cell's worst ratio."""
+    bar = [r for r in bar if r["task"] in tasks and r["seed"] in seeds]
     worst = {}
     out = {b: dict(within=0, runs=0, cells=0) for b in BASES}
-    for (task, base, _), rs in ratios(main_runs, None).items():
+    for (task, base, _), rs in ratios(bar, None).items():
         out[base]["within"] += sum(x <= BAR for x in rs)
         out[base]["runs"] += len(rs)
         worst[(task, base)] = max(worst.get((task, base), 0.0), max(rs))
@@ -297,17 +298,18 @@ def read(runs, src: Path = REMADE, seeds=None) -> int:
     moved = sorted(k for k in b0 if k[0] in tasks and k[2] in seeds and b0[k][1] != b1[k][1])
     print(f"plain X's best grid lr moved on {len(moved)} of "
           f"{sum(k[0] in tasks and k[2] in seeds for k in b0)} (task, base, seed): {moved}")
-    for label, among in ((f"the {len(SELECTION)} selection tasks", SELECTION),
-                         (f"the {len(tasks)} re-made tasks", tasks)):  # a, b stay the latter's
-        a, b = standing(bar, among, seeds), standing(mixed, among, seeds)
+    selection = standing(bar, SELECTION, seeds), standing(mixed, SELECTION, seeds)
+    own = standing(bar, tasks, seeds), standing(mixed, tasks, seeds)
+    for label, (a, b) in ((f"the {len(SELECTION)} selection tasks", selection),
+                          (f"the {len(tasks)} re-made tasks", own)):
         for base in BASES:
             print(f"{label}, {base}: stored {a[base]['within']} of {a[base]['runs']} runs within, "
                   f"{a[base]['cells']} cells hold; re-made {b[base]['within']} of "
                   f"{b[base]['runs']}, {b[base]['cells']} cells")
-    for cell in sorted(c for c in a["worst"] if (a["worst"][c] <= BAR) != (b["worst"][c] <= BAR)):
-        print(f"flips: {cell[0]} {cell[1]}: worst {a['worst'][cell]:.3f}x stored, "
-              f"{b['worst'][cell]:.3f}x re-made")
-    a, b = standing(bar, SELECTION, seeds)["worst"], standing(mixed, SELECTION, seeds)["worst"]
+    a, b = (s["worst"] for s in own)
+    for cell in sorted(c for c in a if (a[c] <= BAR) != (b[c] <= BAR)):
+        print(f"flips: {cell[0]} {cell[1]}: worst {a[cell]:.3f}x stored, {b[cell]:.3f}x re-made")
+    a, b = (s["worst"] for s in selection)
     for base in BASES:
         ta = max((c for c in a if c[1] == base), key=a.get, default=None)
         tb = max((c for c in b if c[1] == base), key=b.get, default=None)
