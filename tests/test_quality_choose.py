@@ -328,3 +328,21 @@ def test_the_bar_reads_the_grid_and_past_edge_reads_past_it():
     (line,) = past_edge.summary(runs, tasks=TASKS2, seeds=SEEDS)
     assert f"{2 * n} of {2 * n} runs within" in line and f"past the edge {n} of {2 * n}" in line
     assert len(past_edge.table(runs, tasks=TASKS2, seeds=SEEDS)) == 3
+
+
+def test_made_with_reads_a_run_naming_its_rule_before_the_main_suite_s_and_the_first_of_several():
+    from bench.quality.analyze import made_with
+    q = dict(task="task_a", method="qlab_sgd", lr=1e-2, seed=0)
+    runs = [dict(q, rule=None, tag="main", final_train_loss=1.0),            # the default's
+            dict(q, rule=INCUMBENT, tag="ablation", final_train_loss=2.0),   # names it: read
+            dict(q, rule=INCUMBENT, tag="seeds345", final_train_loss=3.0),   # loaded later
+            dict(q, rule=None, tag="seeds345_main", final_train_loss=4.0),   # no rule known
+            dict(q, method="sgd", rule=None, tag="main", final_train_loss=5.0),
+            dict(q, seed=1, rule=None, tag="main", final_train_loss=6.0)]    # only the main's
+    got = made_with(runs, {"qlab_sgd": INCUMBENT})
+    key = ("qlab_sgd", INCUMBENT, "task_a", 1e-2)
+    assert {k: r["final_train_loss"] for k, r in got.items()} == {key + (0,): 2.0, key + (1,): 6.0}
+    # gather reads the same runs, so its ratio at seed 0 is the named run's
+    (c,) = ch.gather(_plain() + runs, "sgd", [INCUMBENT], tasks=TASKS2)
+    assert c.ratios[("task_a", 1e-2, 0)] == pytest.approx(2.0 / 1.0)
+    assert c.ratios[("task_a", 1e-2, 1)] == pytest.approx(6.0 / 1.0)

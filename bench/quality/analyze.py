@@ -44,6 +44,27 @@ def best_plain(runs, grid=GRID):
     return best
 
 
+def rule_of(r, defaults) -> str | None:
+    """The rule a stored run was made with: its own name, or for a QLAB run of the main suite
+    (stored without one) its method's default in ``defaults`` ({method: rule})."""
+    if r.get("rule") is None and r.get("tag") == "main":
+        return defaults.get(r["method"])
+    return r.get("rule")
+
+
+def made_with(runs, defaults) -> dict:
+    """{(method, rule, task, lr, seed): run}, one QLAB run per rule and cell as the choice and the
+    bar read them: a run naming its rule before the main suite's unnamed one (``rule_of``), and of
+    several naming it (under different tags) the first loaded."""
+    out = {}
+    named = [r for r in runs if r.get("rule") is not None]
+    for r in named + [r for r in runs if r.get("rule") is None]:
+        rule = rule_of(r, defaults)
+        if rule is not None and r["method"].startswith("qlab_"):
+            out.setdefault((r["method"], rule, r["task"], r["lr"], r["seed"]), r)
+    return out
+
+
 def ratios(runs, rule, grid=GRID):
     """{(task, base, α₀): [ratio per seed]} for QLAB runs with that rule (None: default rule), to X
     at its best lr of ``grid`` (None: every lr run)."""

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.quality.analyze import best_plain, load
+from bench.quality.analyze import best_plain, load, made_with
 from bench.quality.interpolation import KINDS, path_for
 from bench.quality.run import GRID, SEEDS
 from bench.quality.tasks import SELECTION
@@ -129,17 +129,14 @@ def gather(runs, base: str, rules: list[str], tasks=SELECTION, seeds=CHOICE_SEED
     best = best_plain(runs, grid)
     cands = {r: Candidate(r) for r in rules}
     mine = [r for r in runs if r["method"] == "qlab_" + base and r["seed"] in seeds and r["task"] in tasks]
-    named = [(r["rule"], r) for r in mine if r.get("rule") in cands]
-    default = [(incumbent, r) for r in mine if r.get("rule") is None and r.get("tag") == "main"
-               and incumbent in cands]
-    for rule, r in named + default:  # a run naming the rule first; the main suite's fills the gaps
-        key, ref = (r["task"], r["lr"], r["seed"]), best.get((r["task"], base, r["seed"]))
-        c = cands[rule]
-        if key in c.ratios or ref is None:
+    for (_, rule, task, lr, seed), r in made_with(mine, {"qlab_" + base: incumbent}).items():
+        ref = best.get((task, base, seed))
+        if rule not in cands or ref is None:
             continue
+        c = cands[rule]
         v = r["final_train_loss"]
-        c.ratios[key] = (math.inf if v is None or not math.isfinite(v) else v) / ref[0]
-        if r["task"] == CONVEX:
+        c.ratios[(task, lr, seed)] = (math.inf if v is None or not math.isfinite(v) else v) / ref[0]
+        if task == CONVEX:
             c.rise = max(c.rise, r.get("max_rel_increase", 0.0))
     for c in cands.values():
         c.missing = [t for t in tasks if any((t, a, s) not in c.ratios for a in GRID for s in seeds)]

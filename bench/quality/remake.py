@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from bench.quality.analyze import _loss, best_plain, load, ratios
+from bench.quality.analyze import _loss, best_plain, load, made_with, ratios, rule_of
 from bench.quality.choose import BAR, CHOICE_SEEDS
 from bench.quality.interpolation import KINDS
 from bench.quality.run import BASES, GRID, RESULTS, SEEDS, run_one
@@ -51,16 +51,8 @@ DEFAULTS = {"qlab_" + b: resolve_rule("auto", KINDS[b]) for b in BASES}
 REMADE = RESULTS / "remade"  # analyze.load reads results/*.json only: these never enter the bar
 
 
-def rule_of(r) -> str | None:
-    """The rule a stored run was made with: its own name, or for a QLAB run of the main suite
-    (stored without one) the default's, as bench.quality.choose.gather reads them."""
-    if r.get("rule") is None and r.get("tag") == "main":
-        return DEFAULTS.get(r["method"])
-    return r.get("rule")
-
-
 def _is_default(r) -> bool:
-    return r["method"] in DEFAULTS and rule_of(r) == DEFAULTS[r["method"]]
+    return r["method"] in DEFAULTS and rule_of(r, DEFAULTS) == DEFAULTS[r["method"]]
 
 
 def _key(r) -> tuple:
@@ -148,7 +140,7 @@ def stored(runs, job) -> float:
     """The stored final train loss of ``job``'s run (the least where several tags hold it, as
     best_plain reads them)."""
     found = [_loss(r) for r in runs if _key(r) == _key(job)
-             and (job["rule"] is None or rule_of(r) == job["rule"])]
+             and (job["rule"] is None or rule_of(r, DEFAULTS) == job["rule"])]
     if not found:
         raise KeyError(job)
     return min(found)
@@ -194,19 +186,19 @@ def compare(runs, remade: list[dict]) -> dict:
 def bar_runs(runs, seeds=CHOICE_SEEDS) -> list[dict]:
     """The runs the bar reads at ``seeds``, one per (task, seed, method, lr): plain X at each grid
     lr (where several tags hold a run, the least final loss, as best_plain reads them) and QLAB-X's
-    default at each α₀ as bench.quality.choose.gather reads it (a run naming the rule before the
-    main suite's unnamed one), read, as the main suite's are, without a rule name."""
-    plain, named, unnamed = {}, {}, {}
+    default at each α₀ as bench.quality.choose.gather reads it (analyze.made_with: a run naming
+    the rule before the main suite's unnamed one), read, as the main suite's are, without a rule
+    name."""
+    runs = [r for r in runs if r["seed"] in seeds]
+    plain = {}
     for r in runs:
-        if r["seed"] not in seeds:
-            continue
         k = _key(r)
         if r["method"] in BASES and r["lr"] in GRID:
             if k not in plain or _loss(r) < _loss(plain[k]):
                 plain[k] = r
-        elif _is_default(r):
-            (unnamed if r.get("rule") is None else named).setdefault(k, dict(r, rule=None))
-    return list(plain.values()) + list({**unnamed, **named}.values())
+    default = [dict(r, rule=None) for (method, rule, *_), r in made_with(runs, DEFAULTS).items()
+               if rule == DEFAULTS.get(method)]
+    return list(plain.values()) + default
 
 
 def load_remade(src: Path = REMADE) -> list[dict]:
