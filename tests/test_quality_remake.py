@@ -1,4 +1,6 @@
 """Re-making stored runs (bench/quality/remake.py): which runs, and what counts as a change."""
+import math
+
 import pytest
 
 pytest.importorskip("sklearn")
@@ -211,3 +213,25 @@ def test_bar_runs_are_the_runs_the_six_seed_counts_read():
     s = remake.standing(bar, ["t"], [3])
     assert s["sgd"] == dict(within=1, runs=2, cells=0)  # 0.21 / 0.2 within, 0.25 / 0.2 not
     assert remake.bar_runs(runs, seeds=(6,)) == [runs[-1]]
+
+
+def test_perturbed_copies_of_the_defaults_runs_at_the_alpha0_asked(monkeypatch, capsys):
+    made = []
+
+    def fake_spreads(todo, eps, copies, workers):
+        made.extend(todo)
+        return [(j, 1.0, [1.0, 1.5 if j["rule"] else 1.2]) for j in todo]
+    monkeypatch.setattr(remake, "load", lambda: [dict(r, tag="x") for r in _runs()])
+    monkeypatch.setattr(remake, "spreads", fake_spreads)
+    assert remake.main(["--task", "t", "--perturb", "1e-6", "--default", "--alpha0", "1"]) == 0
+    assert [(j["method"], j["lr"]) for j in made] == [("adam", 1e-2), ("qlab_adam", 1.0)]
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("plain X: 1 runs, spread (largest copy over smallest) median 1.2x")
+    assert out[-1].startswith("QLAB-X's default: 1 runs, spread (largest copy over smallest) "
+                              "median 1.5x, widest 1.500x ('t', 'qlab_adam', 0, 1.0)")
+    # the defaults' runs themselves are re-made from perturbed parameters, not only plain X's
+    job = dict(task="digits_mlp", seed=0, method="qlab_sgd", lr=1e-2,
+               rule=remake.DEFAULTS["qlab_sgd"])
+    monkeypatch.undo()
+    (_, base, rel), = remake.spreads([job], eps=1e-6, copies=1, workers=1)
+    assert math.isfinite(base) and rel[0] != 1.0 and abs(rel[0] - 1) < 0.1

@@ -3,6 +3,7 @@
     python -m bench.quality.remake --task selection --seeds 0                # plain X at its best grid lr
     python -m bench.quality.remake --task selection --seeds 0 --default      # and the QLAB defaults
     python -m bench.quality.remake --task adding_rnn,digits_mlp --perturb 1e-6 --copies 4
+    python -m bench.quality.remake --task adding_rnn --perturb 1e-6 --default --alpha0 0.01
     python -m bench.quality.remake --task selection --seeds 0,1,2 --grid   # the bar's runs, here
     python -m bench.quality.remake --task selection --seeds 3,4,5 --grid   # the six-seed counts'
     python -m bench.quality.remake --read      # the headline with them in the stored runs' place
@@ -22,10 +23,11 @@ the best lr is re-made: another grid lr, re-made, might become the best (not rea
 bar (seeds 0-2 in <task>.json, another seed set in its own file); ``--read`` then prints the
 headline's counts with them in the stored runs' place, over every seed re-made (or ``--seeds``).
 
-``--perturb EPS --copies K`` asks how much of that is rounding: K copies of each plain run, each
-from parameters multiplied by 1 + EPS·z (z ~ N(0, 1), its own generator per copy, so the batches,
-dropout masks and everything else are the run's), printed as the spread of their final train loss
-over the unperturbed run's.
+``--perturb EPS --copies K`` asks how much of that is rounding: K copies of each plain run (with
+``--default`` of each default's run too, ``--alpha0`` picking its α₀), each from parameters
+multiplied by 1 + EPS·z (z ~ N(0, 1), its own generator per copy, so the batches, dropout masks and
+everything else are the run's), printed as the spread of their final train loss over the
+unperturbed run's, and per kind (plain X, the defaults) the median and widest spread.
 """
 from __future__ import annotations
 
@@ -250,14 +252,14 @@ def _perturbed_run(job):
 
 
 def spreads(todo, eps: float, copies: int, workers: int = 2) -> list[tuple]:
-    """(job, unperturbed final loss, [each copy's final loss over it]) per plain job in ``todo``."""
-    plain = [j for j in todo if j["rule"] is None]
-    many = [dict(j, eps=eps, copy=c) for j in plain for c in range(1, copies + 1)]
+    """(job, unperturbed final loss, [each copy's final loss over it]) per job in ``todo`` (plain
+    X's, and QLAB-X's default's where ``jobs`` was asked for them)."""
+    many = [dict(j, eps=eps, copy=c) for j in todo for c in range(1, copies + 1)]
     with get_context("fork").Pool(workers) as pool:
-        base = list(pool.imap(run_one, plain))
+        base = list(pool.imap(run_one, todo))
         out = list(pool.imap(_perturbed_run, many))
     return [(j, _loss(b), [_loss(r) / _loss(b) for r in out[i * copies:(i + 1) * copies]])
-            for i, (j, b) in enumerate(zip(plain, base))]
+            for i, (j, b) in enumerate(zip(todo, base))]
 
 
 def read(runs, src: Path = REMADE, seeds=None) -> int:
@@ -320,7 +322,10 @@ def main(argv=None) -> int:
     ap.add_argument("--default", action="store_true", help="re-make the defaults' runs too")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--perturb", type=float, default=None,
-                    help="EPS: re-make each plain run from perturbed parameters instead")
+                    help="EPS: re-make each run (with --default the defaults' too) from "
+                    "perturbed parameters instead")
+    ap.add_argument("--alpha0", default=None,
+                    help="comma list: with --default, only the defaults' runs at these α₀")
     ap.add_argument("--copies", type=int, default=4, help="perturbed copies per run")
     ap.add_argument("--grid", action="store_true",
                     help="re-make every run the bar reads (plain X at each grid lr, the defaults "
@@ -340,15 +345,23 @@ def main(argv=None) -> int:
     if args.read:
         return read(runs, seeds=None if args.seeds is None else seeds)
     todo = jobs(runs, tasks, seeds, args.default)
+    if args.alpha0 is not None:
+        keep = {float(a) for a in args.alpha0.split(",")}
+        todo = [j for j in todo if j["rule"] is None or j["lr"] in keep]
     if args.perturb is not None:
         res = spreads(todo, args.perturb, args.copies, args.workers)
         for j, loss, rel in res:
-            print(f"{j['task']:22s} {j['method']:9s} seed {j['seed']} lr {j['lr']:<7g} final "
+            print(f"{j['task']:22s} {j['method']:14s} seed {j['seed']} lr {j['lr']:<7g} final "
                   f"{loss:.6g}; {args.copies} copies at eps {args.perturb:g}: "
                   f"{min(rel):.4f}–{max(rel):.4f} of it")
-        wide = max(res, key=lambda x: max(x[2]) / min(x[2]))
-        print(f"widest spread: {max(wide[2]) / min(wide[2]):.3f}x ({wide[0]['task']}, "
-              f"{wide[0]['method']}, seed {wide[0]['seed']})")
+        for kind, mine in (("plain X", [x for x in res if x[0]["rule"] is None]),
+                           ("QLAB-X's default", [x for x in res if x[0]["rule"] is not None])):
+            if not mine:
+                continue
+            wide = sorted((max(rel) / min(rel), j["task"], j["method"], j["seed"], j["lr"])
+                          for j, _, rel in mine)
+            print(f"{kind}: {len(mine)} runs, spread (largest copy over smallest) median "
+                  f"{wide[len(wide) // 2][0]:.4g}x, widest {wide[-1][0]:.3f}x {wide[-1][1:]}")
         return 0
     with get_context("fork").Pool(args.workers) as pool:
         remade = list(pool.imap_unordered(run_one, todo))
