@@ -1,5 +1,6 @@
 """The quality protocol's tasks build, and their losses are what their docstrings say."""
 import copy
+import functools
 import math
 
 import numpy as np
@@ -806,7 +807,8 @@ def test_lista_sparse_starts_at_ista_and_its_loss_is_the_code_s_squared_error():
                                   "lora_adapt", "tpp_rmtpp", "hypernet_curves",
                                   "lasso_logistic", "sparse_gp", "multitask_heads",
                                   "seq2seq_reverse", "gmm_density", "digits_made",
-                                  "hinge_svm", "graph_gat", "conv_denoiser"])
+                                  "hinge_svm", "graph_gat", "conv_denoiser",
+                                  "phase_retrieval", "markov_mlm"])
 def test_recent_tasks_replay_from_the_seed(name):
     """The same seed builds the same model and the same first batch, with the same loss; another
     seed another order."""
@@ -3234,4 +3236,322 @@ def test_conv_denoiser_loss_is_the_mse_per_pixel_of_an_encoder_decoder_by_hand()
     assert abs(t.train_loss(wiener) - 0.0369128) < 1e-6
     for seed in (0, 1):
         assert t.train_loss(tasks.conv_denoiser(seed).model) > tasks._denoise_floor() + 0.05
+    assert t.steps == 300
+
+
+def test_round_42_held_out_tasks_are_out_of_the_selection():
+    for name in ("phase_retrieval", "markov_mlm"):
+        assert name in tasks.TASKS and tasks.HELD_OUT[name] == "held out of round 42"
+        assert name not in tasks.SELECTION
+    assert len(tasks.SELECTION) == 73
+
+
+def _phase_draws_by_hand():
+    """The phase data's seed's draws, in order: the signal (normalised here), the measurement
+    vectors (11600, 128; rounded to float32 and back), the noise (11600,). float64 numpy."""
+    g = torch.Generator().manual_seed(2079)
+    x = torch.randn(128, generator=g, dtype=torch.float64).numpy()
+    x = x / math.sqrt(sum(v * v for v in x))
+    A = torch.randn(11600, 128, generator=g, dtype=torch.float64).float().double().numpy()
+    return x, A, torch.randn(11600, generator=g, dtype=torch.float64).numpy()
+
+
+def test_phase_retrieval_data_are_squared_gaussian_projections_plus_noise():
+    Atr, ytr, Ate, cte, signal = tasks._phase_data()
+    assert Atr.shape == (9600, 128) and ytr.shape == (9600,)
+    assert Ate.shape == (2000, 128) and cte.shape == (2000,)
+    assert Atr.dtype == ytr.dtype == Ate.dtype == cte.dtype == torch.float32
+    x, A, noise = _phase_draws_by_hand()
+    assert float(np.abs(signal.numpy() - x).max()) < 1e-15 and signal.dtype == torch.float64
+    assert np.array_equal(np.concatenate([Atr.numpy(), Ate.numpy()]).astype(np.float64), A)
+    for i in (0, 1, 4321, 9599, 9600, 11599):  # y = (Σ_k a_k x*_k)² + 0.5 ε, by explicit sums
+        clean = sum(A[i, k] * x[k] for k in range(128)) ** 2
+        if i < 9600:
+            assert abs(float(ytr[i]) - (clean + 0.5 * noise[i])) < 2e-6 * (1 + clean)
+        else:
+            assert abs(float(cte[i - 9600]) - clean) < 2e-6 * (1 + clean)
+    # a ~ N(0, I), aᵀx* ~ N(0, 1) (‖x*‖ = 1), the training targets' noise N(0, 0.5²)
+    assert float(np.abs(A.mean(0)).max()) < 0.05 and abs(float(A.std()) - 1) < 0.005
+    proj = A @ x
+    assert abs(float(proj.var()) - 1) < 0.05 and abs(float((proj ** 2).mean()) - 1) < 0.05
+    r = ytr.double().numpy() - proj[:9600] ** 2
+    assert abs(float(r.std()) - 0.5) < 0.01 and abs(float(r.mean())) < 0.015
+    assert float(np.abs(r - 0.5 * noise[:9600]).max()) < 1e-5
+
+
+def test_phase_retrieval_floor_is_the_noise_variance_and_the_quartic_s_expectation_by_hand():
+    assert tasks._phase_floor() == 0.25
+    x, A, noise = _phase_draws_by_hand()
+    Atr, ytr, _, _, _ = tasks._phase_data()
+    A64, y = Atr.double().numpy(), ytr.double().numpy()
+    truth = float((((A64 @ x) ** 2 - y) ** 2).mean())
+    assert abs(truth - 0.245336) < 1e-6  # the noise's own mean square, within sampling of 0.25
+    assert abs(truth - 0.25) < 3 * 0.25 * math.sqrt(2) / math.sqrt(9600)
+    # E((aᵀv)² − (aᵀx*)²)² = 3‖v‖⁴ + 3 − 2‖v‖² − 4(vᵀx*)² for a ~ N(0, I): ≥ 0, 0 only at ±x*,
+    # checked against the mean over all 11600 measurements, sampling aside
+    g = torch.Generator().manual_seed(11)
+    r = lambda: torch.randn(128, generator=g, dtype=torch.float64).numpy()  # noqa: E731
+    u = r()
+    for v in (u / np.linalg.norm(u), x + 0.1 * r() / math.sqrt(128), 0.5 * x + 0.3 * r(),
+              0.6 * r() / math.sqrt(128), -x):
+        n2, c = float(v @ v), float(v @ x)
+        want = 3 * n2 * n2 + 3 - 2 * n2 - 4 * c * c
+        e = ((A @ v) ** 2 - (A @ x) ** 2) ** 2
+        assert abs(float(e.mean()) - want) <= 4 * float(e.std()) / math.sqrt(len(e)) + 1e-12
+        assert want >= 0 and (want > 0.01 or np.allclose(np.abs(v), np.abs(x)))
+    # the saddles: orthogonal to x*, the expectation is least at ‖v‖² = 1/3, 3 − 1/3 + 0.25
+    for n2 in (0.2, 0.3, 0.4, 0.5):
+        assert 3 * n2 * n2 + 3 - 2 * n2 > 3 - 1 / 3
+    # the least-squares fit to the training measurements (Gauss-Newton from x*) gains only the
+    # noise it can follow: about σ²·128/9600 below the truth, far above FLOOR
+    v = x.copy()
+    for _ in range(6):
+        p = A64 @ v
+        v = v - np.linalg.lstsq(2 * p[:, None] * A64, p ** 2 - y, rcond=None)[0]
+    fit = float((((A64 @ v) ** 2 - y) ** 2).mean())
+    assert truth - 0.006 < fit < truth - 0.001 and fit > 20 * tasks.FLOOR
+
+
+def test_phase_retrieval_loss_is_the_squared_error_of_squared_projections_by_hand():
+    Atr, ytr, Ate, cte, signal = tasks._phase_data()
+    t = tasks.phase_retrieval(0)
+    m = t.model
+    assert sum(p.numel() for p in m.parameters()) == 128
+    torch.manual_seed(0)
+    assert torch.equal(m.x.detach(), torch.randn(128) / math.sqrt(128))
+    x, y = next(iter(t.batches()))
+    assert x.shape == (32, 128) and y.shape == (32,)
+    rows = {tuple(a) for a in Atr.tolist()}
+    assert all(tuple(a) in rows for a in x.tolist())
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        m.x.add_(0.3 * torch.randn(128, generator=g))
+    v = m.x.detach().double().tolist()
+    xs, ys = x.double().tolist(), y.double().tolist()
+    proj = [sum(a[k] * v[k] for k in range(128)) for a in xs]
+    want = sum((p * p - b) ** 2 for p, b in zip(proj, ys)) / 32
+    L = t.loss(m, x, y)
+    assert abs(float(L.detach()) - want) < 1e-5 * (1 + want)
+    # its gradient: (4/32) Σ_i ((aᵢᵀv)² − yᵢ)(aᵢᵀv) aᵢ
+    L.backward()
+    grad = [4 / 32 * sum((p * p - b) * p * a[k] for p, b, a in zip(proj, ys, xs))
+            for k in range(128)]
+    assert float((m.x.grad.double() - torch.tensor(grad)).abs().max()) < 1e-4 * (
+        1 + max(map(abs, grad)))
+    V = np.array(v)
+    full = float((((Atr.double().numpy() @ V) ** 2 - ytr.double().numpy()) ** 2).mean())
+    assert abs(t.train_loss(m) - full) < 1e-5 * full
+    name, value = t.test_metric(m)
+    clean = float((((Ate.double().numpy() @ V) ** 2 - cte.double().numpy()) ** 2).mean())
+    assert name == "test_clean_mse" and abs(value - clean) < 1e-5 * clean
+    # the sign is lost: −x reads the same
+    with torch.no_grad():
+        m.x.neg_()
+    assert abs(t.train_loss(m) - full) < 1e-5 * full
+    # the signal itself reads the noise's mean square and no test error; the untrained models
+    # far above the floor
+    with torch.no_grad():
+        m.x.copy_(signal)
+    assert abs(t.train_loss(m) - 0.245336) < 1e-5 and t.test_metric(m)[1] < 1e-9
+    for seed in (0, 1):
+        assert t.train_loss(tasks.phase_retrieval(seed).model) > tasks._phase_floor() + 3
+    assert t.steps == 300
+
+
+@functools.lru_cache(maxsize=1)
+def _mlm_draws_by_hand():
+    """The MLM data's seed's draws, in order, in numpy: P the softmax of twice 8×8 normals by
+    explicit exps, π by power iteration (not a solve), the first tokens from π, each next one
+    from its predecessor's row, then the uniforms whose 4 smallest in a row are its masks. (P,
+    π, the sequences (10600, 20), each row's masked positions, X and y as _mlm_data's)"""
+    g = torch.Generator().manual_seed(2080)
+    e = np.exp(2 * torch.randn(8, 8, generator=g, dtype=torch.float64).numpy())
+    P = e / e.sum(1, keepdims=True)
+    pi = np.full(8, 1 / 8)
+    for _ in range(3000):
+        pi = pi @ P
+    seq = np.empty((10600, 20), np.int64)
+    seq[:, 0] = torch.multinomial(torch.as_tensor(pi), 10600, replacement=True, generator=g)
+    for t in range(1, 20):
+        seq[:, t] = torch.multinomial(torch.as_tensor(P[seq[:, t - 1]]), 1, generator=g)[:, 0]
+    u = torch.rand(10600, 20, generator=g).tolist()
+    masks = [sorted(range(20), key=row.__getitem__)[:4] for row in u]
+    X, y = seq.copy(), np.full((10600, 20), -100)
+    for i, ts in enumerate(masks):
+        for t in ts:
+            X[i, t], y[i, t] = 8, seq[i, t]
+    return P, pi, seq, masks, X, y
+
+
+@functools.lru_cache(maxsize=1)
+def _mlm_posteriors_by_hand():
+    """Each training sequence's masked tokens' distributions given its visible ones, from the
+    chain's Markov property alone: with the nearest visible tokens a, i steps to the left, and b,
+    j steps to the right, p(token) ∝ (Pⁱ)[a, token] (Pʲ)[token, b]; π in place of the first
+    where none is to the left, 1 for the second where none is to the right. (9600, 4, 8), in
+    each row's masks' order."""
+    P, pi, _, masks, X, _ = _mlm_draws_by_hand()
+    powers = [np.eye(8)]
+    for _ in range(20):
+        powers.append(powers[-1] @ P)
+    out = np.empty((9600, 4, 8))
+    for i in range(9600):
+        row = X[i]
+        for k, t in enumerate(masks[i]):
+            left = [s for s in range(t) if row[s] != 8]
+            right = [s for s in range(t + 1, 20) if row[s] != 8]
+            p = powers[t - left[-1]][row[left[-1]]] if left else pi
+            if right:
+                p = p * powers[right[0] - t][:, row[right[0]]]
+            out[i, k] = p / p.sum()
+    return out
+
+
+def test_markov_mlm_data_are_a_random_chain_s_sequences_with_four_tokens_masked():
+    Xtr, ytr, Xte, yte, P, pi = tasks._mlm_data()
+    assert Xtr.shape == ytr.shape == (9600, 20) and Xte.shape == yte.shape == (1000, 20)
+    assert Xtr.dtype == ytr.dtype == torch.long and P.dtype == pi.dtype == torch.float64
+    Ph, pih, seq, masks, X, y = _mlm_draws_by_hand()
+    assert float(np.abs(P.numpy() - Ph).max()) < 1e-15
+    assert float(np.abs(pi.numpy() - pih).max()) < 1e-14
+    assert float(np.abs(pih @ Ph - pih).max()) < 1e-15 and abs(float(pih.sum()) - 1) < 1e-14
+    assert np.array_equal(torch.cat([Xtr, Xte]).numpy(), X)
+    assert np.array_equal(torch.cat([ytr, yte]).numpy(), y)
+    # four masks a row, each target the token it hides, nothing else a target
+    assert all(len(set(ts)) == 4 for ts in masks)
+    assert ((X == 8).sum(1) == 4).all() and ((y != -100) == (X == 8)).all()
+    assert (y[X == 8] == seq[X == 8]).all() and (X[X != 8] == seq[X != 8]).all()
+    # the draws follow the chain: every position's frequencies near π (stationary), each
+    # token's successors' near its row of P; the masks uniform over the positions
+    for t in (0, 7, 19):
+        assert float(np.abs(np.bincount(seq[:, t], minlength=8) / 10600 - pih).max()) < 0.015
+    pairs = np.zeros((8, 8))
+    np.add.at(pairs, (seq[:, :-1].ravel(), seq[:, 1:].ravel()), 1)
+    assert float(np.abs(pairs / pairs.sum(1, keepdims=True) - Ph).max()) < 0.02
+    assert float(np.abs((X == 8).mean(0) - 0.2).max()) < 0.015
+    # the rows' entropies 0.09–1.68 nats, below log 8 = 2.08: some tokens nearly fix their
+    # successor, others leave it open
+    rows = -(Ph * np.log(Ph)).sum(1)
+    assert 0.09 < rows.min() < 0.1 and 1.6 < rows.max() < 1.7
+
+
+def test_markov_mlm_floor_is_the_masked_tokens_posterior_entropy_by_hand():
+    P, pi, seq, masks, X, _ = _mlm_draws_by_hand()
+    post = _mlm_posteriors_by_hand()
+    ent = float(-(post * np.log(post)).sum(-1).mean())
+    assert abs(tasks._mlm_floor() - ent) < 1e-12 and abs(ent - 0.991807) < 1e-6
+    # the task's forward-backward agrees at every masked position
+    fb = tasks._mlm_posterior(torch.as_tensor(X[:9600]), torch.as_tensor(P), torch.as_tensor(pi))
+    idx = np.array(masks[:9600])
+    got = fb.numpy()[np.arange(9600)[:, None], idx]
+    assert float(np.abs(got - post).max()) < 1e-12
+    # above FLOOR, and below what one side (the chain's entropy rate) or none (π's) would give
+    rate = float(pi @ -(P * np.log(P)).sum(1))
+    H_pi = float(-(pi * np.log(pi)).sum())
+    assert 50 * tasks.FLOOR < ent < rate - 0.25 and rate < H_pi - 0.5
+    assert abs(rate - 1.313) < 1e-3 and abs(H_pi - 1.9332) < 1e-4
+    # Gibbs: other predictions' expected cross-entropy to the draws is higher: π, the posterior
+    # sharpened or flattened, the left side's prediction alone
+    powers = [np.eye(8)]
+    for _ in range(20):
+        powers.append(powers[-1] @ P)
+    left = np.empty_like(post)
+    for i in range(9600):
+        for k, t in enumerate(masks[i]):
+            s = [s for s in range(t) if X[i, s] != 8]
+            left[i, k] = powers[t - s[-1]][X[i, s[-1]]] if s else pi
+    sharp, flat = post ** 2, np.sqrt(post)
+    for q in (np.broadcast_to(pi, post.shape), sharp / sharp.sum(-1, keepdims=True),
+              flat / flat.sum(-1, keepdims=True), left):
+        assert float(-(post * np.log(q)).sum(-1).mean()) > ent + 0.01
+    # the posterior's own cross-entropy on the drawn tokens, within sampling of the floor
+    logp = np.log(post[np.arange(9600)[:, None], np.arange(4), seq[np.arange(9600)[:, None], idx]])
+    assert abs(float(-logp.mean()) - 0.990830) < 1e-6
+    assert abs(float(-logp.mean()) - ent) < 3 * float(logp.std()) / math.sqrt(logp.size)
+
+
+def _layer_norm_by_hand(h, w, b):
+    mu = h.mean(-1, keepdims=True)
+    var = ((h - mu) ** 2).mean(-1, keepdims=True)
+    return (h - mu) / np.sqrt(var + 1e-5) * w + b
+
+
+def _mlm_logits_by_hand(par, X):
+    """The two blocks' logits (n, 20, 8) in float64 numpy: embeddings plus positions; per block
+    h += attention(LN(h)) (2 heads of 16, scores q·k/4 softmaxed over all 20 positions: no causal
+    mask), then h += W₂ GELU(W₁ LN(h)) (GELU by erf); a final LN and the head."""
+    from scipy.special import erf
+    h = par["tok.weight"][X] + par["pos"]
+    for b in range(2):
+        z = _layer_norm_by_hand(h, par[f"ln1.{b}.weight"], par[f"ln1.{b}.bias"])
+        q = z @ par[f"attn.{b}.q.weight"].T + par[f"attn.{b}.q.bias"]
+        kv = z @ par[f"attn.{b}.kv.weight"].T + par[f"attn.{b}.kv.bias"]
+        k, v = kv[..., :32], kv[..., 32:]
+        heads = []
+        for j in (slice(0, 16), slice(16, 32)):
+            s = np.einsum("ntd,nsd->nts", q[..., j], k[..., j]) / 4
+            w = np.exp(s - s.max(-1, keepdims=True))
+            heads.append(np.einsum("nts,nsd->ntd", w / w.sum(-1, keepdims=True), v[..., j]))
+        h = h + np.concatenate(heads, -1) @ par[f"attn.{b}.proj.weight"].T
+        h = h + par[f"attn.{b}.proj.bias"]
+        z = _layer_norm_by_hand(h, par[f"ln2.{b}.weight"], par[f"ln2.{b}.bias"])
+        u = z @ par[f"mlp.{b}.0.weight"].T + par[f"mlp.{b}.0.bias"]
+        u = 0.5 * u * (1 + erf(u / math.sqrt(2)))
+        h = h + u @ par[f"mlp.{b}.2.weight"].T + par[f"mlp.{b}.2.bias"]
+    return _layer_norm_by_hand(h, par["ln.weight"], par["ln.bias"]) @ par["head.weight"].T + par[
+        "head.bias"]
+
+
+def _masked_ce_by_hand(logits, y):
+    """The mean over the positions whose target is not −100 of log Σ exp(row) − row[target]."""
+    total, count = 0.0, 0
+    for i, t in zip(*np.nonzero(y != -100)):
+        row = logits[i, t]
+        top = row.max()
+        total += top + math.log(float(np.exp(row - top).sum())) - row[y[i, t]]
+        count += 1
+    return total / count
+
+
+def test_markov_mlm_loss_is_the_masked_cross_entropy_of_a_bidirectional_transformer_by_hand():
+    Xtr, ytr, Xte, yte, _, _ = tasks._mlm_data()
+    t = tasks.markov_mlm(0)
+    m = t.model
+    assert sum(p.numel() for p in m.parameters()) == 26664
+    x, y = next(iter(t.batches()))
+    assert x.shape == y.shape == (32, 20) and x.dtype == torch.long
+    rows = {tuple(r) for r in Xtr.tolist()}
+    assert all(tuple(r) in rows for r in x.tolist())
+    g = torch.Generator().manual_seed(12)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    par = {n: p.detach().double().numpy() for n, p in m.named_parameters()}
+    logits = _mlm_logits_by_hand(par, x.numpy())
+    with torch.no_grad():
+        assert float((m(x).double() - torch.as_tensor(logits)).abs().max()) < 1e-4
+    want = _masked_ce_by_hand(logits, y.numpy())
+    assert abs(float(t.loss(m, x, y).detach()) - want) < 1e-5
+    with torch.no_grad():
+        assert abs(float(t.loss(m, Xtr, ytr)) - t.train_loss(m)) < 1e-5
+    # bidirectional: a change of the last token reaches the first position's logits
+    x2 = x.clone()
+    x2[:, 19] = (x2[:, 19] + 1) % 9
+    with torch.no_grad():
+        assert float((m(x2) - m(x)).abs().amax((0, 2)).min()) > 0
+    t.loss(m, x, y).backward()
+    for name, p in m.named_parameters():
+        assert float(p.grad.abs().sum()) > 0, name
+    name, value = t.test_metric(m)
+    want = _masked_ce_by_hand(_mlm_logits_by_hand(par, Xte.numpy()), yte.numpy())
+    assert name == "test_nll" and abs(value - want) < 1e-5
+    # the exact posterior as logits reads its cross-entropy on the drawn training tokens (the
+    # visible positions' logits, which no target reads, left at 0); the untrained models far
+    # above the floor
+    _, _, _, masks, X, _ = _mlm_draws_by_hand()
+    bayes = np.zeros((9600, 20, 8))
+    bayes[np.arange(9600)[:, None], np.array(masks[:9600])] = np.log(_mlm_posteriors_by_hand())
+    assert abs(t.train_loss(lambda X: torch.as_tensor(bayes)) - 0.990830) < 1e-6
+    for seed in (0, 1):
+        assert t.train_loss(tasks.markov_mlm(seed).model) > tasks._mlm_floor() + 1.0
     assert t.steps == 300
