@@ -1010,8 +1010,15 @@ def test_lenup_follows_a_growing_alpha_memory_and_keeps_the_length_where_it_fall
     assert n_up.length == pytest.approx(math.exp(0.9 * math.log(length) + 0.1 * math.log(a_up * 2.0)))
 
 
+# `_minrel`, `_minpol`, `_minlive` floor the step after `_unseen`'s factor, so theirs is not the
+# product where the floor binds (e.g. u = 0.5, |θ| = |V|: 0.008 against 0.25 × 0.025); their own
+# tests below cover their `_unseen` forms
+_UNFLOORED_UNSEEN = tuple(r for r in reference.UNSEEN_RULES if r not in reference.MINREL_RULES
+                          and r not in reference.MINPOL_RULES and r not in reference.LIVE_RULES)
+
+
 @settings(max_examples=300, deadline=None)
-@given(rule=st.sampled_from(reference.UNSEEN_RULES), L0=finite, dL=finite, vg=finite, pg=nonneg,
+@given(rule=st.sampled_from(_UNFLOORED_UNSEEN), L0=finite, dL=finite, vg=finite, pg=nonneg,
        vv=nonneg, pp=nonneg, gg=nonneg, tt=nonneg, beta=positive, kv=kappa, kp=kappa, ema=kappa,
        length=kappa, pdir=st.sampled_from([DIR_V, DIR_P]),
        u=st.one_of(st.just(0.0), st.just(1.0), st.floats(min_value=0.0, max_value=1.0)))
