@@ -117,6 +117,10 @@ RULES = ("safeguarded", "paper", "fresh", "stale", "alternate",
          "alternate_wgeo_ema_rel_near_polyak_early_sharesm_unseen",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm",
          "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_sharesm_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_kres",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_kres_unseen",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_kres_sharesm",
+         "alternate_wgeo_ema_rel_near_polyak_early_kmaxp_kres_sharesm_unseen",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_unseen",
          "alternate_trust_ema_rel_near_match_slow_guard_len_early_lowshare_minrel",
@@ -699,6 +703,16 @@ LIVE_RULES = tuple(r for r in RULES if "_minlive" in r)
 LIVE_DECAY, LIVE_START, LIVE_FRAC = 0.95, 10, 1e-3
 NEAR.update({r: NEAR[r.replace("_minlive", "")] for r in LIVE_RULES
              if r.replace("_minlive", "") in NEAR})
+# `*_kres` (`_kmax*` rules; round 43): κ_max, and `_kmaxp`'s own bound, take only a curvature the
+# probe resolved (`_guard`'s test: |Lβ − L0 + β·d_X| above RESOLVE·|L0|) and that fits the rule's
+# float32 state (at most FP32_MAX). Traced on Momentum's trap at α₀ = 1 (log item 69): probes as
+# short as a collapsed step read rounding over β², so each stores a larger κ than the one before
+# until one overflows the float32 state to infinity; κ_max = max(κ, 0.5·κ_max) is then infinite for
+# good and bounds every step to zero, while the α memory recovers unused (the held-out phase
+# retrieval at 12.8–14.6×, the Poisson task's seeds 0 and 4 at ~2×). Only the bound's entries
+# change: the α memory, the probes and the length are the rule's own.
+KRES_RULES = tuple(r for r in RULES if "_kres" in r)
+NEAR.update({r: NEAR[r.replace("_kres", "")] for r in KRES_RULES if r.replace("_kres", "") in NEAR})
 
 
 def grad_alive(gg: float, st: "RuleState", new: "RuleState") -> bool:
@@ -744,6 +758,7 @@ RESTART_RULES = tuple(r for r in RULES if r.endswith("_restart"))
 # while a bf16 model's fp32 loss averages its rounding over the batch): bfloat16 0.066, float64 1.9e-15.
 RESOLVE = 1e-6
 FP32_EPS = float(torch.finfo(torch.float32).eps)
+FP32_MAX = float(torch.finfo(torch.float32).max)  # the largest κ `*_kres` lets into κ_max
 
 
 def resolve_threshold(loss_eps: float) -> float:
@@ -956,6 +971,8 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     unresolved = measured_nothing(rule, L0, Lb, beta, dX, loss_eps)
     remember = not ((far and (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES))
                     or unresolved)
+    kmax_takes = remember and (rule not in KRES_RULES  # `*_kres`: only a resolved curvature
+                               or abs(Lb - L0 + beta * dX) > resolve_threshold(loss_eps) * abs(L0))
     zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory
     if rule in FIT_RULES:
         alpha = min(fallback, cap)
@@ -996,9 +1013,11 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
             empty = rule in LOWSHARE_RULES and not st.share > 0
             new.share = c2 if empty else SHARE_DECAY * st.share + (1 - SHARE_DECAY) * c2
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
-            entry = kappa if remember else 0.0
+            entry = kappa if kmax_takes else 0.0
             if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units
                 entry = st.kappa_v * entry / st.kappa_p if (st.kappa_v > 0 and st.kappa_p > 0) else 0.0
+            if rule in KRES_RULES and not entry <= FP32_MAX:
+                entry = 0.0
             new.kmax = max(entry, KMAX_DECAY * st.kmax)
         cands = []  # the step each curvature estimate allows, in units of V
         if new.kappa_v * red["vv"] > 0:
@@ -1108,9 +1127,11 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
         if alpha > 0:
             new.length = _log_ema(length, alpha * norm, LEN_DECAY_OF[rule])
     bound_k = KMAX_DECAY * st.kmax if rule in KMAX_BEFORE_RULES else new.kmax  # `_kmaxn`: before
-    if (rule in KMAX_OWN_RULES and probe_dir == DIR_P and remember
+    if (rule in KMAX_OWN_RULES and probe_dir == DIR_P and kmax_takes
             and st.kappa_v > 0 and st.kappa_p > 0):  # `_kmaxp`: and a P probe's own, in V's units
         own = st.kappa_v * new.kappa_p / st.kappa_p
+        if rule in KRES_RULES and not own <= FP32_MAX:
+            own = 0.0
         bound_k = max(bound_k, KMAX_DECAY * own if rule in KMAXS_RULES else own)  # `_kmaxs`: halved
     if rule in KMAX_RULES and d > 0 and vv > 0 and bound_k > 0:  # the step only, as `*polyak`
         alpha = min(alpha, scale * d / (2 * bound_k * vv))

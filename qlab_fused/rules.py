@@ -13,7 +13,8 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         EMA_RULES, FIT_RULES,
                         FLOOR_RULES, FP32_EPS, GEO2_RULES, GEO2_SPREAD, GEO_RULES, GEO_V_RULES,
                         GROW_RULES, GROW_STEPS,
-                        GUARD_RULES, HOLD_RULES, KMAX_BEFORE_RULES, KMAX_DECAY, KMAX_OWN_RULES,
+                        FP32_MAX, GUARD_RULES, HOLD_RULES, KMAX_BEFORE_RULES, KMAX_DECAY,
+                        KMAX_OWN_RULES, KRES_RULES,
                         KMAX_RULES, KMAXS_RULES, KMAXV_RULES,
                         LEN_DECAY_OF, LEN_GROWTH, LEN_RULES, LEN_MOVED_RULES,
                         LENUP_RULES, LIVE_DECAY, LIVE_FRAC, LIVE_RULES, LIVE_START,
@@ -129,6 +130,9 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     gated = (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES
              or rule in STILL_RULES)
     remember = ~(far | unresolved) if gated else ~false
+    kmax_takes = remember  # `*_kres`: only a resolved curvature
+    if rule in KRES_RULES:
+        kmax_takes = remember & ((Lb - L0 + beta * dX).abs() > resolve_threshold(loss_eps) * L0.abs())
     zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
@@ -160,11 +164,13 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         if rule in EARLY_RULES:  # `*early`: a stored curvature is a fit with a minimum
             found = torch.where(remember & (kappa > 0), torch.ones_like(zero), st64["found"])
         if rule in KMAX_RULES:  # this probe's curvature, if stored, against the decayed largest
-            entry = torch.where(remember, kappa, zero)
+            entry = torch.where(kmax_takes, kappa, zero)
             if rule in KMAXV_RULES and probe_dir == DIR_P:  # in V's units
                 kv, kp = st64["kappa_v"], st64["kappa_p"]
                 ok = (kv > 0) & (kp > 0)
                 entry = torch.where(ok, kv * entry / torch.where(ok, kp, zero + 1), zero)
+            if rule in KRES_RULES:
+                entry = torch.where(entry <= FP32_MAX, entry, zero)
             kmax = torch.maximum(entry, KMAX_DECAY * st64["kmax"])
         cv = d / (2 * kappa_v * vv)
         cp = red[RED_PG] / (2 * kappa_p * pp)
@@ -309,8 +315,10 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
         if rule in KMAX_OWN_RULES and probe_dir == DIR_P:
             # `_kmaxp`: and a P probe's own, in V's units
             kv0, kp0 = st64["kappa_v"], st64["kappa_p"]
-            own_ok = remember & (kv0 > 0) & (kp0 > 0)
+            own_ok = kmax_takes & (kv0 > 0) & (kp0 > 0)
             own = torch.where(own_ok, kv0 * kappa_p / torch.where(own_ok, kp0, zero + 1), zero)
+            if rule in KRES_RULES:
+                own = torch.where(own <= FP32_MAX, own, zero)
             kb = torch.maximum(kb, KMAX_DECAY * own if rule in KMAXS_RULES else own)  # `_kmaxs`: ½
         ok = (d > 0) & (vv > 0) & (kb > 0)
         one = zero + 1

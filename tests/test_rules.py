@@ -1366,7 +1366,7 @@ def test_adam_grow_and_early_let_the_step_grow_where_no_curvature_is_measured(ru
 
 
 def _without_kmax(rule):
-    for token in ("_kmaxv", "_kmaxn", "_kmaxp", "_kmaxs", "_kmax"):
+    for token in ("_kres", "_kmaxv", "_kmaxn", "_kmaxp", "_kmaxs", "_kmax"):
         rule = rule.replace(token, "")
     return rule
 
@@ -1383,7 +1383,7 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     P probe's in V's units, κ_V·κ_P/κ_P before); the step is the rule's without the modifier, at
     most scale·⟨V,G⟩/(2 κ_max |V|²) where ⟨V,G⟩, |V| and κ_max are positive (`_kmaxn`: the κ_max
     before this probe, decayed; `_kmaxp`: that, or a P probe's own κ in V's units if larger;
-    `_kmaxs`: both halved);
+    `_kmaxs`: both halved; `_kres`: only a curvature the probe resolved, at most FP32_MAX);
     every other slot (the α memory, the next probe) is that rule's; the device agrees."""
     beta, ema, kv, kp, kmax = (float(torch.tensor(x, dtype=torch.float32))
                                for x in (beta, ema, kv, kp, kmax))
@@ -1401,12 +1401,18 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     fitted = a2 / xx if (a2 > 0 and xx > 0) else 0.0
     stored = n_b.kappa_p if pdir == DIR_P else n_b.kappa_v  # `_guard`: only what it measured
     entry = fitted if stored == fitted else 0.0
+    kres = rule in reference.KRES_RULES
+    if kres and abs(L0 + dL - L0 + beta * dX) <= reference.resolve_threshold(reference.FP32_EPS) * abs(L0):
+        entry = 0.0
     if rule in reference.KMAXV_RULES and pdir == DIR_P:
         entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
+    if kres and entry > reference.FP32_MAX:
+        entry = 0.0
     assert n_k.kmax == max(entry, reference.KMAX_DECAY * kmax)
     kb = reference.KMAX_DECAY * kmax if rule in reference.KMAX_BEFORE_RULES else n_k.kmax
     if rule in reference.KMAX_OWN_RULES and pdir == DIR_P and kv > 0 and kp > 0:
         own = kv * entry / kp
+        own = 0.0 if kres and own > reference.FP32_MAX else own
         kb = max(kb, reference.KMAX_DECAY * own if rule in reference.KMAXS_RULES else own)
     bound = reference.NEAR[rule][1] * vg / (2 * kb * vv) if (vg > 0 and vv > 0 and kb > 0) else math.inf
     assert a_k == min(a_b, bound) and n_k.alpha == a_k
@@ -1540,8 +1546,9 @@ def _assert_steep_p_step(rule, start, cut):
     assert float(n_dev["kmax"]) == pytest.approx(n_r.kmax, rel=1e-5)
 
 
-@pytest.mark.parametrize("rule", [r for r in reference.KMAXP_RULES  # `_share`: its own tests
-                                  if r in reference.WGEO_RULES and r not in reference.SHARE_RULES])
+@pytest.mark.parametrize("rule", [r for r in reference.KMAXP_RULES  # `_share`, `_kres`: their own
+                                  if r in reference.WGEO_RULES and r not in reference.SHARE_RULES
+                                  and r not in reference.KRES_RULES])
 def test_kmaxp_lets_a_quiet_p_probe_step_and_cuts_a_steep_one(rule):
     """`_kmaxp`: on quiet batches whose P probes read 2.3× V's curvature, every step is `_kmaxn`'s
     (a P probe's own κ in V's units, κ_V·κ_P/κ_P before = κ_V, allows scale × the fit along V, more
@@ -1592,6 +1599,44 @@ def test_kmaxs_halves_a_p_probe_s_own_bound(rule):
     assert with_s[0] == pytest.approx(cut, rel=1e-9) and with_s[0] == pytest.approx(2 * with_p[0])
     assert with_s[1:] == pytest.approx(with_n[1:], rel=1e-12) and rs_s.kmax == rs_n.kmax
     _assert_steep_p_step(rule, start, cut)
+
+
+@pytest.mark.parametrize("rule", reference.KRES_RULES)
+def test_kres_keeps_rounding_and_overflowing_curvatures_out_of_kmax(rule):
+    """Momentum's trap at α₀ = 1 (log item 69): probes as short as a collapsed step read rounding
+    over β² as ever larger curvatures, and one overflows the float32 state, after which κ_max is
+    infinite and every step zero. `_kres`: a probe that moved the loss by rounding only stores its
+    κ in the α memory as the rule without it does, but not in κ_max (which decays), nor does a
+    resolved κ above FP32_MAX; a resolved finite one enters as before; the device agrees."""
+    base = rule.replace("_kres", "")
+    quiet, L0, k0 = _QUIET, 1.0, 1e-3
+    for pdir in (DIR_V, DIR_P):
+        dX, xx = (quiet["pg"], quiet["pp"]) if pdir == DIR_P else (quiet["vg"], quiet["vv"])
+        for beta, moved, taken in ((1e-6, 1e-7, False), (1e-20, 1e-3, False), (1e-2, 1e-3, True)):
+            rs = reference.RuleState(**dict(vars(_quiet_start(rule)), kmax=k0))
+            rs.beta = beta
+            Lb = L0 - beta * dX + moved * L0  # a₂·β² = `moved`: rounding below RESOLVE·|L0|
+            a_k, n_k = reference.rule_step(rule, L0, Lb, quiet, beta, rs, 1.0, pdir)
+            a_b, n_b = reference.rule_step(base, L0, Lb, quiet, beta, rs, 1.0, pdir)
+            fitted = (Lb - L0 + beta * dX) / beta ** 2 / xx
+            assert (n_b.kappa_p if pdir == DIR_P else n_b.kappa_v) == fitted  # stored by both
+            assert vars(n_k) == dict(vars(n_b), alpha=n_k.alpha, kmax=n_k.kmax)
+            assert n_b.kmax == fitted and a_k >= a_b
+            if taken:
+                assert n_k.kmax == fitted and a_k == a_b
+            else:
+                assert n_k.kmax == reference.KMAX_DECAY * k0 and fitted > 1e6 * k0
+            a_dev, n_dev = run_device(rule, L0, Lb, quiet, beta, rs, 1.0, pdir)
+            assert float(n_dev["kmax"]) == pytest.approx(n_k.kmax, rel=1e-5)
+            assert float(a_dev) == pytest.approx(a_k, rel=1e-5, abs=1e-30)
+            _, b_dev = run_device(base, L0, Lb, quiet, beta, rs, 1.0, pdir)
+            assert math.isinf(float(b_dev["kmax"])) == (fitted > reference.FP32_MAX)
+    # an infinite κ_max (the rule without `_kres`, after an overflow) bounds every step to zero
+    rs = reference.RuleState(**dict(vars(_quiet_start(rule)), kmax=k0))
+    trapped = reference.RuleState(**dict(vars(rs), kmax=math.inf))
+    Lb = L0 - rs.beta * quiet["vg"] + _KV * quiet["vv"] * rs.beta ** 2
+    assert reference.rule_step(base, L0, Lb, quiet, rs.beta, trapped, 1.0, DIR_V)[0] == 0.0
+    assert reference.rule_step(rule, L0, Lb, quiet, rs.beta, rs, 1.0, DIR_V)[0] > 0.0
 
 
 def _c2(red):
