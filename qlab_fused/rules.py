@@ -132,7 +132,8 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     remember = ~(far | unresolved) if gated else ~false
     kmax_takes = remember  # `*_kres`: only a resolved curvature
     if rule in KRES_RULES:
-        kmax_takes = remember & ((Lb - L0 + beta * dX).abs() > resolve_threshold(loss_eps) * L0.abs())
+        resolved = (Lb - L0 + beta * dX).abs() > resolve_threshold(loss_eps) * L0.abs()
+        kmax_takes = remember & resolved
     zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)

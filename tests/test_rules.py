@@ -1402,7 +1402,8 @@ def test_kmax_rules_bound_the_step_by_the_fit_at_the_decayed_largest_curvature(r
     stored = n_b.kappa_p if pdir == DIR_P else n_b.kappa_v  # `_guard`: only what it measured
     entry = fitted if stored == fitted else 0.0
     kres = rule in reference.KRES_RULES
-    if kres and abs(L0 + dL - L0 + beta * dX) <= reference.resolve_threshold(reference.FP32_EPS) * abs(L0):
+    threshold = reference.resolve_threshold(reference.FP32_EPS) * abs(L0)
+    if kres and abs(L0 + dL - L0 + beta * dX) <= threshold:
         entry = 0.0
     if rule in reference.KMAXV_RULES and pdir == DIR_P:
         entry = kv * entry / kp if (kv > 0 and kp > 0) else 0.0
