@@ -923,12 +923,18 @@ def fit_too_near(rule: str, a_star: float, beta: float, reach: float, ema: float
     return tests_far and _good(a_star) and a_star < beta / (TRUST_FAR * reach)
 
 
+def moved_by_rounding(L0, Lb, beta, dX, loss_eps: float):
+    """`*guard`'s test, |Lβ − L0 + β·d_X| ≤ resolve_threshold(loss_eps)·|L0|: the probe moved the
+    loss by rounding only (floats, or 0-d tensors for ``rules.rule_step``)."""
+    return abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
+
+
 def measured_nothing(rule: str, L0: float, Lb: float, beta: float, dX: float,
                      loss_eps: float) -> bool:
-    """A probe that moved the loss by rounding only (`*guard`: |Lβ − L0 + β·d_X| within the
-    threshold), or left it bit for bit unchanged (`*hold`, `*still`)."""
+    """A probe that moved the loss by rounding only (`*guard`: ``moved_by_rounding``), or left it
+    bit for bit unchanged (`*hold`, `*still`)."""
     return ((rule in GUARD_RULES
-             and (abs(Lb - L0 + beta * dX) <= resolve_threshold(loss_eps) * abs(L0)
+             and (moved_by_rounding(L0, Lb, beta, dX, loss_eps)
                   or (rule in HOLD_RULES and Lb == L0)))
             or (rule in STILL_RULES and Lb == L0))
 
@@ -972,7 +978,7 @@ def rule_step(rule: str, L0: float, Lb: float, red: dict, beta: float, st: RuleS
     remember = not ((far and (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES))
                     or unresolved)
     kmax_takes = remember and (rule not in KRES_RULES  # `*_kres`: only a resolved curvature
-                               or abs(Lb - L0 + beta * dX) > resolve_threshold(loss_eps) * abs(L0))
+                               or not moved_by_rounding(L0, Lb, beta, dX, loss_eps))
     zero_far = far and rule not in SKIP_RULES  # `*skip`: zeroed below only while there is no memory
     if rule in FIT_RULES:
         alpha = min(fallback, cap)

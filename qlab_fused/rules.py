@@ -27,7 +27,8 @@ from .reference import (CARRY_RULES, EARLY_RULES, EDGE_OF, EDGE_RULES, EMA_DECAY
                         SLOW_RULES, SPLIT_RULES, START_RULES, STEEP_RULES, STILL_RULES, TRUST_FAR,
                         TRUST_RULES,
                         UNSEEN_RULES,
-                        WGEO_RULES, WGEO_V, next_probe_direction, probe_direction, resolve_threshold)
+                        WGEO_RULES, WGEO_V, moved_by_rounding, next_probe_direction,
+                        probe_direction)
 
 STATE_KEYS = ("alpha", "beta", "kappa_v", "kappa_p", "ema", "held", "length", "beta_alt", "found",
               "kmax", "share", "grad_ema", "grad_start", "grad_seen", "skips", "step")
@@ -123,17 +124,14 @@ def rule_step(rule: str, L0, Lb, red, st: dict, alpha0: float, probe_dir: int,
     far = (_good(a_star) & (a_star < beta / (TRUST_FAR * reach))) if tests_far else false
     if rule in START_RULES:  # only while the EMA is empty
         far = far & ~_good(st64["ema"])
-    unresolved = (((Lb - L0 + beta * dX).abs() <= resolve_threshold(loss_eps) * L0.abs())
-                  if rule in GUARD_RULES else false)
+    rounding = moved_by_rounding(L0, Lb, beta, dX, loss_eps)
+    unresolved = rounding if rule in GUARD_RULES else false
     if rule in HOLD_RULES or rule in STILL_RULES:  # a loss bit for bit unchanged: nothing moved
         unresolved = unresolved | (Lb == L0)
     gated = (rule in GUARD_RULES or rule in SKIP_RULES or rule in START_RULES
              or rule in STILL_RULES)
     remember = ~(far | unresolved) if gated else ~false
-    kmax_takes = remember  # `*_kres`: only a resolved curvature
-    if rule in KRES_RULES:
-        resolved = (Lb - L0 + beta * dX).abs() > resolve_threshold(loss_eps) * L0.abs()
-        kmax_takes = remember & resolved
+    kmax_takes = remember & ~rounding if rule in KRES_RULES else remember  # `*_kres`: resolved only
     zero_far = far  # `*skip`: only while there is no memory (below)
     if rule in FIT_RULES:
         alpha = torch.minimum(fallback, cap)
